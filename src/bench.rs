@@ -1,0 +1,1 @@
+//! Embedding throughput harness (see issue 3).

@@ -1,0 +1,171 @@
+//! Command line: every flag has a long name and an environment variable, and says how to tune it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::embed::Device;
+
+/// Reindex MongoDB collections into Qdrant: idempotent, resumable, no Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "mongo2qdrant", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "M2Q_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read documents, embed what changed, upsert into Qdrant, checkpoint.
+    Sync(Box<SyncArgs>),
+    /// Embed a query and print the nearest points with score and payload.
+    Search(SearchArgs),
+}
+
+/// Where the documents come from.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// MongoDB connection string (credentials are never printed).
+    #[arg(long, env = "MONGO_URI", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongo_uri: String,
+    /// Source database.
+    #[arg(long, env = "M2Q_DATABASE")]
+    pub database: Option<String>,
+    /// Source collection(s), comma-separated or repeated; one reader task each.
+    #[arg(long = "collection", env = "M2Q_COLLECTIONS", value_delimiter = ',')]
+    pub collections: Vec<String>,
+    /// mongoexport JSON or JSONL file(s) to read instead of MongoDB (namespace: --database,
+    /// default `file`, and the file stem).
+    #[arg(long = "file", env = "M2Q_FILES", value_delimiter = ',')]
+    pub files: Vec<PathBuf>,
+    /// Only documents matching this filter (Extended JSON), e.g. '{"year": {"$gte": 2000}}'.
+    #[arg(long, env = "M2Q_FILTER")]
+    pub filter: Option<String>,
+    /// Projection (Extended JSON); default: the fields the template and payload need.
+    #[arg(long, env = "M2Q_PROJECTION")]
+    pub projection: Option<String>,
+    /// Documents per cursor batch from MongoDB.
+    #[arg(long, env = "M2Q_CURSOR_BATCH", default_value_t = 1000)]
+    pub cursor_batch: u32,
+}
+
+/// Where the points go.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Qdrant server gRPC URL (e.g. http://localhost:6334); without it, the embedded store.
+    #[arg(long, env = "QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    /// API key for the Qdrant server.
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Directory of the embedded Qdrant store (used when no --qdrant-url).
+    #[arg(long, env = "M2Q_QDRANT_PATH", default_value = "qdrant-data")]
+    pub qdrant_path: PathBuf,
+    /// Target collection; default: the source collection's name.
+    #[arg(long, env = "M2Q_COLLECTION_NAME")]
+    pub collection_name: Option<String>,
+    /// Named vector to write and search (lets several models share a collection).
+    #[arg(long, env = "M2Q_VECTOR_NAME")]
+    pub vector_name: Option<String>,
+}
+
+/// The embedding model and how it runs.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Directory with model.onnx and tokenizer.json (`bash models/fetch.sh` puts them here).
+    #[arg(long = "model", env = "M2Q_MODEL", default_value = "models/cache/all-MiniLM-L6-v2")]
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library (>= 1.24).
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = "models/cache/onnxruntime/libonnxruntime.so"
+    )]
+    pub ort_library: PathBuf,
+    /// cpu, or cuda (needs the onnxruntime-gpu libraries).
+    #[arg(long, env = "M2Q_DEVICE", value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// Concurrent ONNX sessions; default: one per core up to 4 cores, then cores/4.
+    #[arg(long, env = "M2Q_SESSIONS")]
+    pub sessions: Option<usize>,
+    /// Threads per session; default: 1 up to 4 cores, then 4.
+    #[arg(long, env = "M2Q_INTRA_THREADS")]
+    pub intra_threads: Option<usize>,
+    /// Most texts per inference call; larger amortises overhead, smaller pads less.
+    #[arg(long, env = "M2Q_MAX_BATCH", default_value_t = 64)]
+    pub max_batch: usize,
+    /// Most padded tokens per inference call (bounds memory on long texts).
+    #[arg(long, env = "M2Q_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text template over fields: `{field}`, nested `{a.b}`, arrays joined; `\n` is a newline.
+    #[arg(long, env = "M2Q_TEXT", default_value = "{text}")]
+    pub text: String,
+    /// Fields copied into each point's payload, comma-separated (dotted paths allowed).
+    #[arg(long, env = "M2Q_PAYLOAD", value_delimiter = ',')]
+    pub payload: Vec<String>,
+    /// Documents per unit: the checkpoint step and the length-sorting window.
+    #[arg(long, env = "M2Q_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Split texts longer than this many tokens into overlapping chunks (one point each).
+    #[arg(long, env = "M2Q_CHUNK_SIZE")]
+    pub chunk_size: Option<usize>,
+    /// Tokens shared by consecutive chunks.
+    #[arg(long, env = "M2Q_CHUNK_OVERLAP", default_value_t = 32)]
+    pub chunk_overlap: usize,
+    /// Ignore checkpoints and start a new full pass (still idempotent).
+    #[arg(long, env = "M2Q_FRESH")]
+    pub fresh: bool,
+    /// Report what would be embedded, skipped and deleted; write nothing.
+    #[arg(long, env = "M2Q_DRY_RUN")]
+    pub dry_run: bool,
+    /// After a complete pass, delete points whose source document is gone.
+    #[arg(long, env = "M2Q_PRUNE")]
+    pub prune: bool,
+    /// Drop and rebuild a target collection whose vectors do not fit the model.
+    #[arg(long, env = "M2Q_RECREATE")]
+    pub recreate: bool,
+    /// Attempts for transient MongoDB / Qdrant failures (exponential backoff with jitter).
+    #[arg(long, env = "M2Q_RETRIES", default_value_t = 6)]
+    pub retries: u32,
+    /// Write the run's counts as JSON to this file.
+    #[arg(long, env = "M2Q_REPORT_JSON")]
+    pub report_json: Option<PathBuf>,
+    /// No progress bars or progress log lines.
+    #[arg(long, env = "M2Q_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// The query text.
+    pub query: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of hits.
+    #[arg(long, short = 'k', env = "M2Q_LIMIT", default_value_t = 5)]
+    pub limit: usize,
+    /// Print hits as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,144 @@
+//! Embedding stage: the [`Embedder`] trait, the ONNX Runtime implementation and the worker
+//! thread that keeps CPU work off the async runtime.
+
+pub mod onnx;
+pub mod worker;
+
+use std::path::PathBuf;
+
+pub use onnx::OnnxEmbedder;
+
+/// Errors of the embedding stage. Each names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(
+        "ONNX Runtime library not found at {0}: run `bash models/fetch.sh`, or set ORT_DYLIB_PATH to libonnxruntime.so (>= 1.24)"
+    )]
+    LibraryMissing(PathBuf),
+    #[error(
+        "could not load ONNX Runtime from {path}: {reason}; install onnxruntime >= 1.24 with `bash models/fetch.sh` or point ORT_DYLIB_PATH at a matching libonnxruntime.so"
+    )]
+    LibraryLoad { path: PathBuf, reason: String },
+    #[error(
+        "model file {0} not found: run `bash models/fetch.sh`, or pass --model DIR holding model.onnx and tokenizer.json"
+    )]
+    ModelMissing(PathBuf),
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error(
+        "CUDA execution provider unavailable: {0}; install the onnxruntime-gpu wheel's libraries (CUDA 13, cuDNN 9), set ORT_DYLIB_PATH to its libonnxruntime.so, or use --device cpu"
+    )]
+    Cuda(String),
+    #[error("ONNX Runtime: {0}")]
+    Ort(#[from] ort::Error),
+    #[error("model output has unexpected shape {0:?}; expected [batch, tokens, dim]")]
+    OutputShape(Vec<i64>),
+    #[error("the embedding worker stopped")]
+    WorkerGone,
+}
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// How the embedding stage is laid out and batched.
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    /// Directory with `model.onnx` and `tokenizer.json`.
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library.
+    pub ort_library: PathBuf,
+    pub device: Device,
+    /// Concurrent ONNX sessions.
+    pub sessions: usize,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+    /// Most texts in one inference call.
+    pub max_batch: usize,
+    /// Most padded tokens (texts x longest) in one inference call.
+    pub max_batch_tokens: usize,
+    /// Tokens per text, including the special tokens (sentence-transformers: 256).
+    pub max_tokens: usize,
+}
+
+impl EmbedConfig {
+    /// Defaults for this machine: the fetched model, one single-threaded session per core
+    /// (measured fastest on small CPUs), 64-text / 16k-token batches.
+    pub fn with_defaults(model_dir: PathBuf, ort_library: PathBuf) -> Self {
+        let (sessions, intra_threads) = default_layout(available_cores());
+        Self {
+            model_dir,
+            ort_library,
+            device: Device::Cpu,
+            sessions,
+            intra_threads,
+            max_batch: 64,
+            max_batch_tokens: 16_384,
+            max_tokens: 256,
+        }
+    }
+}
+
+/// Cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Sessions x intra-op threads for `cores`: single-threaded sessions up to 4 cores, then
+/// sessions of 4 threads.
+pub fn default_layout(cores: usize) -> (usize, usize) {
+    if cores <= 4 {
+        (cores.max(1), 1)
+    } else {
+        (cores / 4, 4)
+    }
+}
+
+/// Time and token counts of one `embed` call.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct EmbedStats {
+    pub texts: u64,
+    /// Real tokens (attention mask ones).
+    pub tokens: u64,
+    /// Tokens fed to the model including padding.
+    pub padded_tokens: u64,
+    pub tokenize_secs: f64,
+    pub infer_secs: f64,
+}
+
+impl EmbedStats {
+    pub fn add(&mut self, o: &EmbedStats) {
+        self.texts += o.texts;
+        self.tokens += o.tokens;
+        self.padded_tokens += o.padded_tokens;
+        self.tokenize_secs += o.tokenize_secs;
+        self.infer_secs += o.infer_secs;
+    }
+
+    /// Share of computed tokens that were padding.
+    pub fn padding_ratio(&self) -> f64 {
+        if self.padded_tokens == 0 {
+            0.0
+        } else {
+            1.0 - self.tokens as f64 / self.padded_tokens as f64
+        }
+    }
+}
+
+/// Turns texts into unit-length vectors.
+pub trait Embedder: Send + Sync {
+    /// Vectors for `texts`, in the same order.
+    fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError>;
+    /// Vector dimension.
+    fn dimension(&self) -> usize;
+    /// Identity of the model (name and file digest): part of every content hash.
+    fn model_id(&self) -> &str;
+    /// Split `text` into windows of at most `size` tokens overlapping by `overlap` tokens.
+    /// Returns the text unchanged (one chunk) when it fits.
+    fn chunk(&self, text: &str, size: usize, overlap: usize) -> Vec<String>;
+}

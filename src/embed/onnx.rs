@@ -1,0 +1,393 @@
+//! all-MiniLM-L6-v2 style sentence embeddings through ONNX Runtime (`ort`, loaded dynamically):
+//! tokenise in parallel (rayon), sort by length, batch by count and token budget with dynamic
+//! padding, mean-pool over the attention mask and L2-normalise, as sentence-transformers does.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use ndarray::Array2;
+use ort::session::Session;
+use ort::value::TensorRef;
+use rayon::prelude::*;
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+use super::{Device, EmbedConfig, EmbedError, EmbedStats, Embedder};
+
+/// The process-wide ONNX Runtime environment (ONNX Runtime allows one per process).
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn environment(library: &Path) -> Result<ort::environment::Environment, EmbedError> {
+    if ENVIRONMENT.get().is_none() && !library.exists() {
+        return Err(EmbedError::LibraryMissing(library.to_path_buf()));
+    }
+    ENVIRONMENT
+        .get_or_init(|| {
+            ort::init_from(library)
+                .map_err(|e| e.to_string())?
+                .with_name("mongo2qdrant")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|reason| EmbedError::LibraryLoad {
+            path: library.to_path_buf(),
+            reason,
+        })
+}
+
+/// A tokenizer and a pool of ONNX sessions over one model.
+pub struct OnnxEmbedder {
+    tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for splitting long texts into chunks.
+    chunk_tokenizer: Tokenizer,
+    sessions: Vec<Mutex<Session>>,
+    dimension: usize,
+    model_id: String,
+    config: EmbedConfig,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("model_id", &self.model_id)
+            .field("dimension", &self.dimension)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl OnnxEmbedder {
+    /// Load the tokenizer and `config.sessions` sessions; probes the output dimension.
+    pub fn load(config: &EmbedConfig) -> Result<Self, EmbedError> {
+        let model_path = config.model_dir.join("model.onnx");
+        let tokenizer_path = config.model_dir.join("tokenizer.json");
+        for p in [&model_path, &tokenizer_path] {
+            if !p.is_file() {
+                return Err(EmbedError::ModelMissing(p.clone()));
+            }
+        }
+        let env = environment(&config.ort_library)?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
+        // The shipped tokenizer.json pads to a fixed 128 and truncates at 128: we pad per batch
+        // ourselves and truncate where sentence-transformers does.
+        tokenizer.with_padding(None);
+        let mut chunk_tokenizer = tokenizer.clone();
+        chunk_tokenizer
+            .with_truncation(None)
+            .map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: config.max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
+
+        let mut sessions = Vec::with_capacity(config.sessions.max(1));
+        for _ in 0..config.sessions.max(1) {
+            let mut builder = Session::builder(&env)?;
+            if config.device == Device::Cuda {
+                builder = builder
+                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .map_err(|e| EmbedError::Cuda(e.to_string()))?;
+            }
+            let session = builder
+                .with_intra_threads(config.intra_threads.max(1))
+                .map_err(ort::Error::from)?
+                .with_inter_threads(1)
+                .map_err(ort::Error::from)?
+                .commit_from_file(&model_path)?;
+            sessions.push(Mutex::new(session));
+        }
+
+        let name = config
+            .model_dir
+            .file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        let digest = file_digest(&model_path).map_err(|_| EmbedError::ModelMissing(model_path))?;
+        let model_id = format!("{name}@{}/max{}", &digest[..16], config.max_tokens);
+
+        let mut me = Self {
+            tokenizer,
+            chunk_tokenizer,
+            sessions,
+            dimension: 0,
+            model_id,
+            config: config.clone(),
+        };
+        let (probe, _) = me.embed(&["probe"])?;
+        me.dimension = probe[0].len();
+        Ok(me)
+    }
+
+    /// Tokenise in parallel, without padding.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>, EmbedError> {
+        texts
+            .par_iter()
+            .map(|t| {
+                self.tokenizer
+                    .encode_fast(*t, true)
+                    .map_err(|e| EmbedError::Tokenizer {
+                        path: self.config.model_dir.join("tokenizer.json"),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Embed already tokenised texts: length-sorted, batched by count and token budget, spread
+    /// over the session pool. Results come back in input order.
+    pub fn embed_encodings(
+        &self,
+        encodings: &[Encoding],
+    ) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let batches = plan_batches(
+            order.iter().map(|&i| encodings[i].get_ids().len()),
+            self.config.max_batch,
+            self.config.max_batch_tokens,
+        );
+
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Vec<f32>>>> = Mutex::new(vec![None; encodings.len()]);
+        let stats = Mutex::new(EmbedStats::default());
+        let workers = self.sessions.len().min(batches.len()).max(1);
+        let outcome: Result<(), EmbedError> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (next, results, stats, batches, order) =
+                        (&next, &results, &stats, &batches, &order);
+                    scope.spawn(move || -> Result<(), EmbedError> {
+                        let mut session = self.sessions[w].lock().expect("session lock poisoned");
+                        loop {
+                            let b = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(range) = batches.get(b) else {
+                                return Ok(());
+                            };
+                            let members: Vec<usize> = order[range.clone()].to_vec();
+                            let batch: Vec<&Encoding> =
+                                members.iter().map(|&i| &encodings[i]).collect();
+                            let (vectors, s) = run_batch(&mut session, &batch)?;
+                            stats.lock().expect("stats").add(&s);
+                            let mut out = results.lock().expect("results");
+                            for (i, v) in members.into_iter().zip(vectors) {
+                                out[i] = Some(v);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("embedding thread panicked"))
+        });
+        outcome?;
+        let vectors = results
+            .into_inner()
+            .expect("results")
+            .into_iter()
+            .map(|v| v.expect("every text was embedded"))
+            .collect();
+        Ok((vectors, stats.into_inner().expect("stats")))
+    }
+
+    /// The configuration this embedder was loaded with.
+    pub fn config(&self) -> &EmbedConfig {
+        &self.config
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
+        let t = Instant::now();
+        let encodings = self.tokenize(texts)?;
+        let tokenize_secs = t.elapsed().as_secs_f64();
+        let (vectors, mut stats) = self.embed_encodings(&encodings)?;
+        stats.tokenize_secs += tokenize_secs;
+        Ok((vectors, stats))
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn chunk(&self, text: &str, size: usize, overlap: usize) -> Vec<String> {
+        // Content tokens per window: the model adds [CLS] and [SEP].
+        let size = size.clamp(8, self.config.max_tokens.saturating_sub(2).max(8));
+        let overlap = overlap.min(size / 2);
+        match self.chunk_tokenizer.encode(text, false) {
+            Ok(enc) => chunk_by_offsets(text, enc.get_offsets(), size, overlap),
+            Err(_) => vec![text.to_owned()],
+        }
+    }
+}
+
+/// Split `text` into windows of `size` tokens (by their byte offsets), `overlap` shared.
+pub fn chunk_by_offsets(
+    text: &str,
+    offsets: &[(usize, usize)],
+    size: usize,
+    overlap: usize,
+) -> Vec<String> {
+    if offsets.len() <= size {
+        return vec![text.to_owned()];
+    }
+    let step = (size - overlap).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + size).min(offsets.len());
+        let from = if start == 0 { 0 } else { offsets[start].0 };
+        let to = if end == offsets.len() {
+            text.len()
+        } else {
+            offsets[end].0
+        };
+        if let Some(s) = text.get(from..to) {
+            out.push(s.trim().to_owned());
+        }
+        if end == offsets.len() {
+            return out;
+        }
+        start += step;
+    }
+}
+
+/// Cut `lengths` (already sorted) into index ranges of at most `max_batch` items whose padded
+/// size (count x longest) stays within `max_tokens`.
+pub fn plan_batches(
+    lengths: impl Iterator<Item = usize>,
+    max_batch: usize,
+    max_tokens: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut longest = 0;
+    let mut i = 0;
+    for len in lengths {
+        let cand_longest = longest.max(len);
+        let count = i - start + 1;
+        if i > start && (count > max_batch.max(1) || count * cand_longest > max_tokens) {
+            out.push(start..i);
+            start = i;
+            longest = len;
+        } else {
+            longest = cand_longest;
+        }
+        i += 1;
+    }
+    if i > start {
+        out.push(start..i);
+    }
+    out
+}
+
+/// One inference call on `batch`, padded to its longest member.
+fn run_batch(
+    session: &mut Session,
+    batch: &[&Encoding],
+) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
+    let n = batch.len();
+    let len = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+    let mut ids = Array2::<i64>::zeros((n, len));
+    let mut mask = Array2::<i64>::zeros((n, len));
+    let types = Array2::<i64>::zeros((n, len));
+    let mut real = 0u64;
+    for (r, e) in batch.iter().enumerate() {
+        for (c, (&id, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
+            ids[[r, c]] = i64::from(id);
+            mask[[r, c]] = i64::from(m);
+            real += u64::from(m);
+        }
+    }
+    let t = Instant::now();
+    let outputs = session.run(ort::inputs![
+        "input_ids" => TensorRef::from_array_view(&ids)?,
+        "attention_mask" => TensorRef::from_array_view(&mask)?,
+        "token_type_ids" => TensorRef::from_array_view(&types)?,
+    ])?;
+    let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+    let dims: Vec<i64> = shape.iter().copied().collect();
+    if dims.len() != 3 || dims[0] as usize != n || dims[1] as usize != len {
+        return Err(EmbedError::OutputShape(dims));
+    }
+    let dim = dims[2] as usize;
+    let mut vectors = Vec::with_capacity(n);
+    for r in 0..n {
+        let mut v = vec![0f32; dim];
+        let mut count = 0f32;
+        for c in 0..len {
+            if mask[[r, c]] == 1 {
+                let row = &data[(r * len + c) * dim..(r * len + c + 1) * dim];
+                for (acc, x) in v.iter_mut().zip(row) {
+                    *acc += x;
+                }
+                count += 1.0;
+            }
+        }
+        let count = count.max(1e-9);
+        v.iter_mut().for_each(|x| *x /= count);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+        vectors.push(v);
+    }
+    let stats = EmbedStats {
+        texts: n as u64,
+        tokens: real,
+        padded_tokens: (n * len) as u64,
+        tokenize_secs: 0.0,
+        infer_secs: t.elapsed().as_secs_f64(),
+    };
+    Ok((vectors, stats))
+}
+
+/// Hex blake3 of a file's bytes.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_count_and_token_budget() {
+        let lens = [3, 3, 4, 10, 10, 10, 50];
+        let b = plan_batches(lens.iter().copied(), 3, 40);
+        assert_eq!(b, vec![0..3, 3..6, 6..7]);
+        let b = plan_batches(lens.iter().copied(), 100, 25);
+        // 3,3,4 -> 12 ok, +10 -> 4*10=40 > 25
+        assert_eq!(b[0], 0..3);
+        assert!(b.iter().all(|r| !r.is_empty()));
+        assert_eq!(b.last().unwrap().end, lens.len());
+        // a single item larger than the budget still gets a batch of its own
+        assert_eq!(plan_batches([500].into_iter(), 8, 10), vec![0..1]);
+        assert!(plan_batches(std::iter::empty(), 8, 10).is_empty());
+    }
+
+    #[test]
+    fn chunks_overlap_and_cover_the_text() {
+        let text = "a b c d e f g h i j";
+        let offsets: Vec<(usize, usize)> = (0..10).map(|i| (i * 2, i * 2 + 1)).collect();
+        let chunks = chunk_by_offsets(text, &offsets, 4, 1);
+        assert_eq!(chunks, vec!["a b c d", "d e f g", "g h i j"]);
+        assert_eq!(chunk_by_offsets(text, &offsets, 10, 2), vec![text]);
+    }
+}

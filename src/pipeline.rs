@@ -1,0 +1,750 @@
+//! Wiring of one sync run. Per source namespace, concurrently:
+//!
+//! ```text
+//! reader (cursor by _id) -> [bounded] -> prepare (text, ids, hashes, unchanged check)
+//!   -> [bounded] -> embed (shared worker thread) -> [bounded] -> sink (upsert, delete surplus)
+//!   -> checkpoint (after the target acknowledged, in order)
+//! ```
+//!
+//! Documents travel in units of `batch_docs`, in `_id` order. Every channel is bounded, so a
+//! slow stage makes the earlier ones wait; nothing is dropped. The checkpoint of a unit is
+//! written only after its upserts and deletes returned, and units reach the sink in order, so
+//! the checkpoint never passes a point that the target has not acknowledged.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::Bson;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Counts};
+use crate::embed::worker::EmbedWorker;
+use crate::embed::{EmbedError, EmbedStats};
+use crate::ids::{content_hash, point_id};
+use crate::progress::Stats;
+use crate::sink::{MatchFilter, Point, Sink, SinkError, VectorSpec, scroll_all};
+use crate::source::{Source, SourceError, SourceItem, id_text};
+use crate::text::{Template, payload_fields};
+
+/// Payload keys written on every point.
+pub mod keys {
+    pub const NAMESPACE: &str = "namespace";
+    pub const ID: &str = "_id";
+    pub const HASH: &str = "content_hash";
+    pub const CHUNK: &str = "chunk";
+    pub const CHUNKS: &str = "chunk_count";
+}
+
+/// Errors that end a run (per-document problems are counted instead).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// One source namespace synced into one target collection.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: Source,
+    /// Target collection.
+    pub target: String,
+    pub template: Template,
+    /// Fields copied into the payload.
+    pub payload_fields: Vec<String>,
+    /// The filter as given (part of the settings a resume must match).
+    pub filter_text: String,
+}
+
+/// Token windows for long texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    pub size: usize,
+    pub overlap: usize,
+}
+
+/// Bounded retries with exponential backoff and jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped, with up to
+    /// 50% jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let jitter = f64::from(nanos % 1000) / 1000.0 * 0.5;
+        exp.mul_f64(1.0 - jitter / 2.0)
+    }
+}
+
+/// Run `op` until it succeeds, fails permanently, or the attempts are spent.
+pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, transient: fn(&E) -> bool, mut op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && attempt + 1 < policy.attempts => {
+                attempt += 1;
+                let d = policy.delay(attempt);
+                tracing::warn!("{what} failed ({e}); retry {attempt} in {d:?}");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Documents per unit (the checkpoint granularity and the length-sorting window).
+    pub batch_docs: usize,
+    /// Ignore checkpoints and start a new full pass.
+    pub fresh: bool,
+    /// Count what would happen; write nothing.
+    pub dry_run: bool,
+    /// After a complete pass, delete points whose document is gone.
+    pub prune: bool,
+    /// Drop and rebuild a target collection with incompatible vectors.
+    pub recreate: bool,
+    pub vector_name: Option<String>,
+    pub chunking: Option<Chunking>,
+    pub retry: RetryPolicy,
+    pub run_id: String,
+    /// Becomes `true` to stop reading (signals): in-flight units finish, the checkpoint holds.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A per-document problem, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub namespace: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// Outcome of one namespace.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceReport {
+    pub namespace: String,
+    pub target: String,
+    pub counts: Counts,
+    /// The pass reached the end of the source.
+    pub complete: bool,
+    /// `_id` this pass resumed after, if it resumed.
+    pub resumed_after: Option<String>,
+    pub pruned: u64,
+}
+
+/// Outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub dry_run: bool,
+    pub interrupted: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub namespaces: Vec<NamespaceReport>,
+    /// A sample of per-document problems (at most 20).
+    pub failures: Vec<Failure>,
+    pub embedding: EmbedStatsReport,
+}
+
+/// Embedding figures of a run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct EmbedStatsReport {
+    pub texts: u64,
+    pub tokens: u64,
+    pub padding_ratio: f64,
+    pub tokenize_secs: f64,
+    pub infer_secs: f64,
+}
+
+const MAX_FAILURE_SAMPLES: usize = 20;
+
+struct Shared {
+    stats: Arc<Stats>,
+    failures: Mutex<Vec<Failure>>,
+    embed: Mutex<EmbedStats>,
+}
+
+impl Shared {
+    fn fail(&self, namespace: &str, at: String, reason: String) {
+        tracing::warn!(namespace, at, "skipped: {reason}");
+        let mut f = self.failures.lock().expect("failures");
+        if f.len() < MAX_FAILURE_SAMPLES {
+            f.push(Failure {
+                namespace: namespace.to_owned(),
+                at,
+                reason,
+            });
+        }
+    }
+}
+
+/// Now, as RFC 3339.
+pub fn now_rfc3339() -> String {
+    mongodb::bson::DateTime::now()
+        .try_to_rfc3339_string()
+        .unwrap_or_default()
+}
+
+/// Sync every job into `sink`, concurrently, sharing one embedding worker.
+pub async fn sync<S: Sink>(
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    jobs: Vec<Job>,
+    opts: SyncOptions,
+    stats: Arc<Stats>,
+) -> Result<RunReport, PipelineError> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let shared = Arc::new(Shared {
+        stats,
+        failures: Mutex::new(Vec::new()),
+        embed: Mutex::new(EmbedStats::default()),
+    });
+    let dimension = worker.embedder().dimension();
+    let vectors = VectorSpec {
+        name: opts.vector_name.clone(),
+        dimension,
+    };
+    if !opts.dry_run {
+        let mut seen = HashSet::new();
+        for job in &jobs {
+            if seen.insert(job.target.clone()) {
+                sink.ensure_collection(&job.target, &vectors, opts.recreate)
+                    .await?;
+            }
+        }
+        CheckpointStore::open(sink.as_ref(), true).await?;
+    } else {
+        // A dry run still refuses a collection it could not write to.
+        for job in &jobs {
+            if sink.exists(&job.target).await? {
+                sink.ensure_collection(&job.target, &vectors, false).await?;
+            }
+        }
+    }
+    for job in &jobs {
+        if let Some(n) = job.source.estimated_count().await {
+            shared
+                .stats
+                .expected
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    let mut tasks = Vec::new();
+    for job in jobs {
+        let (sink, worker, opts, shared) =
+            (sink.clone(), worker.clone(), opts.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            sync_namespace(sink, worker, job, opts, shared).await
+        }));
+    }
+    let mut namespaces = Vec::new();
+    let mut first_error = None;
+    for t in tasks {
+        match t.await.expect("namespace task panicked") {
+            Ok(r) => namespaces.push(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if !opts.dry_run {
+        sink.flush().await?;
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let embed = *shared.embed.lock().expect("embed stats");
+    Ok(RunReport {
+        run_id: opts.run_id.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        seconds: started.elapsed().as_secs_f64(),
+        dry_run: opts.dry_run,
+        interrupted: *opts.stop.borrow(),
+        counts: shared.stats.snapshot(),
+        namespaces,
+        failures: shared.failures.lock().expect("failures").clone(),
+        embedding: EmbedStatsReport {
+            texts: embed.texts,
+            tokens: embed.tokens,
+            padding_ratio: embed.padding_ratio(),
+            tokenize_secs: embed.tokenize_secs,
+            infer_secs: embed.infer_secs,
+        },
+    })
+}
+
+/// A document ready for embedding: its chunks and their point ids.
+struct Prepared {
+    chunks: Vec<(Uuid, String)>,
+    payload: Map<String, Value>,
+}
+
+/// Documents on their way through embed and sink, in `_id` order.
+struct Unit {
+    docs: Vec<Prepared>,
+    /// Points that must go (surplus chunks, documents that lost their text).
+    deletes: Vec<Uuid>,
+    /// Last `_id` of the unit.
+    last_id: Option<Bson>,
+    counts: Counts,
+}
+
+struct EmbeddedUnit {
+    points: Vec<Point>,
+    deletes: Vec<Uuid>,
+    last_id: Option<Bson>,
+    counts: Counts,
+}
+
+/// The settings a resume must match: anything that changes the points.
+fn settings_hash(model: &str, job: &Job, opts: &SyncOptions) -> String {
+    let chunk = opts
+        .chunking
+        .map_or_else(String::new, |c| format!("{}/{}", c.size, c.overlap));
+    let parts = [
+        model,
+        job.template.source(),
+        &chunk,
+        &job.filter_text,
+        opts.vector_name.as_deref().unwrap_or(""),
+        &job.payload_fields.join(","),
+    ];
+    crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
+}
+
+async fn sync_namespace<S: Sink>(
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    job: Job,
+    opts: SyncOptions,
+    shared: Arc<Shared>,
+) -> Result<NamespaceReport, PipelineError> {
+    let ns_text = job.source.namespace().to_string();
+    let embedder = worker.embedder().clone();
+    let model = embedder.model_id().to_owned();
+    let settings = settings_hash(&model, &job, &opts);
+
+    let store = CheckpointStore::open(sink.as_ref(), false).await?;
+    let previous = if opts.fresh {
+        None
+    } else {
+        store.load(&job.target, &ns_text).await?
+    };
+    let after = previous
+        .as_ref()
+        .filter(|_| job.source.resumable())
+        .and_then(|cp| cp.resume_after(&settings));
+    let from_start = after.is_none();
+    if let Some(a) = &after {
+        tracing::info!(namespace = %ns_text, "resuming after _id {}", id_text(a));
+    }
+    let mut checkpoint = Checkpoint {
+        target: job.target.clone(),
+        namespace: ns_text.clone(),
+        last_id: after.clone().map(Bson::into_canonical_extjson),
+        complete: false,
+        settings,
+        run_id: opts.run_id.clone(),
+        started_at: match (&previous, from_start) {
+            (Some(cp), false) => cp.started_at.clone(),
+            _ => now_rfc3339(),
+        },
+        updated_at: now_rfc3339(),
+        model: model.clone(),
+        dimension: embedder.dimension(),
+        counts: Counts::default(),
+    };
+
+    let (doc_tx, doc_rx) = mpsc::channel::<SourceItem>(opts.batch_docs * 2);
+    let (unit_tx, mut unit_rx) = mpsc::channel::<Unit>(2);
+    let (out_tx, mut out_rx) = mpsc::channel::<EmbeddedUnit>(2);
+    let seen: Arc<Mutex<HashSet<Uuid>>> = Arc::new(Mutex::new(HashSet::new()));
+
+    let reader = tokio::spawn(read_source(job.source.clone(), after.clone(), doc_tx, opts.clone()));
+    let prepare = tokio::spawn(prepare_units(
+        sink.clone(),
+        job.clone(),
+        opts.clone(),
+        shared.clone(),
+        embedder.clone(),
+        seen.clone(),
+        doc_rx,
+        unit_tx,
+    ));
+
+    // Embed: units in order through the shared worker thread.
+    let embed = {
+        let worker = worker.clone();
+        let shared = shared.clone();
+        let dry_run = opts.dry_run;
+        tokio::spawn(async move {
+            while let Some(unit) = unit_rx.recv().await {
+                let mut counts = unit.counts;
+                let texts: Vec<String> = unit
+                    .docs
+                    .iter()
+                    .flat_map(|d| d.chunks.iter().map(|(_, t)| t.clone()))
+                    .collect();
+                counts.embedded = unit.docs.len() as u64;
+                let mut points = Vec::with_capacity(texts.len());
+                if !texts.is_empty() && !dry_run {
+                    let (vectors, stats) = worker.embed(texts).await?;
+                    shared.embed.lock().expect("embed stats").add(&stats);
+                    let mut vectors = vectors.into_iter();
+                    for doc in unit.docs {
+                        for (i, (id, _)) in doc.chunks.into_iter().enumerate() {
+                            let mut payload = doc.payload.clone();
+                            payload.insert(keys::CHUNK.into(), Value::from(i));
+                            points.push(Point {
+                                id,
+                                vector: vectors.next().expect("one vector per text"),
+                                payload,
+                            });
+                        }
+                    }
+                }
+                let out = EmbeddedUnit {
+                    points,
+                    deletes: unit.deletes,
+                    last_id: unit.last_id,
+                    counts,
+                };
+                if out_tx.send(out).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), PipelineError>(())
+        })
+    };
+
+    // Sink: upsert, delete, then advance the checkpoint, unit by unit.
+    let mut totals = Counts::default();
+    let mut sink_error = None;
+    while let Some(unit) = out_rx.recv().await {
+        let mut counts = unit.counts.clone();
+        if !opts.dry_run {
+            let result = write_unit(sink.as_ref(), &job.target, &opts, &unit).await;
+            if let Err(e) = result {
+                sink_error = Some(e);
+                break;
+            }
+            counts.upserted = unit.points.len() as u64;
+        }
+        counts.deleted = unit.deletes.len() as u64;
+        shared.stats.add(&counts);
+        add_counts(&mut totals, &counts);
+        if !opts.dry_run && let Some(last) = unit.last_id {
+            checkpoint.last_id = Some(last.into_canonical_extjson());
+            checkpoint.updated_at = now_rfc3339();
+            checkpoint.counts = totals.clone();
+            retry(&opts.retry, "checkpoint write", |e: &CheckpointError| matches!(e, CheckpointError::Sink(s) if s.is_transient()), || store.save(&checkpoint)).await?;
+        }
+    }
+    drop(out_rx);
+    if let Some(e) = sink_error {
+        reader.abort();
+        return Err(e.into());
+    }
+    let read_to_end = reader.await.expect("reader task panicked")?;
+    prepare.await.expect("prepare task panicked")?;
+    embed.await.expect("embed task panicked")?;
+
+    let complete = read_to_end && !*opts.stop.borrow();
+    let mut pruned = 0;
+    if opts.prune {
+        if complete && from_start && totals.failed == 0 {
+            let seen = std::mem::take(&mut *seen.lock().expect("seen"));
+            pruned = prune(sink.as_ref(), &job.target, &ns_text, &seen, &opts).await?;
+            shared.stats.deleted.fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
+            totals.deleted += pruned;
+        } else {
+            tracing::warn!(
+                namespace = %ns_text,
+                "not pruning: the pass {}",
+                if !complete { "did not reach the end" } else if !from_start { "resumed from a checkpoint (rerun to prune after a full pass)" } else { "had failed documents" }
+            );
+        }
+    }
+    if !opts.dry_run {
+        checkpoint.complete = complete;
+        checkpoint.updated_at = now_rfc3339();
+        checkpoint.counts = totals.clone();
+        store.save(&checkpoint).await?;
+    }
+    Ok(NamespaceReport {
+        namespace: ns_text,
+        target: job.target,
+        counts: totals,
+        complete,
+        resumed_after: after.map(|a| id_text(&a)),
+        pruned,
+    })
+}
+
+fn add_counts(a: &mut Counts, b: &Counts) {
+    a.read += b.read;
+    a.embedded += b.embedded;
+    a.skipped_unchanged += b.skipped_unchanged;
+    a.skipped_no_text += b.skipped_no_text;
+    a.upserted += b.upserted;
+    a.deleted += b.deleted;
+    a.failed += b.failed;
+}
+
+async fn write_unit<S: Sink>(
+    sink: &S,
+    target: &str,
+    opts: &SyncOptions,
+    unit: &EmbeddedUnit,
+) -> Result<(), SinkError> {
+    let vector_name = opts.vector_name.as_deref();
+    if !unit.points.is_empty() {
+        retry(&opts.retry, "upsert", SinkError::is_transient, || {
+            sink.upsert(target, vector_name, unit.points.clone())
+        })
+        .await?;
+    }
+    if !unit.deletes.is_empty() {
+        retry(&opts.retry, "delete", SinkError::is_transient, || {
+            sink.delete(target, &unit.deletes)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Delete the points of `namespace` in `target` that this complete pass did not produce.
+async fn prune<S: Sink>(
+    sink: &S,
+    target: &str,
+    namespace: &str,
+    keep: &HashSet<Uuid>,
+    opts: &SyncOptions,
+) -> Result<u64, SinkError> {
+    if !sink.exists(target).await? {
+        return Ok(0);
+    }
+    let filter = MatchFilter {
+        key: keys::NAMESPACE.into(),
+        value: namespace.into(),
+    };
+    let stale: Vec<Uuid> = scroll_all(sink, target, Some(&filter))
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .filter(|id| !keep.contains(id))
+        .collect();
+    if !opts.dry_run {
+        for ids in stale.chunks(512) {
+            retry(&opts.retry, "prune", SinkError::is_transient, || sink.delete(target, ids)).await?;
+        }
+    }
+    Ok(stale.len() as u64)
+}
+
+/// Reader: the source into the bounded channel, retrying transient errors right after the last
+/// `_id` sent. Returns whether the source was read to its end (not stopped).
+async fn read_source(
+    source: Source,
+    after: Option<Bson>,
+    tx: mpsc::Sender<SourceItem>,
+    opts: SyncOptions,
+) -> Result<bool, PipelineError> {
+    let mut stop = opts.stop.clone();
+    let mut last: Option<Bson> = None;
+    let mut attempt = 0;
+    loop {
+        let from = last.clone().or_else(|| after.clone());
+        let outcome = tokio::select! {
+            r = source.stream(from.as_ref(), &tx, &mut last) => r,
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        };
+        match outcome {
+            Ok(_) => return Ok(true),
+            Err(SourceError::Closed) => return Ok(false),
+            Err(e) if e.is_transient() && source.resumable() && attempt + 1 < opts.retry.attempts => {
+                attempt += 1;
+                let d = opts.retry.delay(attempt);
+                tracing::warn!("reading {} failed ({e}); retry {attempt} in {d:?}", source.namespace());
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+struct Candidate {
+    id: Bson,
+    first: Uuid,
+    /// The prepared document and its content hash; `None` when it has no text.
+    prepared: Option<(Prepared, String)>,
+}
+
+/// Prepare: documents into units with text, ids and hashes; unchanged ones are settled here
+/// with one lookup per unit.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_units<S: Sink>(
+    sink: Arc<S>,
+    job: Job,
+    opts: SyncOptions,
+    shared: Arc<Shared>,
+    embedder: Arc<dyn crate::embed::Embedder>,
+    seen: Arc<Mutex<HashSet<Uuid>>>,
+    mut rx: mpsc::Receiver<SourceItem>,
+    tx: mpsc::Sender<Unit>,
+) -> Result<(), PipelineError> {
+    let ns = job.source.namespace().clone();
+    let ns_text = ns.to_string();
+    let model = embedder.model_id().to_owned();
+    let hash_context = format!(
+        "{}|chunk={:?}|vector={:?}",
+        job.template.source(),
+        opts.chunking.map(|c| (c.size, c.overlap)),
+        opts.vector_name
+    );
+    let target_exists = sink.exists(&job.target).await?;
+    let mut items = Vec::with_capacity(opts.batch_docs);
+    loop {
+        items.clear();
+        while items.len() < opts.batch_docs {
+            let room = opts.batch_docs - items.len();
+            if rx.recv_many(&mut items, room).await == 0 {
+                break;
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut unit = Unit {
+            docs: Vec::new(),
+            deletes: Vec::new(),
+            last_id: None,
+            counts: Counts::default(),
+        };
+        let mut candidates = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            unit.counts.read += 1;
+            let doc = match item {
+                SourceItem::Bad { at, reason } => {
+                    unit.counts.failed += 1;
+                    shared.fail(&ns_text, at, reason);
+                    continue;
+                }
+                SourceItem::Doc(d) => d,
+            };
+            unit.last_id = Some(doc.id.clone());
+            let first = point_id(&ns.database, &ns.collection, &doc.id, 0);
+            let Some(text) = job.template.render(&doc.doc) else {
+                unit.counts.skipped_no_text += 1;
+                candidates.push(Candidate { id: doc.id, first, prepared: None });
+                continue;
+            };
+            let hash = content_hash(&model, &hash_context, &text);
+            let pieces = match opts.chunking {
+                Some(c) => embedder.chunk(&text, c.size, c.overlap),
+                None => vec![text],
+            };
+            let mut payload = payload_fields(&doc.doc, &job.payload_fields);
+            payload.insert(keys::NAMESPACE.into(), Value::String(ns_text.clone()));
+            payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
+            payload.insert(keys::HASH.into(), Value::String(hash.clone()));
+            payload.insert(keys::CHUNKS.into(), Value::from(pieces.len()));
+            let chunks = pieces
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (point_id(&ns.database, &ns.collection, &doc.id, i as u32), t))
+                .collect();
+            candidates.push(Candidate {
+                id: doc.id,
+                first,
+                prepared: Some((Prepared { chunks, payload }, hash)),
+            });
+        }
+
+        // One lookup per unit: stored hash and chunk count of each document's chunk 0.
+        let stored = if target_exists || !opts.dry_run {
+            let ids: Vec<Uuid> = candidates.iter().map(|c| c.first).collect();
+            retry(&opts.retry, "hash lookup", SinkError::is_transient, || {
+                sink.retrieve(&job.target, &ids)
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
+        let stored: std::collections::HashMap<Uuid, (Option<String>, u32)> = stored
+            .into_iter()
+            .map(|p| {
+                let hash = p.payload.get(keys::HASH).and_then(Value::as_str).map(str::to_owned);
+                let n = p.payload.get(keys::CHUNKS).and_then(Value::as_u64).unwrap_or(1) as u32;
+                (p.id, (hash, n))
+            })
+            .collect();
+
+        for c in candidates {
+            let old = stored.get(&c.first);
+            let old_n = old.map_or(0, |(_, n)| *n);
+            let new_n = c.prepared.as_ref().map_or(0, |(d, _)| d.chunks.len() as u32);
+            // Surplus chunks of a document that shrank or lost its text.
+            unit.deletes
+                .extend((new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i)));
+            let Some((doc, hash)) = c.prepared else { continue };
+            if opts.prune {
+                seen.lock()
+                    .expect("seen")
+                    .extend(doc.chunks.iter().map(|(id, _)| *id));
+            }
+            if old.is_some_and(|(h, n)| h.as_deref() == Some(hash.as_str()) && *n == new_n) {
+                unit.counts.skipped_unchanged += 1;
+            } else {
+                unit.docs.push(doc);
+            }
+        }
+        if tx.send(unit).await.is_err() {
+            return Ok(());
+        }
+    }
+}

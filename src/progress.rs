@@ -1,0 +1,144 @@
+//! Live counters and their display: indicatif bars on a terminal, a log line every few seconds
+//! otherwise (cron, CI, containers).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::checkpoint::Counts;
+
+/// Counters shared by the pipeline stages.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub read: AtomicU64,
+    pub embedded: AtomicU64,
+    pub skipped_unchanged: AtomicU64,
+    pub skipped_no_text: AtomicU64,
+    pub upserted: AtomicU64,
+    pub deleted: AtomicU64,
+    pub failed: AtomicU64,
+    /// Estimated documents to read (sum over sources), 0 when unknown.
+    pub expected: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(&self, c: &Counts) {
+        self.read.fetch_add(c.read, Ordering::Relaxed);
+        self.embedded.fetch_add(c.embedded, Ordering::Relaxed);
+        self.skipped_unchanged
+            .fetch_add(c.skipped_unchanged, Ordering::Relaxed);
+        self.skipped_no_text
+            .fetch_add(c.skipped_no_text, Ordering::Relaxed);
+        self.upserted.fetch_add(c.upserted, Ordering::Relaxed);
+        self.deleted.fetch_add(c.deleted, Ordering::Relaxed);
+        self.failed.fetch_add(c.failed, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Counts {
+        Counts {
+            read: self.read.load(Ordering::Relaxed),
+            embedded: self.embedded.load(Ordering::Relaxed),
+            skipped_unchanged: self.skipped_unchanged.load(Ordering::Relaxed),
+            skipped_no_text: self.skipped_no_text.load(Ordering::Relaxed),
+            upserted: self.upserted.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal, log lines otherwise.
+    Auto,
+    /// Nothing (library use, tests).
+    Off,
+}
+
+/// A running display; stops when dropped or [`Progress::finish`]ed.
+pub struct Progress {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Start showing `stats`.
+    pub fn start(stats: Arc<Stats>, mode: ProgressMode) -> Self {
+        if mode == ProgressMode::Off {
+            return Self {
+                stop: None,
+                task: None,
+            };
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let terminal = std::io::stderr().is_terminal();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let bar = terminal.then(|| {
+                let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} read ({per_sec}, ETA {eta}) {msg}",
+                    )
+                    .expect("valid template"),
+                );
+                b
+            });
+            let period = if terminal {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(10)
+            };
+            loop {
+                let c = stats.snapshot();
+                let line = format!(
+                    "embedded {} | unchanged {} | no text {} | upserted {} | deleted {} | failed {}",
+                    c.embedded, c.skipped_unchanged, c.skipped_no_text, c.upserted, c.deleted, c.failed
+                );
+                match &bar {
+                    Some(b) => {
+                        let expected = stats.expected.load(Ordering::Relaxed);
+                        if expected > 0 {
+                            b.set_length(expected.max(c.read));
+                        }
+                        b.set_position(c.read);
+                        b.set_message(line);
+                    }
+                    None => {
+                        let secs = started.elapsed().as_secs_f64().max(1e-9);
+                        tracing::info!(
+                            read = c.read,
+                            rate = format!("{:.1}/s", c.read as f64 / secs),
+                            "{line}"
+                        );
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(period) => {}
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stop the display and wait for it to clear.
+    pub async fn finish(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}

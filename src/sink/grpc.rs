@@ -1,0 +1,307 @@
+//! Qdrant server target over gRPC (qdrant-client). Writes use `wait=true`, so a returned upsert
+//! or delete is applied and acknowledged.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use qdrant_client::qdrant::{
+    Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
+    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig,
+    point_id::PointIdOptions, vectors_config::Config,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
+
+/// A Qdrant server.
+pub struct GrpcSink {
+    url: String,
+    client: Qdrant,
+}
+
+impl GrpcSink {
+    /// Client for `url` (e.g. `http://localhost:6334`), with an optional API key.
+    pub fn connect(url: &str, api_key: Option<String>) -> Result<Self, SinkError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .timeout(Duration::from_secs(60))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| SinkError::Connect {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+        })
+    }
+}
+
+fn request_err(op: &'static str, collection: &str, e: QdrantError) -> SinkError {
+    // gRPC codes: 2 Unknown, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable.
+    let transient = match &e {
+        QdrantError::ResponseError { status } => matches!(status.code() as i32, 2 | 4 | 10 | 14),
+        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => true,
+        _ => false,
+    };
+    SinkError::Request {
+        op,
+        collection: collection.to_owned(),
+        reason: e.to_string(),
+        transient,
+    }
+}
+
+fn pid(u: &Uuid) -> PointId {
+    PointId::from(u.to_string())
+}
+
+fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(s) => s.parse().ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+fn json_payload(p: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String, Value> {
+    match Value::from(Payload::from(p)) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn to_filter(f: Option<&MatchFilter>) -> Option<Filter> {
+    f.map(|f| Filter::must([Condition::matches(f.key.clone(), f.value.clone())]))
+}
+
+impl Sink for GrpcSink {
+    fn describe(&self) -> String {
+        format!("Qdrant at {}", self.url)
+    }
+
+    async fn ensure_collection(
+        &self,
+        collection: &str,
+        vectors: &VectorSpec,
+        recreate: bool,
+    ) -> Result<(), SinkError> {
+        let wanted = format!("dimension {} and Cosine distance", vectors.dimension);
+        if self.exists(collection).await? {
+            let info = self
+                .client
+                .collection_info(collection)
+                .await
+                .map_err(|e| request_err("collection_info", collection, e))?;
+            let config = info
+                .result
+                .and_then(|r| r.config)
+                .and_then(|c| c.params)
+                .and_then(|p| p.vectors_config)
+                .and_then(|v| v.config);
+            let params = match (&config, &vectors.name) {
+                (Some(Config::Params(p)), None) => Some(p.clone()),
+                (Some(Config::ParamsMap(m)), Some(name)) => m.map.get(name).cloned(),
+                _ => None,
+            };
+            let found = match &params {
+                Some(p) => format!(
+                    "dimension {} and {:?} distance",
+                    p.size,
+                    Distance::try_from(p.distance).unwrap_or(Distance::UnknownDistance)
+                ),
+                None => match &vectors.name {
+                    Some(n) => format!("no vector named `{n}`"),
+                    None => "named vectors (pass --vector-name)".into(),
+                },
+            };
+            let ok = params.is_some_and(|p| {
+                p.size == vectors.dimension as u64 && p.distance == Distance::Cosine as i32
+            });
+            if ok {
+                return Ok(());
+            }
+            if !recreate {
+                return Err(SinkError::Incompatible {
+                    collection: collection.to_owned(),
+                    found,
+                    wanted,
+                });
+            }
+            self.client
+                .delete_collection(collection)
+                .await
+                .map_err(|e| request_err("delete_collection", collection, e))?;
+        }
+        let params = VectorParamsBuilder::new(vectors.dimension as u64, Distance::Cosine);
+        let config: VectorsConfig = match &vectors.name {
+            None => params.into(),
+            Some(name) => {
+                let mut map = qdrant_client::qdrant::VectorsConfigBuilder::default();
+                map.add_named_vector_params(name.clone(), params);
+                map.into()
+            }
+        };
+        self.client
+            .create_collection(CreateCollectionBuilder::new(collection).vectors_config(config))
+            .await
+            .map_err(|e| request_err("create_collection", collection, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, collection: &str) -> Result<bool, SinkError> {
+        self.client
+            .collection_exists(collection)
+            .await
+            .map_err(|e| request_err("collection_exists", collection, e))
+    }
+
+    async fn upsert(
+        &self,
+        collection: &str,
+        vector_name: Option<&str>,
+        points: Vec<Point>,
+    ) -> Result<(), SinkError> {
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| {
+                let payload = Payload::from(p.payload);
+                match vector_name {
+                    None => PointStruct::new(p.id.to_string(), p.vector, payload),
+                    Some(n) => PointStruct::new(
+                        p.id.to_string(),
+                        HashMap::from([(n.to_owned(), p.vector)]),
+                        payload,
+                    ),
+                }
+            })
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
+            .await
+            .map_err(|e| request_err("upsert", collection, e))?;
+        Ok(())
+    }
+
+    async fn retrieve(&self, collection: &str, ids: &[Uuid]) -> Result<Vec<StoredPoint>, SinkError> {
+        let ids: Vec<PointId> = ids.iter().map(pid).collect();
+        let res = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, ids)
+                    .with_payload(true)
+                    .with_vectors(false),
+            )
+            .await
+            .map_err(|e| request_err("get_points", collection, e))?;
+        Ok(res
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(StoredPoint {
+                    id: uuid_of(p.id)?,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, collection: &str, ids: &[Uuid]) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = ids.iter().map(pid).collect();
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(collection)
+                    .points(PointsIdsList { ids })
+                    .wait(true),
+            )
+            .await
+            .map_err(|e| request_err("delete_points", collection, e))?;
+        Ok(())
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: Option<&MatchFilter>,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+        let mut req = ScrollPointsBuilder::new(collection)
+            .limit(limit as u32)
+            .with_payload(true)
+            .with_vectors(false);
+        if let Some(f) = to_filter(filter) {
+            req = req.filter(f);
+        }
+        if let Some(o) = offset {
+            req = req.offset(pid(&o));
+        }
+        let res = self
+            .client
+            .scroll(req)
+            .await
+            .map_err(|e| request_err("scroll", collection, e))?;
+        let points = res
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(StoredPoint {
+                    id: uuid_of(p.id)?,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect();
+        Ok((points, uuid_of(res.next_page_offset)))
+    }
+
+    async fn search(
+        &self,
+        collection: &str,
+        vector_name: Option<&str>,
+        vector: Vec<f32>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, SinkError> {
+        let mut req = QueryPointsBuilder::new(collection)
+            .query(vector)
+            .limit(limit as u64)
+            .with_payload(true);
+        if let Some(n) = vector_name {
+            req = req.using(n);
+        }
+        let res = self
+            .client
+            .query(req)
+            .await
+            .map_err(|e| request_err("query", collection, e))?;
+        Ok(res
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(Hit {
+                    id: uuid_of(p.id)?,
+                    score: p.score,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect())
+    }
+
+    async fn count(&self, collection: &str) -> Result<u64, SinkError> {
+        let res = self
+            .client
+            .count(CountPointsBuilder::new(collection).exact(true))
+            .await
+            .map_err(|e| request_err("count", collection, e))?;
+        Ok(res.result.map_or(0, |r| r.count))
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! File source: what `mongoexport` writes, a JSON array (`--jsonArray`) or one Extended JSON
+//! document per line. A malformed or non-UTF-8 line is reported with its line number and
+//! counted; the other documents still flow.
+
+use std::path::PathBuf;
+
+use mongodb::bson::{Bson, Document};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::{Namespace, SourceDoc, SourceError, SourceItem};
+
+/// A mongoexport file to read.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    pub namespace: Namespace,
+    pub path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf, namespace: Namespace) -> Self {
+        Self { namespace, path }
+    }
+
+    fn io(&self, source: std::io::Error) -> SourceError {
+        SourceError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Stream every document of the file, in file order.
+    pub async fn stream(&self, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
+        let file = tokio::fs::File::open(&self.path)
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let first = loop {
+            let buf = reader.fill_buf().await.map_err(|e| self.io(e))?;
+            match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(p) => break Some(buf[p]),
+                None if buf.is_empty() => break None,
+                None => {
+                    let n = buf.len();
+                    reader.consume(n);
+                }
+            }
+        };
+        match first {
+            None => Ok(0),
+            Some(b'[') => self.stream_array(reader, tx).await,
+            Some(_) => self.stream_lines(reader, tx).await,
+        }
+    }
+
+    async fn stream_lines(
+        &self,
+        mut reader: BufReader<tokio::fs::File>,
+        tx: &mpsc::Sender<SourceItem>,
+    ) -> Result<u64, SourceError> {
+        let mut line = Vec::new();
+        let mut line_no = 0usize;
+        let mut sent = 0u64;
+        loop {
+            line.clear();
+            if reader
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| self.io(e))?
+                == 0
+            {
+                return Ok(sent);
+            }
+            line_no += 1;
+            let at = || format!("{}:{line_no}", self.path.display());
+            let item = match std::str::from_utf8(&line) {
+                Err(e) => SourceItem::Bad {
+                    at: at(),
+                    reason: format!("line {line_no} is not valid UTF-8 ({e})"),
+                },
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                    Err(e) => SourceItem::Bad {
+                        at: at(),
+                        reason: format!("line {line_no}: malformed JSON: {e}"),
+                    },
+                    Ok(v) => to_item(v, at()),
+                },
+            };
+            tx.send(item).await.map_err(|_| SourceError::Closed)?;
+            sent += 1;
+        }
+    }
+
+    async fn stream_array(
+        &self,
+        mut reader: BufReader<tokio::fs::File>,
+        tx: &mpsc::Sender<SourceItem>,
+    ) -> Result<u64, SourceError> {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| self.io(e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| SourceError::Malformed {
+                path: self.path.display().to_string(),
+                line: e.line(),
+                column: e.column(),
+                reason: e.to_string(),
+            })?;
+        let mut sent = 0u64;
+        for (i, v) in values.into_iter().enumerate() {
+            let item = to_item(v, format!("{}[{i}]", self.path.display()));
+            tx.send(item).await.map_err(|_| SourceError::Closed)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
+fn to_item(value: serde_json::Value, at: String) -> SourceItem {
+    match Bson::try_from(value) {
+        Ok(Bson::Document(doc)) => match doc.get("_id") {
+            Some(id) => SourceItem::Doc(SourceDoc {
+                id: id.clone(),
+                doc,
+            }),
+            None => SourceItem::Bad {
+                at,
+                reason: "document has no _id; export with mongoexport, which always writes it"
+                    .into(),
+            },
+        },
+        Ok(_) => SourceItem::Bad {
+            at,
+            reason: "not a JSON object".into(),
+        },
+        Err(e) => SourceItem::Bad {
+            at,
+            reason: format!("invalid Extended JSON: {e}"),
+        },
+    }
+}
+
+/// Read a whole file into documents (tests and the `load` helper).
+pub async fn read_all(path: PathBuf) -> Result<(Vec<Document>, Vec<String>), SourceError> {
+    let src = FileSource::new(
+        path,
+        Namespace {
+            database: String::new(),
+            collection: String::new(),
+        },
+    );
+    let (tx, mut rx) = mpsc::channel(1024);
+    let reader = tokio::spawn(async move { src.stream(&tx).await });
+    let mut docs = Vec::new();
+    let mut bad = Vec::new();
+    while let Some(item) = rx.recv().await {
+        match item {
+            SourceItem::Doc(d) => docs.push(d.doc),
+            SourceItem::Bad { reason, .. } => bad.push(reason),
+        }
+    }
+    reader.await.expect("reader task")?;
+    Ok((docs, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    async fn read(content: &[u8]) -> Result<(Vec<Document>, Vec<String>), SourceError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        read_all(f.path().to_path_buf()).await
+    }
+
+    #[tokio::test]
+    async fn jsonl_with_extended_json_and_bad_lines() {
+        let content = b"{\"_id\":{\"$oid\":\"65a1b2c3d4e5f60718293a4b\"},\"t\":\"a\",\"n\":{\"$numberLong\":\"5\"}}\n\
+\n\
+{not json\n\
+{\"_id\":2,\"t\":\"\xff\xfe\"}\n\
+{\"t\":\"no id\"}\n\
+{\"_id\":\"s\",\"t\":\"ok\"}\n";
+        let (docs, bad) = read(content).await.unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(matches!(docs[0].get("_id"), Some(Bson::ObjectId(_))));
+        assert_eq!(docs[0].get("n"), Some(&Bson::Int64(5)));
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(bad[0].contains("line 3"), "{}", bad[0]);
+        assert!(bad[1].contains("line 4") && bad[1].contains("UTF-8"));
+        assert!(bad[2].contains("no _id"));
+    }
+
+    #[tokio::test]
+    async fn json_array_and_its_errors() {
+        let (docs, bad) = read(b" [ {\"_id\": 1, \"t\": \"x\"}, {\"_id\": 2} ]").await.unwrap();
+        assert_eq!((docs.len(), bad.len()), (2, 0));
+        let err = read(b"[{\"_id\": 1},\n {\"_id\": }]").await.unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}

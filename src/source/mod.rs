@@ -1,0 +1,166 @@
+//! Sources: MongoDB collections (cursor sorted by `_id`, resumable after a checkpoint) and
+//! mongoexport JSON / JSONL files. Both stream into a bounded channel: a full channel makes the
+//! reader wait, nothing is ever dropped.
+
+pub mod file;
+pub mod mongo;
+
+use mongodb::bson::{Bson, Document};
+use tokio::sync::mpsc;
+
+pub use file::FileSource;
+pub use mongo::MongoSource;
+
+/// `database.collection` of a source: part of every point id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Namespace {
+    pub database: String,
+    pub collection: String,
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.database, self.collection)
+    }
+}
+
+/// One document read from a source.
+#[derive(Debug, Clone)]
+pub struct SourceDoc {
+    pub id: Bson,
+    pub doc: Document,
+}
+
+/// What a source yields: a document, or a per-document problem that is counted and reported
+/// but never stops the run.
+#[derive(Debug)]
+pub enum SourceItem {
+    Doc(SourceDoc),
+    Bad {
+        /// The `_id` (relaxed Extended JSON) or the file position, when known.
+        at: String,
+        reason: String,
+    },
+}
+
+/// Errors that stop reading a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to MongoDB at {uri}: {reason}; check --mongo-uri and that the server is running")]
+    Connect { uri: String, reason: String },
+    #[error("MongoDB query on {namespace} failed: {source}")]
+    Query {
+        namespace: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("--{flag} is not a valid Extended JSON document ({reason}); example: --{flag} '{example}'")]
+    BadJson {
+        flag: &'static str,
+        reason: String,
+        example: &'static str,
+    },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed JSON at line {line}, column {column}: {reason}; the file must be mongoexport output (a JSON array or one document per line)")]
+    Malformed {
+        path: String,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("the reader stopped because the pipeline closed")]
+    Closed,
+}
+
+impl SourceError {
+    /// Transient errors (network, server selection) are worth a retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Query { source, .. } => {
+                use mongodb::error::ErrorKind;
+                matches!(
+                    *source.kind,
+                    ErrorKind::Io(_)
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                        | ErrorKind::ServerSelection { .. }
+                ) || source.contains_label("RetryableReadError")
+                    || source.contains_label("ResumableChangeStreamError")
+            }
+            SourceError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Parse a user-given Extended JSON document (for `--filter` / `--projection`).
+pub fn parse_ext_json_doc(
+    flag: &'static str,
+    text: &str,
+    example: &'static str,
+) -> Result<Document, SourceError> {
+    let bad = |reason: String| SourceError::BadJson {
+        flag,
+        reason,
+        example,
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    match Bson::try_from(value).map_err(|e| bad(e.to_string()))? {
+        Bson::Document(d) => Ok(d),
+        other => Err(bad(format!("expected an object, got {}", other.element_type() as u8))),
+    }
+}
+
+/// Relaxed Extended JSON text of an `_id`, for payloads, reports and messages.
+pub fn id_text(id: &Bson) -> String {
+    id.clone().into_relaxed_extjson().to_string()
+}
+
+/// A source of documents.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Mongo(MongoSource),
+    File(FileSource),
+}
+
+impl Source {
+    pub fn namespace(&self) -> &Namespace {
+        match self {
+            Source::Mongo(s) => &s.namespace,
+            Source::File(s) => &s.namespace,
+        }
+    }
+
+    /// Whether `after` (resume from a checkpoint) is honoured: MongoDB cursors are sorted by
+    /// `_id`; files are read in file order and rely on content hashes instead.
+    pub fn resumable(&self) -> bool {
+        matches!(self, Source::Mongo(_))
+    }
+
+    /// Estimated number of documents (for progress and ETA), when cheap to know.
+    pub async fn estimated_count(&self) -> Option<u64> {
+        match self {
+            Source::Mongo(s) => s.estimated_count().await,
+            Source::File(_) => None,
+        }
+    }
+
+    /// Stream every document (after `after`, where resumable) into `tx`; returns how many
+    /// items were sent. `last` tracks the last `_id` sent, so that a retry after a transient
+    /// error resumes right after it.
+    pub async fn stream(
+        &self,
+        after: Option<&Bson>,
+        tx: &mpsc::Sender<SourceItem>,
+        last: &mut Option<Bson>,
+    ) -> Result<u64, SourceError> {
+        match self {
+            Source::Mongo(s) => s.stream(after, tx, last).await,
+            Source::File(s) => s.stream(tx).await,
+        }
+    }
+}
