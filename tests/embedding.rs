@@ -1,0 +1,92 @@
+//! The embedding stage against the sentence-transformers reference vectors.
+
+mod common;
+
+use mongo2qdrant::embed::Embedder;
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
+    let path = common::repo().join("../shared/data/reference-embeddings.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    let items = v["items"].as_array().unwrap();
+    let texts = items
+        .iter()
+        .map(|i| i["text"].as_str().unwrap().to_owned())
+        .collect();
+    let vectors = items
+        .iter()
+        .map(|i| {
+            i["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    (texts, vectors)
+}
+
+/// Every reference text, embedded in one batch (mixed lengths, padding), matches at cosine
+/// >= 0.999; so does each one alone (no padding).
+#[test]
+fn matches_sentence_transformers_reference() {
+    let e = common::embedder();
+    let (texts, want) = reference();
+    assert_eq!(texts.len(), 39);
+    assert_eq!(e.dimension(), 384);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (got, stats) = e.embed(&refs).unwrap();
+    assert_eq!(stats.texts, 39);
+    let mut worst = (1.0f32, String::new());
+    for ((g, w), t) in got.iter().zip(&want).zip(&texts) {
+        let c = cosine(g, w);
+        if c < worst.0 {
+            worst = (c, t.chars().take(60).collect());
+        }
+        let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+    }
+    assert!(worst.0 >= 0.999, "cosine {} for {:?}", worst.0, worst.1);
+    for (t, w) in texts.iter().zip(&want).take(5) {
+        let (one, _) = e.embed(&[t.as_str()]).unwrap();
+        assert!(cosine(&one[0], w) >= 0.999);
+    }
+}
+
+/// Long texts are cut at 256 tokens like sentence-transformers; a text of 600 words must not
+/// fail or differ from the reference (covered above), and must cost at most 256 tokens.
+#[test]
+fn long_text_is_truncated_to_256_tokens() {
+    let e = common::embedder();
+    let long = "word ".repeat(2000);
+    let enc = e.tokenize(&[long.as_str()]).unwrap();
+    assert_eq!(enc[0].get_ids().len(), 256);
+    let (_, stats) = e.embed(&[long.as_str(), "short"]).unwrap();
+    assert_eq!(stats.tokens, 256 + 3);
+}
+
+/// Chunking splits by tokens with overlap, and each chunk fits the model window.
+#[test]
+fn chunks_fit_the_window() {
+    let e = common::embedder();
+    let text = (0..900).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let chunks = e.chunk(&text, 200, 20);
+    assert!(chunks.len() >= 3, "{}", chunks.len());
+    for c in &chunks {
+        let n = e.tokenize(&[c.as_str()]).unwrap()[0].get_ids().len();
+        assert!(n <= 202 + 1, "{n}");
+    }
+    assert!(chunks[0].starts_with("w0 "));
+    assert!(chunks.last().unwrap().ends_with("w899"));
+    assert_eq!(e.chunk("short text", 200, 20), vec!["short text"]);
+}
