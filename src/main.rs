@@ -10,7 +10,7 @@ use mongo2qdrant::cli::{Cli, Command, LogFormat, ModelArgs, SearchArgs, SyncArgs
 use mongo2qdrant::config::{self, TargetKind};
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::embed::{Embedder, OnnxEmbedder};
-use mongo2qdrant::pipeline::{self, RetryPolicy, RunReport, SyncOptions};
+use mongo2qdrant::pipeline::{self, RetryPolicy, RunReport, SyncOptions, keys};
 use mongo2qdrant::progress::{Progress, ProgressMode, Stats};
 use mongo2qdrant::sink::{EdgeSink, GrpcSink, Sink};
 
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("M2Q_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,qdrant_edge=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -204,7 +204,21 @@ async fn print_hits<S: Sink>(
                 serde_json::json!({"rank": i + 1, "id": h.id, "score": h.score, "payload": h.payload})
             );
         } else {
-            println!("{:>2}. {:.4}  {}", i + 1, h.score, serde_json::Value::Object(h.payload.clone()));
+            let mut shown = h.payload.clone();
+            let id = shown.remove(keys::ID).unwrap_or_default();
+            let chunk = shown.remove(keys::CHUNK);
+            for k in [keys::HASH, keys::CHUNKS, keys::NAMESPACE] {
+                shown.remove(k);
+            }
+            let chunk = chunk
+                .filter(|c| c.as_u64() != Some(0))
+                .map_or_else(String::new, |c| format!(" chunk {c}"));
+            println!(
+                "{:>2}. {:.4}  _id {id}{chunk}  {}",
+                i + 1,
+                h.score,
+                serde_json::Value::Object(shown)
+            );
         }
     }
     if hits.is_empty() {

@@ -482,6 +482,12 @@ async fn sync_namespace<S: Sink>(
             checkpoint.updated_at = now_rfc3339();
             checkpoint.counts = totals.clone();
             retry(&opts.retry, "checkpoint write", |e: &CheckpointError| matches!(e, CheckpointError::Sink(s) if s.is_transient()), || store.save(&checkpoint)).await?;
+            tracing::debug!(
+                namespace = %ns_text,
+                upserted = totals.upserted,
+                read = totals.read,
+                "checkpoint advanced"
+            );
         }
     }
     drop(out_rx);
