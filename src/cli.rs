@@ -13,7 +13,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, env = "M2Q_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "M2Q_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -28,7 +34,7 @@ pub enum Command {
     /// Read documents, embed what changed, upsert into Qdrant, checkpoint.
     Sync(Box<SyncArgs>),
     /// Embed a query and print the nearest points with score and payload.
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
 }
 
 /// Where the documents come from.
@@ -82,7 +88,11 @@ pub struct TargetArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Directory with model.onnx and tokenizer.json (`bash models/fetch.sh` puts them here).
-    #[arg(long = "model", env = "M2Q_MODEL", default_value = "models/cache/all-MiniLM-L6-v2")]
+    #[arg(
+        long = "model",
+        env = "M2Q_MODEL",
+        default_value = "models/cache/all-MiniLM-L6-v2"
+    )]
     pub model_dir: PathBuf,
     /// The ONNX Runtime shared library (>= 1.24).
     #[arg(

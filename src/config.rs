@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use mongodb::bson::Document;
 
 use crate::cli::{ModelArgs, SourceArgs, SyncArgs, TargetArgs};
-use crate::embed::{EmbedConfig, default_layout, available_cores};
+use crate::embed::{EmbedConfig, available_cores, default_layout};
 use crate::pipeline::{Chunking, Job};
 use crate::source::mongo::connect;
 use crate::source::{FileSource, MongoSource, Namespace, Source, SourceError, parse_ext_json_doc};
@@ -32,8 +32,13 @@ pub enum ConfigError {
 /// Where points go.
 #[derive(Debug, Clone)]
 pub enum TargetKind {
-    Grpc { url: String, api_key: Option<String> },
-    Embedded { path: PathBuf },
+    Grpc {
+        url: String,
+        api_key: Option<String>,
+    },
+    Embedded {
+        path: PathBuf,
+    },
 }
 
 impl TargetArgs {
@@ -116,7 +121,11 @@ pub async fn jobs(
         None => Document::new(),
     };
     let projection = match &source.projection {
-        Some(p) => Some(parse_ext_json_doc("projection", p, r#"{"title": 1, "body": 1}"#)?),
+        Some(p) => Some(parse_ext_json_doc(
+            "projection",
+            p,
+            r#"{"title": 1, "body": 1}"#,
+        )?),
         None => Some(derived_projection(&template, payload)),
     };
     let mut jobs = Vec::new();

@@ -57,7 +57,7 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sync(args) => sync(*args).await,
-        Command::Search(args) => search(args).await,
+        Command::Search(args) => search(*args).await,
     }
 }
 
@@ -146,7 +146,14 @@ fn print_summary(r: &RunReport) {
     let verb = if r.dry_run { "would embed" } else { "embedded" };
     println!(
         "{} documents read in {:.1}s: {verb} {}, unchanged {}, no text {}, upserted {} points, deleted {}, failed {}",
-        c.read, r.seconds, c.embedded, c.skipped_unchanged, c.skipped_no_text, c.upserted, c.deleted, c.failed
+        c.read,
+        r.seconds,
+        c.embedded,
+        c.skipped_unchanged,
+        c.skipped_no_text,
+        c.upserted,
+        c.deleted,
+        c.failed
     );
     for ns in &r.namespaces {
         println!(
@@ -156,7 +163,11 @@ fn print_summary(r: &RunReport) {
             ns.counts.read,
             ns.counts.embedded,
             ns.counts.skipped_unchanged,
-            if ns.complete { "" } else { " (incomplete: rerun to resume)" }
+            if ns.complete {
+                ""
+            } else {
+                " (incomplete: rerun to resume)"
+            }
         );
     }
     for f in &r.failures {
@@ -179,7 +190,13 @@ async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let vector = vectors.pop().expect("one vector");
     match args.target.kind() {
         TargetKind::Grpc { url, api_key } => {
-            print_hits(&GrpcSink::connect(&url, api_key)?, &args, &collection, vector).await
+            print_hits(
+                &GrpcSink::connect(&url, api_key)?,
+                &args,
+                &collection,
+                vector,
+            )
+            .await
         }
         TargetKind::Embedded { path } => {
             print_hits(&EdgeSink::open(&path)?, &args, &collection, vector).await
@@ -195,7 +212,12 @@ async fn print_hits<S: Sink>(
 ) -> anyhow::Result<ExitCode> {
     let _: &TargetArgs = &args.target;
     let hits = sink
-        .search(collection, args.target.vector_name.as_deref(), vector, args.limit)
+        .search(
+            collection,
+            args.target.vector_name.as_deref(),
+            vector,
+            args.limit,
+        )
         .await?;
     for (i, h) in hits.iter().enumerate() {
         if args.json {

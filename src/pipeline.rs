@@ -107,7 +107,12 @@ impl RetryPolicy {
 }
 
 /// Run `op` until it succeeds, fails permanently, or the attempts are spent.
-pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, transient: fn(&E) -> bool, mut op: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    transient: fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -404,7 +409,12 @@ async fn sync_namespace<S: Sink>(
     let (out_tx, mut out_rx) = mpsc::channel::<EmbeddedUnit>(2);
     let seen: Arc<Mutex<HashSet<Uuid>>> = Arc::new(Mutex::new(HashSet::new()));
 
-    let reader = tokio::spawn(read_source(job.source.clone(), after.clone(), doc_tx, opts.clone()));
+    let reader = tokio::spawn(read_source(
+        job.source.clone(),
+        after.clone(),
+        doc_tx,
+        opts.clone(),
+    ));
     let prepare = tokio::spawn(prepare_units(
         sink.clone(),
         job.clone(),
@@ -477,11 +487,19 @@ async fn sync_namespace<S: Sink>(
         counts.deleted = unit.deletes.len() as u64;
         shared.stats.add(&counts);
         add_counts(&mut totals, &counts);
-        if !opts.dry_run && let Some(last) = unit.last_id {
+        if !opts.dry_run
+            && let Some(last) = unit.last_id
+        {
             checkpoint.last_id = Some(last.into_canonical_extjson());
             checkpoint.updated_at = now_rfc3339();
             checkpoint.counts = totals.clone();
-            retry(&opts.retry, "checkpoint write", |e: &CheckpointError| matches!(e, CheckpointError::Sink(s) if s.is_transient()), || store.save(&checkpoint)).await?;
+            retry(
+                &opts.retry,
+                "checkpoint write",
+                |e: &CheckpointError| matches!(e, CheckpointError::Sink(s) if s.is_transient()),
+                || store.save(&checkpoint),
+            )
+            .await?;
             tracing::debug!(
                 namespace = %ns_text,
                 upserted = totals.upserted,
@@ -505,7 +523,10 @@ async fn sync_namespace<S: Sink>(
         if complete && from_start && totals.failed == 0 {
             let seen = std::mem::take(&mut *seen.lock().expect("seen"));
             pruned = prune(sink.as_ref(), &job.target, &ns_text, &seen, &opts).await?;
-            shared.stats.deleted.fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .stats
+                .deleted
+                .fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
             totals.deleted += pruned;
         } else {
             tracing::warn!(
@@ -586,7 +607,10 @@ async fn prune<S: Sink>(
         .collect();
     if !opts.dry_run {
         for ids in stale.chunks(512) {
-            retry(&opts.retry, "prune", SinkError::is_transient, || sink.delete(target, ids)).await?;
+            retry(&opts.retry, "prune", SinkError::is_transient, || {
+                sink.delete(target, ids)
+            })
+            .await?;
         }
     }
     Ok(stale.len() as u64)
@@ -612,10 +636,15 @@ async fn read_source(
         match outcome {
             Ok(_) => return Ok(true),
             Err(SourceError::Closed) => return Ok(false),
-            Err(e) if e.is_transient() && source.resumable() && attempt + 1 < opts.retry.attempts => {
+            Err(e)
+                if e.is_transient() && source.resumable() && attempt + 1 < opts.retry.attempts =>
+            {
                 attempt += 1;
                 let d = opts.retry.delay(attempt);
-                tracing::warn!("reading {} failed ({e}); retry {attempt} in {d:?}", source.namespace());
+                tracing::warn!(
+                    "reading {} failed ({e}); retry {attempt} in {d:?}",
+                    source.namespace()
+                );
                 tokio::time::sleep(d).await;
             }
             Err(e) => return Err(e.into()),
@@ -686,7 +715,11 @@ async fn prepare_units<S: Sink>(
             let first = point_id(&ns.database, &ns.collection, &doc.id, 0);
             let Some(text) = job.template.render(&doc.doc) else {
                 unit.counts.skipped_no_text += 1;
-                candidates.push(Candidate { id: doc.id, first, prepared: None });
+                candidates.push(Candidate {
+                    id: doc.id,
+                    first,
+                    prepared: None,
+                });
                 continue;
             };
             let hash = content_hash(&model, &hash_context, &text);
@@ -724,8 +757,16 @@ async fn prepare_units<S: Sink>(
         let stored: std::collections::HashMap<Uuid, (Option<String>, u32)> = stored
             .into_iter()
             .map(|p| {
-                let hash = p.payload.get(keys::HASH).and_then(Value::as_str).map(str::to_owned);
-                let n = p.payload.get(keys::CHUNKS).and_then(Value::as_u64).unwrap_or(1) as u32;
+                let hash = p
+                    .payload
+                    .get(keys::HASH)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let n = p
+                    .payload
+                    .get(keys::CHUNKS)
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1) as u32;
                 (p.id, (hash, n))
             })
             .collect();
@@ -733,11 +774,16 @@ async fn prepare_units<S: Sink>(
         for c in candidates {
             let old = stored.get(&c.first);
             let old_n = old.map_or(0, |(_, n)| *n);
-            let new_n = c.prepared.as_ref().map_or(0, |(d, _)| d.chunks.len() as u32);
+            let new_n = c
+                .prepared
+                .as_ref()
+                .map_or(0, |(d, _)| d.chunks.len() as u32);
             // Surplus chunks of a document that shrank or lost its text.
             unit.deletes
                 .extend((new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i)));
-            let Some((doc, hash)) = c.prepared else { continue };
+            let Some((doc, hash)) = c.prepared else {
+                continue;
+            };
             if opts.prune {
                 seen.lock()
                     .expect("seen")

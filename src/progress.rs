@@ -97,7 +97,12 @@ impl Progress {
                 let c = stats.snapshot();
                 let line = format!(
                     "embedded {} | unchanged {} | no text {} | upserted {} | deleted {} | failed {}",
-                    c.embedded, c.skipped_unchanged, c.skipped_no_text, c.upserted, c.deleted, c.failed
+                    c.embedded,
+                    c.skipped_unchanged,
+                    c.skipped_no_text,
+                    c.upserted,
+                    c.deleted,
+                    c.failed
                 );
                 match &bar {
                     Some(b) => {

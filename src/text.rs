@@ -268,7 +268,10 @@ mod tests {
     #[test]
     fn payload_copies_chosen_fields() {
         let d = doc! {"title": "T", "year": 2001, "a": {"b": [1, 2]}};
-        let p = payload_fields(&d, &["title".into(), "year".into(), "a.b".into(), "zz".into()]);
+        let p = payload_fields(
+            &d,
+            &["title".into(), "year".into(), "a.b".into(), "zz".into()],
+        );
         assert_eq!(p["title"], "T");
         assert_eq!(p["year"], 2001);
         assert_eq!(p["a.b"], serde_json::json!([1, 2]));

@@ -36,11 +36,9 @@ fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
     (texts, vectors)
 }
 
-/// Every reference text, embedded in one batch (mixed lengths, padding), matches at cosine
-/// >= 0.999; so does each one alone (no padding).
-#[test]
-fn matches_sentence_transformers_reference() {
-    let e = common::embedder();
+/// Lowest cosine over the 39 reference texts, embedded in one batch (mixed lengths, padding)
+/// and checked to be unit length.
+fn worst_cosine(e: &mongo2qdrant::embed::OnnxEmbedder) -> (f32, String) {
     let (texts, want) = reference();
     assert_eq!(texts.len(), 39);
     assert_eq!(e.dimension(), 384);
@@ -56,11 +54,29 @@ fn matches_sentence_transformers_reference() {
         let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
     }
-    assert!(worst.0 >= 0.999, "cosine {} for {:?}", worst.0, worst.1);
-    for (t, w) in texts.iter().zip(&want).take(5) {
+    // Batched and alone give the same vector: padding does not leak into the pooling.
+    for (t, g) in texts.iter().zip(&got).take(8) {
         let (one, _) = e.embed(&[t.as_str()]).unwrap();
-        assert!(cosine(&one[0], w) >= 0.999);
+        assert!(cosine(&one[0], g) > 0.99999);
     }
+    worst
+}
+
+/// The fp32 weights (the reference's own) through our tokeniser, ONNX Runtime, mean pooling
+/// and normalisation: every vector at cosine >= 0.999 (measured: 1.0000).
+#[test]
+fn fp32_matches_sentence_transformers_reference() {
+    let (c, text) = worst_cosine(&common::embedder_fp32());
+    assert!(c >= 0.999, "cosine {c} for {text:?}");
+}
+
+/// The default int8-weight model: its weights alone cost up to 0.0011 of cosine on one of the
+/// 39 texts (0.99896 on a numbers-only line, the same with Python onnxruntime), so it is held to
+/// 0.998; any pipeline error (tokenisation, pooling, padding) costs far more than that.
+#[test]
+fn int8_matches_reference_within_its_quantisation_error() {
+    let (c, text) = worst_cosine(&common::embedder());
+    assert!(c >= 0.998, "cosine {c} for {text:?}");
 }
 
 /// Long texts are cut at 256 tokens like sentence-transformers; a text of 600 words must not
@@ -79,7 +95,10 @@ fn long_text_is_truncated_to_256_tokens() {
 #[test]
 fn chunks_fit_the_window() {
     let e = common::embedder();
-    let text = (0..900).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let text = (0..900)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let chunks = e.chunk(&text, 200, 20);
     assert!(chunks.len() >= 3, "{}", chunks.len());
     for c in &chunks {

@@ -98,7 +98,11 @@ async fn sigkill_mid_run_then_resume_matches_uninterrupted_run() {
     // Second run resumes.
     let r2_path = tmp.path().join("r2.json");
     let out = sync_cmd(&m, &store, Some(&r2_path)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r2 = report(&r2_path);
     let read2 = r2["read"].as_u64().unwrap();
     let embedded2 = r2["embedded"].as_u64().unwrap();
@@ -107,7 +111,10 @@ async fn sigkill_mid_run_then_resume_matches_uninterrupted_run() {
         "second run resumed from the checkpoint: {r2}"
     );
     // Nothing the first run had acknowledged is embedded again, and it is not even read again.
-    assert!(embedded2 <= total as u64 - acked, "{embedded2} > {total} - {acked}");
+    assert!(
+        embedded2 <= total as u64 - acked,
+        "{embedded2} > {total} - {acked}"
+    );
     assert!(read2 <= total as u64 - acked, "{read2} > {total} - {acked}");
     assert!(read2 > 0);
 

@@ -141,18 +141,28 @@ async fn two_collections_then_rerun_then_changes<S: Sink>(sink: Arc<S>) {
     let client = m.client().await;
     let coll = client.database(db).collection::<Document>(&a);
     for i in [0, 7, 39] {
-        coll.update_one(doc! {"_id": i}, doc! {"$set": {"extract": format!("Rewritten plot number {i}.")}})
-            .await
-            .unwrap();
+        coll.update_one(
+            doc! {"_id": i},
+            doc! {"$set": {"extract": format!("Rewritten plot number {i}.")}},
+        )
+        .await
+        .unwrap();
     }
-    m.insert(db, &a, movie_docs(45, |i| Bson::Int32(2000 + i as i32)).split_off(40))
-        .await;
+    m.insert(
+        db,
+        &a,
+        movie_docs(45, |i| Bson::Int32(2000 + i as i32)).split_off(40),
+    )
+    .await;
     let r3 = sync(&sink, &m, db, &[&a, &b], None).await.unwrap();
     assert_eq!(r3.counts.embedded, 8, "{r3:?}");
     assert_eq!(r3.counts.upserted, 8);
     assert_eq!(sink.count(&a).await.unwrap(), 45);
     let changed = sink
-        .retrieve(&a, &[mongo2qdrant::ids::point_id(db, &a, &Bson::Int32(7), 0)])
+        .retrieve(
+            &a,
+            &[mongo2qdrant::ids::point_id(db, &a, &Bson::Int32(7), 0)],
+        )
         .await
         .unwrap();
     assert_ne!(
@@ -199,7 +209,8 @@ async fn every_id_kind<S: Sink>(sink: Arc<S>) {
 async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     let m = Mongo::start();
     let c = unique("dims");
-    m.insert("d", &c, movie_docs(3, |i| Bson::Int32(i as i32))).await;
+    m.insert("d", &c, movie_docs(3, |i| Bson::Int32(i as i32)))
+        .await;
     let spec = VectorSpec {
         name: None,
         dimension: 3,
@@ -220,10 +231,16 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     let err = sync(&sink, &m, "d", &[&c], None).await.unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, pipeline::PipelineError::Sink(SinkError::Incompatible { .. })),
+        matches!(
+            err,
+            pipeline::PipelineError::Sink(SinkError::Incompatible { .. })
+        ),
         "{msg}"
     );
-    assert!(msg.contains("dimension 3") && msg.contains("384") && msg.contains("--recreate"), "{msg}");
+    assert!(
+        msg.contains("dimension 3") && msg.contains("384") && msg.contains("--recreate"),
+        "{msg}"
+    );
     // untouched
     assert_eq!(sink.count(&c).await.unwrap(), 1);
     assert_eq!(sink.retrieve(&c, &[marker]).await.unwrap().len(), 1);
@@ -233,7 +250,8 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
 async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
     let m = Mongo::start();
     let c = unique("cp");
-    m.insert("cp", &c, movie_docs(10, |i| Bson::Int32(i as i32))).await;
+    m.insert("cp", &c, movie_docs(10, |i| Bson::Int32(i as i32)))
+        .await;
     sync(&sink, &m, "cp", &[&c], None).await.unwrap();
     let store = mongo2qdrant::checkpoint::CheckpointStore::open(sink.as_ref(), false)
         .await
@@ -286,7 +304,9 @@ fn grpc() -> Option<Arc<GrpcSink>> {
             GrpcSink::connect(&url, std::env::var("QDRANT_API_KEY").ok()).unwrap(),
         )),
         _ => {
-            eprintln!("skipped: QDRANT_URL is not set (set it to a Qdrant gRPC URL to run the gRPC suite)");
+            eprintln!(
+                "skipped: QDRANT_URL is not set (set it to a Qdrant gRPC URL to run the gRPC suite)"
+            );
             None
         }
     }

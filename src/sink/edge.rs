@@ -94,10 +94,9 @@ fn uuid_of(id: PointId) -> Option<Uuid> {
 fn to_filter(f: Option<&MatchFilter>) -> Result<Option<Filter>, String> {
     f.map(|f| {
         let key = f.key.as_str().try_into().map_err(|e| format!("{e:?}"))?;
-        Ok(Filter::new_must(Condition::Field(FieldCondition::new_match(
-            key,
-            Match::from(f.value.clone()),
-        ))))
+        Ok(Filter::new_must(Condition::Field(
+            FieldCondition::new_match(key, Match::from(f.value.clone())),
+        )))
     })
     .transpose()
 }
@@ -182,7 +181,11 @@ impl Sink for EdgeSink {
         .await
     }
 
-    async fn retrieve(&self, collection: &str, ids: &[Uuid]) -> Result<Vec<StoredPoint>, SinkError> {
+    async fn retrieve(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<StoredPoint>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(|u| PointId::Uuid(*u)).collect();
         self.blocking(collection, move |shard| {
             let mut req = RetrieveRequest::new(ids);

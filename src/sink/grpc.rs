@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
-    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig,
-    point_id::PointIdOptions, vectors_config::Config,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig, point_id::PointIdOptions,
+    vectors_config::Config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -103,7 +103,7 @@ impl Sink for GrpcSink {
                 .and_then(|p| p.vectors_config)
                 .and_then(|v| v.config);
             let params = match (&config, &vectors.name) {
-                (Some(Config::Params(p)), None) => Some(p.clone()),
+                (Some(Config::Params(p)), None) => Some(*p),
                 (Some(Config::ParamsMap(m)), Some(name)) => m.map.get(name).cloned(),
                 _ => None,
             };
@@ -186,7 +186,11 @@ impl Sink for GrpcSink {
         Ok(())
     }
 
-    async fn retrieve(&self, collection: &str, ids: &[Uuid]) -> Result<Vec<StoredPoint>, SinkError> {
+    async fn retrieve(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<StoredPoint>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(pid).collect();
         let res = self
             .client

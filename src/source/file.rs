@@ -199,7 +199,9 @@ mod tests {
 
     #[tokio::test]
     async fn json_array_and_its_errors() {
-        let (docs, bad) = read(b" [ {\"_id\": 1, \"t\": \"x\"}, {\"_id\": 2} ]").await.unwrap();
+        let (docs, bad) = read(b" [ {\"_id\": 1, \"t\": \"x\"}, {\"_id\": 2} ]")
+            .await
+            .unwrap();
         assert_eq!((docs.len(), bad.len()), (2, 0));
         let err = read(b"[{\"_id\": 1},\n {\"_id\": }]").await.unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");

@@ -46,7 +46,9 @@ pub enum SourceItem {
 /// Errors that stop reading a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot connect to MongoDB at {uri}: {reason}; check --mongo-uri and that the server is running")]
+    #[error(
+        "cannot connect to MongoDB at {uri}: {reason}; check --mongo-uri and that the server is running"
+    )]
     Connect { uri: String, reason: String },
     #[error("MongoDB query on {namespace} failed: {source}")]
     Query {
@@ -54,7 +56,9 @@ pub enum SourceError {
         #[source]
         source: mongodb::error::Error,
     },
-    #[error("--{flag} is not a valid Extended JSON document ({reason}); example: --{flag} '{example}'")]
+    #[error(
+        "--{flag} is not a valid Extended JSON document ({reason}); example: --{flag} '{example}'"
+    )]
     BadJson {
         flag: &'static str,
         reason: String,
@@ -66,7 +70,9 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: malformed JSON at line {line}, column {column}: {reason}; the file must be mongoexport output (a JSON array or one document per line)")]
+    #[error(
+        "{path}: malformed JSON at line {line}, column {column}: {reason}; the file must be mongoexport output (a JSON array or one document per line)"
+    )]
     Malformed {
         path: String,
         line: usize,
@@ -111,7 +117,10 @@ pub fn parse_ext_json_doc(
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     match Bson::try_from(value).map_err(|e| bad(e.to_string()))? {
         Bson::Document(d) => Ok(d),
-        other => Err(bad(format!("expected an object, got {}", other.element_type() as u8))),
+        other => Err(bad(format!(
+            "expected an object, got {}",
+            other.element_type() as u8
+        ))),
     }
 }
 

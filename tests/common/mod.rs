@@ -39,6 +39,17 @@ pub fn embedder() -> Arc<OnnxEmbedder> {
     .clone()
 }
 
+/// The fp32 twin of the model (`models/fetch.sh` builds it).
+pub fn embedder_fp32() -> Arc<OnnxEmbedder> {
+    static E: OnceLock<Arc<OnnxEmbedder>> = OnceLock::new();
+    E.get_or_init(|| {
+        let mut c = embed_config();
+        c.model_dir = c.model_dir.with_file_name("all-MiniLM-L6-v2-fp32");
+        Arc::new(OnnxEmbedder::load(&c).expect("run `bash models/fetch.sh`"))
+    })
+    .clone()
+}
+
 pub fn worker() -> EmbedWorker {
     let e: Arc<dyn Embedder> = embedder();
     EmbedWorker::spawn(e, 2)
@@ -154,7 +165,12 @@ pub fn movies_dir() -> Option<PathBuf> {
 pub fn movies(n: usize) -> Vec<Document> {
     let dir = movies_dir().expect("../shared/data/movies is missing");
     let mut out = Vec::new();
-    for f in ["movies-2020s.json", "movies-2010s.json", "movies-2000s.json", "movies-1990s.json"] {
+    for f in [
+        "movies-2020s.json",
+        "movies-2010s.json",
+        "movies-2000s.json",
+        "movies-1990s.json",
+    ] {
         let v: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap();
         for m in v {
