@@ -35,6 +35,8 @@ pub enum Command {
     Sync(Box<SyncArgs>),
     /// Embed a query and print the nearest points with score and payload.
     Search(Box<SearchArgs>),
+    /// Measure embedding throughput over batch sizes and session/thread layouts.
+    Bench(Box<BenchArgs>),
 }
 
 /// Where the documents come from.
@@ -110,11 +112,13 @@ pub struct ModelArgs {
     /// Threads per session; default: 1 up to 4 cores, then 4.
     #[arg(long, env = "M2Q_INTRA_THREADS")]
     pub intra_threads: Option<usize>,
-    /// Most texts per inference call; larger amortises overhead, smaller pads less.
-    #[arg(long, env = "M2Q_MAX_BATCH", default_value_t = 64)]
+    /// Most texts per inference call; larger amortises call overhead, smaller pads less
+    /// (on 2 CPU cores 8-16 measured best; on a GPU try 64-256).
+    #[arg(long, env = "M2Q_MAX_BATCH", default_value_t = 16)]
     pub max_batch: usize,
-    /// Most padded tokens per inference call (bounds memory on long texts).
-    #[arg(long, env = "M2Q_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    /// Most padded tokens (texts x longest) per inference call: bounds memory and padding on
+    /// long texts (CPU: 512; GPU: 8192 or more).
+    #[arg(long, env = "M2Q_MAX_BATCH_TOKENS", default_value_t = 512)]
     pub max_batch_tokens: usize,
 }
 
@@ -178,4 +182,44 @@ pub struct SearchArgs {
     /// Print hits as JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Read texts from MongoDB (--database/--collection) or files (--file); default: generated.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Template for texts read from MongoDB or files.
+    #[arg(long, env = "M2Q_TEXT", default_value = "{text}")]
+    pub text: String,
+    /// Generated texts (when no --collection or --file).
+    #[arg(long, default_value_t = 2000)]
+    pub generate: usize,
+    /// Average words per generated text (lengths vary +-50%).
+    #[arg(long, default_value_t = 60)]
+    pub words: usize,
+    /// Use at most this many texts from the input.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Batch sizes to sweep (texts per inference call), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32")]
+    pub batch_sizes: Vec<usize>,
+    /// Layouts to sweep as SESSIONSxTHREADS, comma-separated (e.g. 1x2,2x1); default: the
+    /// configured one.
+    #[arg(long, value_delimiter = ',')]
+    pub layouts: Vec<String>,
+    /// Texts per embed call (the sync's length-sorting window, --batch-size there).
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Runs per layout (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also upsert every vector into a throwaway embedded store (times the upsert share).
+    #[arg(long)]
+    pub upsert: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

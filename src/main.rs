@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use mongo2qdrant::cli::{Cli, Command, LogFormat, ModelArgs, SearchArgs, SyncArgs, TargetArgs};
+use mongo2qdrant::cli::{
+    BenchArgs, Cli, Command, LogFormat, ModelArgs, SearchArgs, SyncArgs, TargetArgs,
+};
 use mongo2qdrant::config::{self, TargetKind};
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::embed::{Embedder, OnnxEmbedder};
@@ -58,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sync(args) => sync(*args).await,
         Command::Search(args) => search(*args).await,
+        Command::Bench(args) => bench(*args).await,
     }
 }
 
@@ -247,4 +250,90 @@ async fn print_hits<S: Sink>(
         eprintln!("no hits: is `{collection}` synced? (`mongo2qdrant sync ...`)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parse `2x1` into (sessions, threads).
+fn parse_layout(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (a, b) = s
+        .split_once('x')
+        .with_context(|| format!("--layouts: `{s}` is not SESSIONSxTHREADS, e.g. 2x1"))?;
+    Ok((a.trim().parse()?, b.trim().parse()?))
+}
+
+/// Texts of every job's documents, rendered through the template.
+async fn read_texts(jobs: Vec<pipeline::Job>, limit: usize) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for job in jobs {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let source = job.source.clone();
+        let reader = tokio::spawn(async move {
+            let mut last = None;
+            source.stream(None, &tx, &mut last).await
+        });
+        while let Some(item) = rx.recv().await {
+            if let mongo2qdrant::source::SourceItem::Doc(d) = item
+                && let Some(t) = job.template.render(&d.doc)
+            {
+                texts.push(t);
+                if texts.len() >= limit {
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        match reader.await? {
+            Ok(_) | Err(mongo2qdrant::source::SourceError::Closed) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if texts.len() >= limit {
+            break;
+        }
+    }
+    Ok(texts)
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let base = args.model.embed_config()?;
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let started = std::time::Instant::now();
+    let texts = if args.source.collections.is_empty() && args.source.files.is_empty() {
+        mongo2qdrant::bench::generated_texts(args.generate.min(limit), args.words)
+    } else {
+        let jobs = config::jobs(&args.source, None, &args.text, &[]).await?;
+        read_texts(jobs, limit).await?
+    };
+    let read_secs = started.elapsed().as_secs_f64();
+    let layouts = if args.layouts.is_empty() {
+        vec![(base.sessions, base.intra_threads)]
+    } else {
+        args.layouts
+            .iter()
+            .map(|l| parse_layout(l))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let scratch = tempfile_dir()?;
+    let plan = mongo2qdrant::bench::BenchPlan {
+        base,
+        batch_sizes: args.batch_sizes.clone(),
+        layouts,
+        window: args.window,
+        runs: args.runs,
+        upsert_into: args.upsert.then(|| scratch.clone()),
+    };
+    let report = mongo2qdrant::bench::run(&plan, texts, read_secs).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = report?;
+    print!("{}", mongo2qdrant::bench::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing --json {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scratch directory for the bench's throwaway store.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mongo2qdrant-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -67,8 +67,9 @@ pub struct EmbedConfig {
 }
 
 impl EmbedConfig {
-    /// Defaults for this machine: the fetched model, one single-threaded session per core
-    /// (measured fastest on small CPUs), 64-text / 16k-token batches.
+    /// Defaults for this machine: one single-threaded session per core and small batches
+    /// (16 texts, 512 padded tokens): measured fastest on 2 cores (`mongo2qdrant bench`), and
+    /// small batches keep the attention buffers, which grow with batch x length^2, small.
     pub fn with_defaults(model_dir: PathBuf, ort_library: PathBuf) -> Self {
         let (sessions, intra_threads) = default_layout(available_cores());
         Self {
@@ -77,8 +78,8 @@ impl EmbedConfig {
             device: Device::Cpu,
             sessions,
             intra_threads,
-            max_batch: 64,
-            max_batch_tokens: 16_384,
+            max_batch: 16,
+            max_batch_tokens: 512,
             max_tokens: 256,
         }
     }

@@ -96,7 +96,11 @@ impl OnnxEmbedder {
 
         let mut sessions = Vec::with_capacity(config.sessions.max(1));
         for _ in 0..config.sessions.max(1) {
-            let mut builder = Session::builder(&env)?;
+            // No memory-pattern planning: with a different shape in every batch (dynamic
+            // padding) it only grows memory (measured: +30% RSS, no speed gain).
+            let mut builder = Session::builder(&env)?
+                .with_memory_pattern(false)
+                .map_err(ort::Error::from)?;
             if config.device == Device::Cuda {
                 builder = builder
                     .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
