@@ -144,7 +144,11 @@ pub async fn run(
             cfg.sessions = sessions;
             cfg.intra_threads = intra;
             cfg.max_batch = batch;
-            let embedder = Arc::new(tokio::task::spawn_blocking(move || OnnxEmbedder::load(&cfg)).await.expect("load")?);
+            let embedder = Arc::new(
+                tokio::task::spawn_blocking(move || OnnxEmbedder::load(&cfg))
+                    .await
+                    .expect("load")?,
+            );
             model = crate::embed::Embedder::model_id(embedder.as_ref()).to_owned();
             let mut samples = Vec::new();
             for run in 0..plan.runs.max(1) {
@@ -184,7 +188,13 @@ pub async fn run(
                 upsert_secs: pick(|s| s.upsert),
                 total_secs: pick(|s| s.total),
             });
-            tracing::info!(batch, sessions, intra, docs_per_sec = rows.last().map(|r| r.docs_per_sec), "layout measured");
+            tracing::info!(
+                batch,
+                sessions,
+                intra,
+                docs_per_sec = rows.last().map(|r| r.docs_per_sec),
+                "layout measured"
+            );
         }
     }
     Ok(BenchReport {
@@ -266,7 +276,16 @@ pub fn table(r: &BenchReport) -> String {
     );
     out.push_str(&format!(
         "{:>5} {:>8} {:>7} {:>9} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
-        "batch", "sessions", "threads", "docs/s", "tokens/s", "padding", "tokenize", "infer", "upsert", "total"
+        "batch",
+        "sessions",
+        "threads",
+        "docs/s",
+        "tokens/s",
+        "padding",
+        "tokenize",
+        "infer",
+        "upsert",
+        "total"
     ));
     for row in &r.rows {
         out.push_str(&format!(

@@ -33,6 +33,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Read documents, embed what changed, upsert into Qdrant, checkpoint.
     Sync(Box<SyncArgs>),
+    /// Compare source and target without writing: missing, stale, orphaned and duplicate
+    /// points; exits 3 when they differ. Takes the same flags as `sync`.
+    Verify(Box<SyncArgs>),
     /// Embed a query and print the nearest points with score and payload.
     Search(Box<SearchArgs>),
     /// Measure embedding throughput over batch sizes and session/thread layouts.
@@ -42,9 +45,10 @@ pub enum Command {
 /// Where the documents come from.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// MongoDB connection string (credentials are never printed).
-    #[arg(long, env = "MONGO_URI", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongo_uri: String,
+    /// MongoDB connection string (credentials are never printed); default
+    /// mongodb://127.0.0.1:27017.
+    #[arg(long, env = "MONGO_URI")]
+    pub mongo_uri: Option<String>,
     /// Source database.
     #[arg(long, env = "M2Q_DATABASE")]
     pub database: Option<String>,
@@ -75,9 +79,10 @@ pub struct TargetArgs {
     /// API key for the Qdrant server.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
-    /// Directory of the embedded Qdrant store (used when no --qdrant-url).
-    #[arg(long, env = "M2Q_QDRANT_PATH", default_value = "qdrant-data")]
-    pub qdrant_path: PathBuf,
+    /// Directory of the embedded Qdrant store, used when no --qdrant-url; default
+    /// ./qdrant-data.
+    #[arg(long, env = "M2Q_QDRANT_PATH")]
+    pub qdrant_path: Option<PathBuf>,
     /// Target collection; default: the source collection's name.
     #[arg(long, env = "M2Q_COLLECTION_NAME")]
     pub collection_name: Option<String>,
@@ -131,11 +136,16 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Text template over fields: `{field}`, nested `{a.b}`, arrays joined; `\n` is a newline.
-    #[arg(long, env = "M2Q_TEXT", default_value = "{text}")]
-    pub text: String,
+    /// Default `{text}`.
+    #[arg(long, env = "M2Q_TEXT")]
+    pub text: Option<String>,
     /// Fields copied into each point's payload, comma-separated (dotted paths allowed).
     #[arg(long, env = "M2Q_PAYLOAD", value_delimiter = ',')]
     pub payload: Vec<String>,
+    /// TOML file mapping many source collections to target collections (see README); flags
+    /// given on the command line override it.
+    #[arg(long, env = "M2Q_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Documents per unit: the checkpoint step and the length-sorting window.
     #[arg(long, env = "M2Q_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,

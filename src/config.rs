@@ -25,6 +25,10 @@ pub enum ConfigError {
     NoDatabase,
     #[error("--{flag} must be at least {min}")]
     TooSmall { flag: &'static str, min: usize },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("each [[sync]] entry needs exactly one of `collection` or `file`")]
+    EntrySource,
     #[error("--chunk-overlap ({overlap}) must be smaller than half of --chunk-size ({size})")]
     Overlap { size: usize, overlap: usize },
 }
@@ -41,6 +45,13 @@ pub enum TargetKind {
     },
 }
 
+/// Default MongoDB URI.
+pub const DEFAULT_MONGO_URI: &str = "mongodb://127.0.0.1:27017";
+/// Default embedded store directory.
+pub const DEFAULT_QDRANT_PATH: &str = "qdrant-data";
+/// Default text template.
+pub const DEFAULT_TEMPLATE: &str = "{text}";
+
 impl TargetArgs {
     pub fn kind(&self) -> TargetKind {
         match &self.qdrant_url {
@@ -49,9 +60,201 @@ impl TargetArgs {
                 api_key: self.qdrant_api_key.clone(),
             },
             None => TargetKind::Embedded {
-                path: self.qdrant_path.clone(),
+                path: self
+                    .qdrant_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_QDRANT_PATH)),
             },
         }
+    }
+}
+
+/// A TOML config file: shared settings, then one `[[sync]]` table per source collection or file.
+/// Unknown keys are an error.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub mongo_uri: Option<String>,
+    pub database: Option<String>,
+    pub qdrant_url: Option<String>,
+    pub qdrant_path: Option<PathBuf>,
+    pub vector_name: Option<String>,
+    #[serde(default)]
+    pub sync: Vec<SyncEntry>,
+}
+
+/// One source collection (or file) into one target collection.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    pub collection: Option<String>,
+    pub file: Option<PathBuf>,
+    pub database: Option<String>,
+    /// Target collection (default: the source collection's name).
+    pub target: Option<String>,
+    pub text: Option<String>,
+    #[serde(default)]
+    pub payload: Vec<String>,
+    pub filter: Option<String>,
+    pub projection: Option<String>,
+}
+
+impl FileConfig {
+    /// Read and parse `path`.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The jobs and target of a `sync` (or `verify`): the config file, with command-line flags
+/// overriding it.
+pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetArgs), ConfigError> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let mut target = args.target.clone();
+    target.qdrant_url = target.qdrant_url.or(file.qdrant_url.clone());
+    target.qdrant_path = target.qdrant_path.or(file.qdrant_path.clone());
+    target.vector_name = target.vector_name.or(file.vector_name.clone());
+    let mut source = args.source.clone();
+    source.mongo_uri = source.mongo_uri.or(file.mongo_uri.clone());
+    source.database = source.database.or(file.database.clone());
+
+    // From the file: one entry per [[sync]]; from flags: one per --collection / --file.
+    let entries: Vec<SyncEntry> = if !source.collections.is_empty() || !source.files.is_empty() {
+        let one = |collection: Option<String>, file: Option<PathBuf>| SyncEntry {
+            collection,
+            file,
+            ..Default::default()
+        };
+        source
+            .collections
+            .iter()
+            .map(|c| one(Some(c.clone()), None))
+            .chain(source.files.iter().map(|f| one(None, Some(f.clone()))))
+            .collect()
+    } else {
+        file.sync.clone()
+    };
+    let mut jobs = Vec::new();
+    let mut clients: std::collections::HashMap<String, mongodb::Client> = Default::default();
+    for e in entries {
+        let text = args
+            .text
+            .clone()
+            .or(e.text.clone())
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+        let payload = if args.payload.is_empty() {
+            e.payload.clone()
+        } else {
+            args.payload.clone()
+        };
+        let spec = JobSpec {
+            mongo_uri: source
+                .mongo_uri
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MONGO_URI.to_owned()),
+            database: e.database.clone().or(source.database.clone()),
+            collection: e.collection.clone(),
+            file: e.file.clone(),
+            target: args.target.collection_name.clone().or(e.target.clone()),
+            text,
+            payload,
+            filter: source.filter.clone().or(e.filter.clone()),
+            projection: source.projection.clone().or(e.projection.clone()),
+            cursor_batch: source.cursor_batch,
+        };
+        jobs.push(spec.into_job(&mut clients).await?);
+    }
+    if jobs.is_empty() {
+        return Err(ConfigError::NoSource);
+    }
+    Ok((jobs, target))
+}
+
+/// Everything one job needs, resolved.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub mongo_uri: String,
+    pub database: Option<String>,
+    pub collection: Option<String>,
+    pub file: Option<PathBuf>,
+    pub target: Option<String>,
+    pub text: String,
+    pub payload: Vec<String>,
+    pub filter: Option<String>,
+    pub projection: Option<String>,
+    pub cursor_batch: u32,
+}
+
+impl JobSpec {
+    /// Validate and build the job (one MongoDB client per URI).
+    pub async fn into_job(
+        self,
+        clients: &mut std::collections::HashMap<String, mongodb::Client>,
+    ) -> Result<Job, ConfigError> {
+        let template = Template::parse(&self.text)?;
+        let filter_text = self.filter.clone().unwrap_or_default();
+        let filter = match &self.filter {
+            Some(f) => parse_ext_json_doc("filter", f, r#"{"year": {"$gte": 2000}}"#)?,
+            None => Document::new(),
+        };
+        let projection = match &self.projection {
+            Some(p) => parse_ext_json_doc("projection", p, r#"{"title": 1, "body": 1}"#)?,
+            None => derived_projection(&template, &self.payload),
+        };
+        let (source, name) = match (&self.collection, &self.file) {
+            (Some(c), None) => {
+                let database = self.database.clone().ok_or(ConfigError::NoDatabase)?;
+                let client = match clients.get(&self.mongo_uri) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = connect(&self.mongo_uri, "mongo2qdrant").await?;
+                        clients.insert(self.mongo_uri.clone(), c.clone());
+                        c
+                    }
+                };
+                let namespace = Namespace {
+                    database,
+                    collection: c.clone(),
+                };
+                let src = MongoSource::new(
+                    client,
+                    namespace,
+                    filter,
+                    Some(projection),
+                    self.cursor_batch,
+                );
+                (Source::Mongo(src), c.clone())
+            }
+            (None, Some(f)) => {
+                let stem = f
+                    .file_stem()
+                    .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
+                let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_owned();
+                let namespace = Namespace {
+                    database: self.database.clone().unwrap_or_else(|| "file".into()),
+                    collection: stem.clone(),
+                };
+                (Source::File(FileSource::new(f.clone(), namespace)), stem)
+            }
+            _ => return Err(ConfigError::EntrySource),
+        };
+        Ok(Job {
+            source,
+            target: self.target.unwrap_or(name),
+            template,
+            payload_fields: self.payload,
+            filter_text,
+        })
     }
 }
 
@@ -107,67 +310,43 @@ fn derived_projection(template: &Template, payload: &[String]) -> Document {
     p
 }
 
-/// Jobs for `args`: one per source collection or file.
+/// Jobs for plain flags (no config file): one per `--collection` or `--file`.
 pub async fn jobs(
     source: &SourceArgs,
     target_name: Option<&str>,
     text: &str,
     payload: &[String],
 ) -> Result<Vec<Job>, ConfigError> {
-    let template = Template::parse(text)?;
-    let filter_text = source.filter.clone().unwrap_or_default();
-    let filter = match &source.filter {
-        Some(f) => parse_ext_json_doc("filter", f, r#"{"year": {"$gte": 2000}}"#)?,
-        None => Document::new(),
-    };
-    let projection = match &source.projection {
-        Some(p) => Some(parse_ext_json_doc(
-            "projection",
-            p,
-            r#"{"title": 1, "body": 1}"#,
-        )?),
-        None => Some(derived_projection(&template, payload)),
-    };
+    let mut clients = Default::default();
     let mut jobs = Vec::new();
-    if !source.collections.is_empty() {
-        let database = source.database.clone().ok_or(ConfigError::NoDatabase)?;
-        let client = connect(&source.mongo_uri, "mongo2qdrant").await?;
-        for c in &source.collections {
-            let namespace = Namespace {
-                database: database.clone(),
-                collection: c.clone(),
-            };
-            jobs.push(Job {
-                source: Source::Mongo(MongoSource::new(
-                    client.clone(),
-                    namespace,
-                    filter.clone(),
-                    projection.clone(),
-                    source.cursor_batch,
-                )),
-                target: target_name.unwrap_or(c).to_owned(),
-                template: template.clone(),
-                payload_fields: payload.to_vec(),
-                filter_text: filter_text.clone(),
-            });
-        }
+    let base = JobSpec {
+        mongo_uri: source
+            .mongo_uri
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MONGO_URI.to_owned()),
+        database: source.database.clone(),
+        collection: None,
+        file: None,
+        target: target_name.map(str::to_owned),
+        text: text.to_owned(),
+        payload: payload.to_vec(),
+        filter: source.filter.clone(),
+        projection: source.projection.clone(),
+        cursor_batch: source.cursor_batch,
+    };
+    for c in &source.collections {
+        let spec = JobSpec {
+            collection: Some(c.clone()),
+            ..base.clone()
+        };
+        jobs.push(spec.into_job(&mut clients).await?);
     }
     for f in &source.files {
-        let stem = f
-            .file_stem()
-            .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
-        let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_owned();
-        let namespace = Namespace {
-            database: source.database.clone().unwrap_or_else(|| "file".into()),
-            collection: stem.clone(),
+        let spec = JobSpec {
+            file: Some(f.clone()),
+            ..base.clone()
         };
-        jobs.push(Job {
-            source: Source::File(FileSource::new(f.clone(), namespace)),
-            target: target_name.unwrap_or(&stem).to_owned(),
-            template: template.clone(),
-            payload_fields: payload.to_vec(),
-            filter_text: filter_text.clone(),
-        });
+        jobs.push(spec.into_job(&mut clients).await?);
     }
     if jobs.is_empty() {
         return Err(ConfigError::NoSource);

@@ -17,3 +17,4 @@ pub mod progress;
 pub mod sink;
 pub mod source;
 pub mod text;
+pub mod verify;

@@ -20,6 +20,7 @@ use mongo2qdrant::sink::{EdgeSink, GrpcSink, Sink};
 mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
+    pub const DRIFT: u8 = 3;
     pub const INTERRUPTED: u8 = 5;
 }
 
@@ -59,6 +60,7 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sync(args) => sync(*args).await,
+        Command::Verify(args) => verify(*args).await,
         Command::Search(args) => search(*args).await,
         Command::Bench(args) => bench(*args).await,
     }
@@ -78,13 +80,7 @@ fn load_embedder(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder>> {
 }
 
 async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let jobs = config::jobs(
-        &args.source,
-        args.target.collection_name.as_deref(),
-        &args.text,
-        &args.payload,
-    )
-    .await?;
+    let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
     let embedder = tokio::task::spawn_blocking({
         let model = args.model.clone();
@@ -98,21 +94,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("interrupted: finishing in-flight batches, then writing the checkpoint");
         let _ = stop_tx.send(true);
     });
-    let opts = SyncOptions {
-        batch_docs: args.batch_size.max(1),
-        fresh: args.fresh,
-        dry_run: args.dry_run,
-        prune: args.prune,
-        recreate: args.recreate,
-        vector_name: args.target.vector_name.clone(),
-        chunking,
-        retry: RetryPolicy {
-            attempts: args.retries.max(1),
-            ..RetryPolicy::default()
-        },
-        run_id: uuid::Uuid::new_v4().to_string(),
-        stop,
-    };
+    let opts = sync_options(&args, &target, chunking, stop);
     let stats = Arc::new(Stats::default());
     let mode = if args.quiet {
         ProgressMode::Off
@@ -120,7 +102,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         ProgressMode::Auto
     };
     let progress = Progress::start(stats.clone(), mode);
-    let result = match args.target.kind() {
+    let result = match target.kind() {
         TargetKind::Grpc { url, api_key } => {
             let sink = Arc::new(GrpcSink::connect(&url, api_key)?);
             pipeline::sync(sink, worker, jobs, opts, stats).await
@@ -141,6 +123,85 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(exit::INTERRUPTED)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn sync_options(
+    args: &SyncArgs,
+    target: &TargetArgs,
+    chunking: Option<pipeline::Chunking>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> SyncOptions {
+    SyncOptions {
+        batch_docs: args.batch_size.max(1),
+        fresh: args.fresh,
+        dry_run: args.dry_run,
+        prune: args.prune,
+        recreate: args.recreate,
+        vector_name: target.vector_name.clone(),
+        chunking,
+        retry: RetryPolicy {
+            attempts: args.retries.max(1),
+            ..RetryPolicy::default()
+        },
+        run_id: uuid::Uuid::new_v4().to_string(),
+        stop,
+    }
+}
+
+async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let (jobs, target) = config::sync_plan(&args).await?;
+    let chunking = config::chunking(&args)?;
+    let embedder = tokio::task::spawn_blocking({
+        let model = args.model.clone();
+        move || load_embedder(&model)
+    })
+    .await??;
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let opts = sync_options(&args, &target, chunking, stop);
+    let report = match target.kind() {
+        TargetKind::Grpc { url, api_key } => {
+            let sink = Arc::new(GrpcSink::connect(&url, api_key)?);
+            mongo2qdrant::verify::verify(sink, embedder, jobs, &opts).await?
+        }
+        TargetKind::Embedded { path } => {
+            let sink = Arc::new(EdgeSink::open(&path)?);
+            mongo2qdrant::verify::verify(sink, embedder, jobs, &opts).await?
+        }
+    };
+    for ns in &report.namespaces {
+        println!(
+            "{} -> {}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
+            ns.namespace,
+            ns.target,
+            ns.documents,
+            ns.expected_points,
+            ns.points,
+            ns.missing,
+            ns.stale,
+            ns.orphaned,
+            ns.duplicates,
+            if ns.in_sync() { " (in sync)" } else { "" }
+        );
+        for (kind, list) in [
+            ("missing", &ns.missing_ids),
+            ("stale", &ns.stale_ids),
+            ("orphaned", &ns.orphaned_ids),
+            ("duplicate", &ns.duplicate_ids),
+        ] {
+            for d in list {
+                println!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
+            }
+        }
+    }
+    if let Some(path) = &args.report_json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing --report-json {}", path.display()))?;
+    }
+    Ok(if report.in_sync {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::DRIFT)
     })
 }
 

@@ -322,10 +322,11 @@ pub async fn sync<S: Sink>(
     })
 }
 
-/// A document ready for embedding: its chunks and their point ids.
-struct Prepared {
-    chunks: Vec<(Uuid, String)>,
-    payload: Map<String, Value>,
+/// A document ready for embedding: its chunks with their point ids, and the payload shared by
+/// its points.
+pub struct Prepared {
+    pub chunks: Vec<(Uuid, String)>,
+    pub payload: Map<String, Value>,
 }
 
 /// Documents on their way through embed and sink, in `_id` order.
@@ -652,6 +653,52 @@ async fn read_source(
     }
 }
 
+/// What is hashed besides the model and the text: anything that changes the points.
+pub fn hash_context(job: &Job, opts: &SyncOptions) -> String {
+    format!(
+        "{}|payload={:?}|chunk={:?}|vector={:?}",
+        job.template.source(),
+        job.payload_fields,
+        opts.chunking.map(|c| (c.size, c.overlap)),
+        opts.vector_name
+    )
+}
+
+/// Text, chunks, point ids, payload and content hash of one document; `None` without text.
+pub fn prepare_doc(
+    job: &Job,
+    model: &str,
+    hash_context: &str,
+    chunking: Option<Chunking>,
+    embedder: &dyn crate::embed::Embedder,
+    doc: &crate::source::SourceDoc,
+) -> Option<(Prepared, String)> {
+    let ns = job.source.namespace();
+    let text = job.template.render(&doc.doc)?;
+    let mut payload = payload_fields(&doc.doc, &job.payload_fields);
+    // The copied payload is part of what must be current: a change there rewrites the point.
+    let hashed = if payload.is_empty() {
+        text.clone()
+    } else {
+        format!("{text}\u{0}{}", Value::Object(payload.clone()))
+    };
+    let hash = content_hash(model, hash_context, &hashed);
+    let pieces = match chunking {
+        Some(c) => embedder.chunk(&text, c.size, c.overlap),
+        None => vec![text],
+    };
+    payload.insert(keys::NAMESPACE.into(), Value::String(ns.to_string()));
+    payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
+    payload.insert(keys::HASH.into(), Value::String(hash.clone()));
+    payload.insert(keys::CHUNKS.into(), Value::from(pieces.len()));
+    let chunks = pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (point_id(&ns.database, &ns.collection, &doc.id, i as u32), t))
+        .collect();
+    Some((Prepared { chunks, payload }, hash))
+}
+
 struct Candidate {
     id: Bson,
     first: Uuid,
@@ -675,12 +722,7 @@ async fn prepare_units<S: Sink>(
     let ns = job.source.namespace().clone();
     let ns_text = ns.to_string();
     let model = embedder.model_id().to_owned();
-    let hash_context = format!(
-        "{}|chunk={:?}|vector={:?}",
-        job.template.source(),
-        opts.chunking.map(|c| (c.size, c.overlap)),
-        opts.vector_name
-    );
+    let hash_context = hash_context(&job, &opts);
     let target_exists = sink.exists(&job.target).await?;
     let mut items = Vec::with_capacity(opts.batch_docs);
     loop {
@@ -713,34 +755,21 @@ async fn prepare_units<S: Sink>(
             };
             unit.last_id = Some(doc.id.clone());
             let first = point_id(&ns.database, &ns.collection, &doc.id, 0);
-            let Some(text) = job.template.render(&doc.doc) else {
+            let prepared = prepare_doc(
+                &job,
+                &model,
+                &hash_context,
+                opts.chunking,
+                embedder.as_ref(),
+                &doc,
+            );
+            if prepared.is_none() {
                 unit.counts.skipped_no_text += 1;
-                candidates.push(Candidate {
-                    id: doc.id,
-                    first,
-                    prepared: None,
-                });
-                continue;
-            };
-            let hash = content_hash(&model, &hash_context, &text);
-            let pieces = match opts.chunking {
-                Some(c) => embedder.chunk(&text, c.size, c.overlap),
-                None => vec![text],
-            };
-            let mut payload = payload_fields(&doc.doc, &job.payload_fields);
-            payload.insert(keys::NAMESPACE.into(), Value::String(ns_text.clone()));
-            payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
-            payload.insert(keys::HASH.into(), Value::String(hash.clone()));
-            payload.insert(keys::CHUNKS.into(), Value::from(pieces.len()));
-            let chunks = pieces
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| (point_id(&ns.database, &ns.collection, &doc.id, i as u32), t))
-                .collect();
+            }
             candidates.push(Candidate {
                 id: doc.id,
                 first,
-                prepared: Some((Prepared { chunks, payload }, hash)),
+                prepared,
             });
         }
 

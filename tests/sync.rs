@@ -6,44 +6,26 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Mongo;
+use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION;
 use mongo2qdrant::cli::SourceArgs;
 use mongo2qdrant::config;
-use mongo2qdrant::pipeline::{self, RetryPolicy, RunReport, SyncOptions, keys};
+use mongo2qdrant::pipeline::{self, RunReport, keys};
 use mongo2qdrant::progress::Stats;
-use mongo2qdrant::sink::{EdgeSink, GrpcSink, Point, Sink, SinkError, VectorSpec, scroll_all};
+use mongo2qdrant::sink::{Point, Sink, SinkError, VectorSpec, scroll_all};
 use mongodb::bson::{Binary, Bson, Document, doc, oid::ObjectId, spec::BinarySubtype};
 
 const TEMPLATE: &str = r"{title}\n{extract}";
 
 fn source_args(m: &Mongo, db: &str, colls: &[&str]) -> SourceArgs {
     SourceArgs {
-        mongo_uri: m.uri(),
+        mongo_uri: Some(m.uri()),
         database: Some(db.into()),
         collections: colls.iter().map(|s| s.to_string()).collect(),
         files: vec![],
         filter: None,
         projection: None,
         cursor_batch: 1000,
-    }
-}
-
-fn options() -> SyncOptions {
-    let (_tx, stop) = tokio::sync::watch::channel(false);
-    // keep the sender alive for the whole test: a dropped sender is not a stop
-    std::mem::forget(_tx);
-    SyncOptions {
-        batch_docs: 32,
-        fresh: false,
-        dry_run: false,
-        prune: false,
-        recreate: false,
-        vector_name: None,
-        chunking: None,
-        retry: RetryPolicy::default(),
-        run_id: uuid::Uuid::new_v4().to_string(),
-        stop,
     }
 }
 
@@ -70,22 +52,6 @@ async fn sync<S: Sink>(
         Arc::new(Stats::default()),
     )
     .await
-}
-
-/// A unique prefix so that runs against a shared Qdrant server never collide.
-fn unique(name: &str) -> String {
-    format!("{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
-
-fn movie_docs(n: usize, id: impl Fn(usize) -> Bson) -> Vec<Document> {
-    common::movies(n)
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut d)| {
-            d.insert("_id", id(i));
-            d
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------- the suite, per target
@@ -264,78 +230,9 @@ async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
     assert!(sink.exists(CHECKPOINT_COLLECTION).await.unwrap());
 }
 
-// ---------------------------------------------------------------- embedded target
-
-fn edge() -> (tempfile::TempDir, Arc<EdgeSink>) {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
-    (dir, sink)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_two_collections_then_rerun_then_changes() {
-    let (_d, s) = edge();
-    two_collections_then_rerun_then_changes(s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_every_id_kind() {
-    let (_d, s) = edge();
-    every_id_kind(s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_wrong_dimension_is_refused() {
-    let (_d, s) = edge();
-    wrong_dimension_is_refused(s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_checkpoint_is_recorded() {
-    let (_d, s) = edge();
-    checkpoint_is_recorded(s).await;
-}
-
-// ---------------------------------------------------------------- Qdrant server over gRPC
-
-fn grpc() -> Option<Arc<GrpcSink>> {
-    match std::env::var("QDRANT_URL") {
-        Ok(url) if !url.is_empty() => Some(Arc::new(
-            GrpcSink::connect(&url, std::env::var("QDRANT_API_KEY").ok()).unwrap(),
-        )),
-        _ => {
-            eprintln!(
-                "skipped: QDRANT_URL is not set (set it to a Qdrant gRPC URL to run the gRPC suite)"
-            );
-            None
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_two_collections_then_rerun_then_changes() {
-    if let Some(s) = grpc() {
-        two_collections_then_rerun_then_changes(s).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_every_id_kind() {
-    if let Some(s) = grpc() {
-        every_id_kind(s).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_wrong_dimension_is_refused() {
-    if let Some(s) = grpc() {
-        wrong_dimension_is_refused(s).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_checkpoint_is_recorded() {
-    if let Some(s) = grpc() {
-        checkpoint_is_recorded(s).await;
-    }
-}
+both_targets!(
+    two_collections_then_rerun_then_changes,
+    every_id_kind,
+    wrong_dimension_is_refused,
+    checkpoint_is_recorded,
+);

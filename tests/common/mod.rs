@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::embed::{EmbedConfig, Embedder, OnnxEmbedder};
-use mongodb::bson::Document;
+use mongo2qdrant::pipeline::{RetryPolicy, SyncOptions};
+use mongodb::bson::{Bson, Document};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -187,4 +188,85 @@ pub fn movies(n: usize) -> Vec<Document> {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Sync options for tests: small units, no stop requested.
+pub fn options() -> SyncOptions {
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    // keep the sender alive: a dropped sender is not a stop, but a live one is clearer
+    std::mem::forget(tx);
+    SyncOptions {
+        batch_docs: 32,
+        fresh: false,
+        dry_run: false,
+        prune: false,
+        recreate: false,
+        vector_name: None,
+        chunking: None,
+        retry: RetryPolicy::default(),
+        run_id: uuid::Uuid::new_v4().to_string(),
+        stop,
+    }
+}
+
+/// A unique name so that runs against a shared Qdrant server never collide.
+pub fn unique(name: &str) -> String {
+    format!("{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// `n` movie documents with `_id`s from `id`.
+pub fn movie_docs(n: usize, id: impl Fn(usize) -> Bson) -> Vec<Document> {
+    movies(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut d)| {
+            d.insert("_id", id(i));
+            d
+        })
+        .collect()
+}
+
+/// The embedded target in a temporary directory.
+pub fn edge_sink() -> (tempfile::TempDir, Arc<mongo2qdrant::sink::EdgeSink>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(mongo2qdrant::sink::EdgeSink::open(dir.path()).unwrap());
+    (dir, sink)
+}
+
+/// The gRPC target when QDRANT_URL is set; `None` (saying so) otherwise.
+pub fn grpc_sink() -> Option<Arc<mongo2qdrant::sink::GrpcSink>> {
+    match std::env::var("QDRANT_URL") {
+        Ok(url) if !url.is_empty() => Some(Arc::new(
+            mongo2qdrant::sink::GrpcSink::connect(&url, std::env::var("QDRANT_API_KEY").ok())
+                .unwrap(),
+        )),
+        _ => {
+            eprintln!(
+                "skipped: QDRANT_URL is not set (set it to a Qdrant gRPC URL, e.g. http://localhost:6334, to run the gRPC suite)"
+            );
+            None
+        }
+    }
+}
+
+/// Run the generic suite function `$name(sink)` against both targets: `$name::edge` always,
+/// `$name::grpc` when QDRANT_URL is set.
+#[macro_export]
+macro_rules! both_targets {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn edge() {
+                let (_dir, sink) = $crate::common::edge_sink();
+                super::$name(sink).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn grpc() {
+                if let Some(sink) = $crate::common::grpc_sink() {
+                    super::$name(sink).await;
+                }
+            }
+        }
+    )*};
 }

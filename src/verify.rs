@@ -1,0 +1,202 @@
+//! `verify`: compare source and target without writing. For every namespace it lists documents
+//! whose points are missing, stale points (hash differs from what the source says now),
+//! orphaned points (no source document), and extra points of a document that still exists
+//! (more than one point set for it, e.g. leftover chunks).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::embed::Embedder;
+use crate::pipeline::{Job, PipelineError, SyncOptions, hash_context, keys, prepare_doc};
+use crate::sink::{MatchFilter, Sink, scroll_all};
+use crate::source::{SourceError, SourceItem, id_text};
+
+/// Most ids listed per kind of difference.
+const SAMPLE: usize = 50;
+
+/// A point that differs, with the document it belongs to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Diff {
+    pub point: Uuid,
+    /// Relaxed Extended JSON of the document `_id`.
+    pub doc_id: String,
+}
+
+/// Differences of one namespace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NamespaceDiff {
+    pub namespace: String,
+    pub target: String,
+    pub documents: u64,
+    pub expected_points: u64,
+    pub points: u64,
+    pub missing: u64,
+    pub stale: u64,
+    pub orphaned: u64,
+    pub duplicates: u64,
+    pub unreadable_documents: u64,
+    pub missing_ids: Vec<Diff>,
+    pub stale_ids: Vec<Diff>,
+    pub orphaned_ids: Vec<Diff>,
+    pub duplicate_ids: Vec<Diff>,
+}
+
+impl NamespaceDiff {
+    pub fn in_sync(&self) -> bool {
+        self.missing + self.stale + self.orphaned + self.duplicates == 0
+    }
+}
+
+/// Outcome of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub in_sync: bool,
+    pub namespaces: Vec<NamespaceDiff>,
+}
+
+fn push(list: &mut Vec<Diff>, count: &mut u64, d: Diff) {
+    *count += 1;
+    if list.len() < SAMPLE {
+        list.push(d);
+    }
+}
+
+/// Compare every job's source with its target.
+pub async fn verify<S: Sink>(
+    sink: Arc<S>,
+    embedder: Arc<dyn Embedder>,
+    jobs: Vec<Job>,
+    opts: &SyncOptions,
+) -> Result<VerifyReport, PipelineError> {
+    let mut namespaces = Vec::new();
+    for job in jobs {
+        namespaces.push(verify_one(sink.as_ref(), embedder.as_ref(), &job, opts).await?);
+    }
+    Ok(VerifyReport {
+        in_sync: namespaces.iter().all(NamespaceDiff::in_sync),
+        namespaces,
+    })
+}
+
+async fn verify_one<S: Sink>(
+    sink: &S,
+    embedder: &dyn Embedder,
+    job: &Job,
+    opts: &SyncOptions,
+) -> Result<NamespaceDiff, PipelineError> {
+    let ns = job.source.namespace().to_string();
+    let mut diff = NamespaceDiff {
+        namespace: ns.clone(),
+        target: job.target.clone(),
+        ..Default::default()
+    };
+    let model = embedder.model_id().to_owned();
+    let context = hash_context(job, opts);
+    // point id -> (content hash, document id)
+    let mut expected: HashMap<Uuid, (String, String)> = HashMap::new();
+    let mut documents: HashSet<String> = HashSet::new();
+
+    let (tx, mut rx) = mpsc::channel(1024);
+    let source = job.source.clone();
+    let reader = tokio::spawn(async move {
+        let mut last = None;
+        source.stream(None, &tx, &mut last).await
+    });
+    while let Some(item) = rx.recv().await {
+        let doc = match item {
+            SourceItem::Doc(d) => d,
+            SourceItem::Bad { .. } => {
+                diff.unreadable_documents += 1;
+                continue;
+            }
+        };
+        diff.documents += 1;
+        let doc_id = id_text(&doc.id);
+        documents.insert(doc_id.clone());
+        if let Some((prepared, hash)) =
+            prepare_doc(job, &model, &context, opts.chunking, embedder, &doc)
+        {
+            for (id, _) in prepared.chunks {
+                expected.insert(id, (hash.clone(), doc_id.clone()));
+            }
+        }
+    }
+    match reader.await.expect("reader task") {
+        Ok(_) => {}
+        Err(SourceError::Closed) => {}
+        Err(e) => return Err(e.into()),
+    }
+    diff.expected_points = expected.len() as u64;
+
+    let points = if sink.exists(&job.target).await? {
+        let filter = MatchFilter {
+            key: keys::NAMESPACE.into(),
+            value: ns.clone(),
+        };
+        scroll_all(sink, &job.target, Some(&filter)).await?
+    } else {
+        Vec::new()
+    };
+    diff.points = points.len() as u64;
+    let mut seen = HashSet::new();
+    for p in points {
+        let stored_hash = p.payload.get(keys::HASH).and_then(Value::as_str);
+        let doc_id = p
+            .payload
+            .get(keys::ID)
+            .map(Value::to_string)
+            .unwrap_or_default();
+        match expected.get(&p.id) {
+            Some((hash, d)) => {
+                seen.insert(p.id);
+                if stored_hash != Some(hash.as_str()) {
+                    push(
+                        &mut diff.stale_ids,
+                        &mut diff.stale,
+                        Diff {
+                            point: p.id,
+                            doc_id: d.clone(),
+                        },
+                    );
+                }
+            }
+            None if documents.contains(&doc_id) => push(
+                &mut diff.duplicate_ids,
+                &mut diff.duplicates,
+                Diff {
+                    point: p.id,
+                    doc_id,
+                },
+            ),
+            None => push(
+                &mut diff.orphaned_ids,
+                &mut diff.orphaned,
+                Diff {
+                    point: p.id,
+                    doc_id,
+                },
+            ),
+        }
+    }
+    let mut missing: Vec<(&Uuid, &(String, String))> = expected
+        .iter()
+        .filter(|(id, _)| !seen.contains(*id))
+        .collect();
+    missing.sort_by(|a, b| a.1.1.cmp(&b.1.1).then(a.0.cmp(b.0)));
+    for (id, (_, d)) in missing {
+        push(
+            &mut diff.missing_ids,
+            &mut diff.missing,
+            Diff {
+                point: *id,
+                doc_id: d.clone(),
+            },
+        );
+    }
+    Ok(diff)
+}
