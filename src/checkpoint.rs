@@ -80,6 +80,11 @@ pub fn checkpoint_id(target: &str, namespace: &str) -> Uuid {
     named_uuid("mongo2qdrant checkpoint v1", &[target, namespace])
 }
 
+/// Record id of the latest run's report.
+pub fn last_run_id() -> Uuid {
+    named_uuid("mongo2qdrant last run v1", &[])
+}
+
 /// Reads and writes records in [`CHECKPOINT_COLLECTION`].
 pub struct CheckpointStore<'a, S: Sink> {
     sink: &'a S,
@@ -146,6 +151,15 @@ impl<'a, S: Sink> CheckpointStore<'a, S> {
                 target: target.to_owned(),
                 reason: e.to_string(),
             })
+    }
+
+    /// Record the report of the latest run (shown by `status`).
+    pub async fn save_run(&self, report: &Value) -> Result<(), CheckpointError> {
+        let mut payload = Map::new();
+        payload.insert("kind".into(), "run".into());
+        payload.insert("report".into(), report.clone());
+        self.put_raw(last_run_id(), payload).await?;
+        Ok(())
     }
 
     /// Store `cp`.

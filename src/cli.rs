@@ -38,6 +38,8 @@ pub enum Command {
     Verify(Box<SyncArgs>),
     /// Embed a query and print the nearest points with score and payload.
     Search(Box<SearchArgs>),
+    /// Show each namespace's checkpoint, the last run's report and any lease or lock.
+    Status(Box<StatusArgs>),
     /// Measure embedding throughput over batch sizes and session/thread layouts.
     Bench(Box<BenchArgs>),
 }
@@ -232,4 +234,13 @@ pub struct BenchArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod embed;
 pub mod ids;
+pub mod lease;
 pub mod pipeline;
 pub mod progress;
 pub mod sink;

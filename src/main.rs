@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use mongo2qdrant::cli::{
-    BenchArgs, Cli, Command, LogFormat, ModelArgs, SearchArgs, SyncArgs, TargetArgs,
+    BenchArgs, Cli, Command, LogFormat, ModelArgs, SearchArgs, StatusArgs, SyncArgs, TargetArgs,
 };
 use mongo2qdrant::config::{self, TargetKind};
 use mongo2qdrant::embed::worker::EmbedWorker;
@@ -21,6 +21,7 @@ mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const DRIFT: u8 = 3;
+    pub const LOCKED: u8 = 4;
     pub const INTERRUPTED: u8 = 5;
 }
 
@@ -34,13 +35,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<config::ConfigError>().is_some() {
-                exit::USAGE
-            } else {
-                exit::FAILURE
-            };
             eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -62,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => sync(*args).await,
         Command::Verify(args) => verify(*args).await,
         Command::Search(args) => search(*args).await,
+        Command::Status(args) => status(*args).await,
         Command::Bench(args) => bench(*args).await,
     }
 }
@@ -79,22 +76,67 @@ fn load_embedder(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(Arc::new(embedder))
 }
 
+/// How long a stopping run may take to finish its in-flight batches after SIGINT/SIGTERM.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SIGINT/SIGTERM set the returned flag: reading stops, in-flight batches finish, the
+/// checkpoint covers what was acknowledged. A second signal, or the grace period running out,
+/// exits at once (the checkpoint is never ahead of the target, so nothing is lost).
+fn install_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("stopping: finishing in-flight batches, then writing the checkpoint");
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = tokio::time::sleep(STOP_GRACE) => {}
+        }
+        eprintln!("stopped without waiting; the checkpoint covers what the target acknowledged");
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+    Ok(rx)
+}
+
+/// Exit code for an error: usage, locked, or failure.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<config::ConfigError>().is_some() {
+        return exit::USAGE;
+    }
+    let locked = e.downcast_ref::<mongo2qdrant::lease::LockError>().is_some()
+        || matches!(
+            e.downcast_ref::<pipeline::PipelineError>(),
+            Some(pipeline::PipelineError::Locked(_))
+        );
+    if locked { exit::LOCKED } else { exit::FAILURE }
+}
+
 async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
+    let stop = install_signals()?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let started_at = pipeline::now_rfc3339();
+    // Take the embedded store's lock before loading the model: a refused run costs nothing.
+    let lock = match target.kind() {
+        TargetKind::Embedded { path } => Some(mongo2qdrant::lease::lock_store(&path, &run_id)?),
+        TargetKind::Grpc { .. } => None,
+    };
     let embedder = tokio::task::spawn_blocking({
         let model = args.model.clone();
         move || load_embedder(&model)
     })
     .await??;
     let worker = EmbedWorker::spawn(embedder, 2);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("interrupted: finishing in-flight batches, then writing the checkpoint");
-        let _ = stop_tx.send(true);
-    });
-    let opts = sync_options(&args, &target, chunking, stop);
+    let mut opts = sync_options(&args, &target, chunking, stop);
+    opts.run_id = run_id.clone();
     let stats = Arc::new(Stats::default());
     let mode = if args.quiet {
         ProgressMode::Off
@@ -102,28 +144,71 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         ProgressMode::Auto
     };
     let progress = Progress::start(stats.clone(), mode);
-    let result = match target.kind() {
+    let outcome = match target.kind() {
         TargetKind::Grpc { url, api_key } => {
             let sink = Arc::new(GrpcSink::connect(&url, api_key)?);
-            pipeline::sync(sink, worker, jobs, opts, stats).await
+            finish_run(sink, worker, jobs, opts, stats.clone()).await
         }
         TargetKind::Embedded { path } => {
             let sink = Arc::new(EdgeSink::open(&path)?);
-            pipeline::sync(sink, worker, jobs, opts, stats).await
+            finish_run(sink, worker, jobs, opts, stats.clone()).await
         }
     };
     progress.finish().await;
-    let report = result?;
-    print_summary(&report);
+    drop(lock);
+    let (report, code) = match &outcome {
+        Ok(report) => {
+            print_summary(report);
+            let code = if report.interrupted {
+                exit::INTERRUPTED
+            } else {
+                0
+            };
+            let mut v = serde_json::to_value(report)?;
+            v["status"] = (if report.interrupted {
+                "interrupted"
+            } else {
+                "ok"
+            })
+            .into();
+            v["exit_status"] = code.into();
+            (v, code)
+        }
+        Err(e) => {
+            let code = exit_code(e);
+            let mut v = serde_json::to_value(stats.snapshot())?;
+            v["run_id"] = run_id.clone().into();
+            v["started_at"] = started_at.into();
+            v["finished_at"] = pipeline::now_rfc3339().into();
+            v["status"] = "failed".into();
+            v["error"] = format!("{e:#}").into();
+            v["exit_status"] = code.into();
+            (v, code)
+        }
+    };
     if let Some(path) = &args.report_json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing --report-json {}", path.display()))?;
     }
-    Ok(if report.interrupted {
-        ExitCode::from(exit::INTERRUPTED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    outcome?;
+    Ok(ExitCode::from(code))
+}
+
+/// Run the pipeline, then record the run's report next to the checkpoints (for `status`).
+async fn finish_run<S: Sink>(
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    jobs: Vec<pipeline::Job>,
+    opts: SyncOptions,
+    stats: Arc<Stats>,
+) -> anyhow::Result<RunReport> {
+    let dry_run = opts.dry_run;
+    let report = pipeline::sync(sink.clone(), worker, jobs, opts, stats).await?;
+    if !dry_run {
+        let store = mongo2qdrant::checkpoint::CheckpointStore::open(sink.as_ref(), true).await?;
+        store.save_run(&serde_json::to_value(&report)?).await?;
+    }
+    Ok(report)
 }
 
 fn sync_options(
@@ -159,6 +244,12 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     .await??;
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let opts = sync_options(&args, &target, chunking, stop);
+    let _lock = match target.kind() {
+        TargetKind::Embedded { path } => {
+            Some(mongo2qdrant::lease::lock_store(&path, &opts.run_id)?)
+        }
+        TargetKind::Grpc { .. } => None,
+    };
     let report = match target.kind() {
         TargetKind::Grpc { url, api_key } => {
             let sink = Arc::new(GrpcSink::connect(&url, api_key)?);
@@ -397,4 +488,120 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("mongo2qdrant-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let out = match args.target.kind() {
+        TargetKind::Grpc { url, api_key } => status_of(&GrpcSink::connect(&url, api_key)?).await?,
+        TargetKind::Embedded { path } => {
+            // A running sync holds the store: show who, without touching its files.
+            match mongo2qdrant::lease::lock_store(&path, "status") {
+                Ok(_lock) => status_of(&EdgeSink::open(&path)?).await?,
+                Err(mongo2qdrant::lease::LockError::Held { holder, .. }) => serde_json::json!({
+                    "store": path.display().to_string(),
+                    "locked_by": holder,
+                    "note": "a run is writing this store; checkpoints are shown when it ends",
+                }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_status(&out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checkpoints, leases and the last run's report, as JSON.
+async fn status_of<S: Sink>(sink: &S) -> anyhow::Result<serde_json::Value> {
+    use mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION;
+    let records = if sink.exists(CHECKPOINT_COLLECTION).await? {
+        mongo2qdrant::sink::scroll_all(sink, CHECKPOINT_COLLECTION, None).await?
+    } else {
+        Vec::new()
+    };
+    let (mut checkpoints, mut leases, mut last_run) = (Vec::new(), Vec::new(), None);
+    for r in records {
+        match r.payload.get("kind").and_then(|k| k.as_str()) {
+            Some("checkpoint") => checkpoints.push(serde_json::Value::Object(r.payload)),
+            Some("lease") => leases.push(serde_json::Value::Object(r.payload)),
+            Some("run") => last_run = r.payload.get("report").cloned(),
+            _ => {}
+        }
+    }
+    Ok(serde_json::json!({
+        "target": sink.describe(),
+        "checkpoints": checkpoints,
+        "leases": leases,
+        "last_run": last_run,
+    }))
+}
+
+fn print_status(s: &serde_json::Value) {
+    if let Some(holder) = s.get("locked_by") {
+        println!(
+            "{}: locked by {}",
+            s["store"].as_str().unwrap_or(""),
+            holder.as_str().unwrap_or("")
+        );
+        return;
+    }
+    println!("{}", s["target"].as_str().unwrap_or(""));
+    let empty = Vec::new();
+    let checkpoints = s["checkpoints"].as_array().unwrap_or(&empty);
+    if checkpoints.is_empty() {
+        println!("  no checkpoints yet (nothing synced)");
+    }
+    for c in checkpoints {
+        println!(
+            "  {} -> {}: {} at _id {}, updated {}, run {}, model {}",
+            c["namespace"].as_str().unwrap_or("?"),
+            c["target"].as_str().unwrap_or("?"),
+            if c["complete"].as_bool() == Some(true) {
+                "complete"
+            } else {
+                "in progress"
+            },
+            c["last_id"],
+            c["updated_at"].as_str().unwrap_or("?"),
+            c["run_id"].as_str().unwrap_or("?"),
+            c["model"].as_str().unwrap_or("?"),
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for l in s["leases"].as_array().unwrap_or(&empty) {
+        let live = l["expires_at"].as_u64().unwrap_or(0) > now;
+        println!(
+            "  lease {} -> {}: {} by run {} (pid {} on {})",
+            l["namespace"].as_str().unwrap_or("?"),
+            l["target"].as_str().unwrap_or("?"),
+            if live { "held" } else { "expired" },
+            l["run_id"].as_str().unwrap_or("?"),
+            l["pid"],
+            l["host"].as_str().unwrap_or("?"),
+        );
+    }
+    match &s["last_run"] {
+        serde_json::Value::Null => println!("  no run recorded"),
+        r => println!(
+            "  last run {}: {} .. {}, read {}, embedded {}, unchanged {}, upserted {}, failed {}{}",
+            r["run_id"].as_str().unwrap_or("?"),
+            r["started_at"].as_str().unwrap_or("?"),
+            r["finished_at"].as_str().unwrap_or("?"),
+            r["read"],
+            r["embedded"],
+            r["skipped_unchanged"],
+            r["upserted"],
+            r["failed"],
+            if r["interrupted"].as_bool() == Some(true) {
+                " (interrupted)"
+            } else {
+                ""
+            },
+        ),
+    }
 }

@@ -50,6 +50,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Locked(#[from] crate::lease::LockError),
 }
 
 /// One source namespace synced into one target collection.
@@ -375,6 +377,18 @@ async fn sync_namespace<S: Sink>(
     let settings = settings_hash(&model, &job, &opts);
 
     let store = CheckpointStore::open(sink.as_ref(), false).await?;
+    let holder = crate::lease::Holder::me(&opts.run_id);
+    let renewer = if sink.needs_lease() && !opts.dry_run {
+        crate::lease::acquire(&store, &job.target, &ns_text, &holder).await?;
+        Some(LeaseRenewer::start(
+            sink.clone(),
+            job.target.clone(),
+            ns_text.clone(),
+            holder.clone(),
+        ))
+    } else {
+        None
+    };
     let previous = if opts.fresh {
         None
     } else {
@@ -542,6 +556,10 @@ async fn sync_namespace<S: Sink>(
         checkpoint.updated_at = now_rfc3339();
         checkpoint.counts = totals.clone();
         store.save(&checkpoint).await?;
+        if let Some(r) = renewer {
+            r.stop();
+            crate::lease::release(&store, &job.target, &ns_text, &holder).await?;
+        }
     }
     Ok(NamespaceReport {
         namespace: ns_text,
@@ -551,6 +569,45 @@ async fn sync_namespace<S: Sink>(
         resumed_after: after.map(|a| id_text(&a)),
         pruned,
     })
+}
+
+/// Renews a server-side lease in the background while a namespace syncs.
+struct LeaseRenewer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseRenewer {
+    fn start<S: Sink>(
+        sink: Arc<S>,
+        target: String,
+        namespace: String,
+        holder: crate::lease::Holder,
+    ) -> Self {
+        let task = tokio::spawn(async move {
+            let every = crate::lease::LEASE_TTL / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let store = match CheckpointStore::open(sink.as_ref(), false).await {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                };
+                if let Err(e) = crate::lease::renew(&store, &target, &namespace, &holder).await {
+                    tracing::warn!("renewing the lease of {namespace} failed: {e}");
+                }
+            }
+        });
+        Self { task }
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for LeaseRenewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn add_counts(a: &mut Counts, b: &Counts) {

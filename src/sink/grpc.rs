@@ -83,6 +83,10 @@ impl Sink for GrpcSink {
         format!("Qdrant at {}", self.url)
     }
 
+    fn needs_lease(&self) -> bool {
+        true
+    }
+
     async fn ensure_collection(
         &self,
         collection: &str,

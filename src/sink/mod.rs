@@ -93,6 +93,12 @@ pub trait Sink: Send + Sync + 'static {
     /// Human-readable target (path or URL) for logs.
     fn describe(&self) -> String;
 
+    /// Whether concurrent runs must be kept apart with lease records in the target (a shared
+    /// server). The embedded store is locked as a whole by the process that opens it instead.
+    fn needs_lease(&self) -> bool {
+        false
+    }
+
     /// Create `collection` for `vectors` with cosine distance, or check that the existing one
     /// matches; an incompatible one is refused and left untouched unless `recreate`.
     fn ensure_collection(

@@ -1,0 +1,245 @@
+//! One writer at a time. The embedded store is locked as a whole with an OS file lock (released
+//! by the kernel when the holder dies, however it dies). On a Qdrant server each (target,
+//! namespace) gets a lease record next to its checkpoint, renewed while the run lives and
+//! expiring when its holder stops renewing it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::checkpoint::CheckpointStore;
+use crate::ids::named_uuid;
+use crate::sink::{Sink, SinkError};
+
+/// Who holds a lock or lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub since: String,
+    /// Unix seconds after which a lease is void (leases only).
+    #[serde(default)]
+    pub expires_at: u64,
+}
+
+impl Holder {
+    pub fn me(run_id: &str) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            host: hostname(),
+            pid: std::process::id(),
+            since: crate::pipeline::now_rfc3339(),
+            expires_at: 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} (pid {} on {}, since {})",
+            self.run_id, self.pid, self.host, self.since
+        )
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Refused: someone else writes.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{what} is locked by {holder}; another mongo2qdrant run is writing it: wait for it to finish (a lease of a dead run expires by itself)"
+    )]
+    Held { what: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// An exclusive lock on an embedded store directory, held until dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Take the store's lock without waiting.
+pub fn lock_store(root: &Path, run_id: &str) -> Result<StoreLock, LockError> {
+    let io = |source| LockError::Io {
+        path: root.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(io)?;
+    let path = root.join(".mongo2qdrant.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = serde_json::from_str::<Holder>(&text)
+                .map_or_else(|_| "another process".to_owned(), |h| h.to_string());
+            return Err(LockError::Held {
+                what: format!("the embedded store {}", root.display()),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    let me = serde_json::to_string(&Holder::me(run_id)).expect("holder serialises");
+    file.write_all(me.as_bytes()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(StoreLock { _file: file, path })
+}
+
+/// How long a server-side lease lives without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+fn lease_id(target: &str, namespace: &str) -> uuid::Uuid {
+    named_uuid("mongo2qdrant lease v1", &[target, namespace])
+}
+
+/// Read the lease of `namespace` into `target`, if any.
+pub async fn read_lease<S: Sink>(
+    store: &CheckpointStore<'_, S>,
+    target: &str,
+    namespace: &str,
+) -> Result<Option<Holder>, SinkError> {
+    Ok(store
+        .get_raw(lease_id(target, namespace))
+        .await?
+        .and_then(|mut m| {
+            m.remove("kind");
+            m.remove("target");
+            m.remove("namespace");
+            serde_json::from_value(Value::Object(m)).ok()
+        }))
+}
+
+async fn write_lease<S: Sink>(
+    store: &CheckpointStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+) -> Result<(), SinkError> {
+    let Value::Object(mut m) = serde_json::to_value(holder).expect("holder serialises") else {
+        unreachable!()
+    };
+    m.insert("kind".into(), "lease".into());
+    m.insert("target".into(), target.into());
+    m.insert("namespace".into(), namespace.into());
+    store.put_raw(lease_id(target, namespace), m).await
+}
+
+/// Take the lease of `namespace` into `target` for `holder`, unless a live lease of another
+/// run exists. Writes, waits a moment and reads back, so that of two runs racing for it only
+/// the last writer proceeds.
+pub async fn acquire<S: Sink>(
+    store: &CheckpointStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+) -> Result<(), LockError> {
+    let held = |h: Holder| LockError::Held {
+        what: format!("{namespace} -> {target}"),
+        holder: h.to_string(),
+    };
+    if let Some(h) = read_lease(store, target, namespace).await?
+        && h.run_id != holder.run_id
+        && h.expires_at > now_secs()
+    {
+        return Err(held(h));
+    }
+    renew(store, target, namespace, holder).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match read_lease(store, target, namespace).await? {
+        Some(h) if h.run_id != holder.run_id => Err(held(h)),
+        _ => Ok(()),
+    }
+}
+
+/// Extend the lease by [`LEASE_TTL`].
+pub async fn renew<S: Sink>(
+    store: &CheckpointStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+) -> Result<(), SinkError> {
+    let mut h = holder.clone();
+    h.expires_at = now_secs() + LEASE_TTL.as_secs();
+    write_lease(store, target, namespace, &h).await
+}
+
+/// Give the lease up (it expires at once).
+pub async fn release<S: Sink>(
+    store: &CheckpointStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+) -> Result<(), SinkError> {
+    if let Some(h) = read_lease(store, target, namespace).await?
+        && h.run_id == holder.run_id
+    {
+        let mut h = holder.clone();
+        h.expires_at = 0;
+        write_lease(store, target, namespace, &h).await?;
+    }
+    Ok(())
+}
+
+/// Every lease record in the store (for `status`).
+pub fn parse_lease(m: &Map<String, Value>) -> Option<(String, String, Holder)> {
+    let mut m = m.clone();
+    let target = m.remove("target")?.as_str()?.to_owned();
+    let namespace = m.remove("namespace")?.as_str()?.to_owned();
+    m.remove("kind");
+    let h = serde_json::from_value(Value::Object(m)).ok()?;
+    Some((target, namespace, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_on_a_store_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_store(dir.path(), "run-a").unwrap();
+        let err = lock_store(dir.path(), "run-b").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("run-a") && msg.contains("wait"), "{msg}");
+        drop(first);
+        lock_store(dir.path(), "run-b").unwrap();
+    }
+}
