@@ -1,6 +1,7 @@
 //! The `mongo2qdrant` binary: parse the command line, set up logging, run, map the outcome to an
 //! exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // stderr may be closed (cron): never panic over a message
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(exit_code(&e))
         }
     }
@@ -99,7 +101,10 @@ fn install_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
             _ = int.recv() => {}
             _ = tokio::time::sleep(STOP_GRACE) => {}
         }
-        eprintln!("stopped without waiting; the checkpoint covers what the target acknowledged");
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopped without waiting; the checkpoint covers what the target acknowledged"
+        );
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
     Ok(rx)

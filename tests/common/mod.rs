@@ -270,3 +270,69 @@ macro_rules! both_targets {
         }
     )*};
 }
+
+/// The binary with the test model; stdout/stderr piped.
+pub fn bin() -> Command {
+    let cfg = embed_config();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"));
+    c.env("M2Q_MODEL", &cfg.model_dir)
+        .env("ORT_DYLIB_PATH", &cfg.ort_library)
+        .env("NO_COLOR", "1")
+        .env_remove("QDRANT_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// `sync` of `db.coll` on `m` into the embedded store at `store`.
+pub fn sync_cmd(m: &Mongo, db: &str, coll: &str, store: &Path) -> Command {
+    let mut c = bin();
+    c.args(["sync", "--quiet", "--database", db, "--collection", coll])
+        .args(["--mongo-uri", &m.uri()])
+        .args(["--text", r"{title}\n{extract}", "--payload", "title"])
+        .args(["--batch-size", "16"])
+        .arg("--qdrant-path")
+        .arg(store);
+    c
+}
+
+/// Every point of `collection` in the embedded store at `store`: (id, content hash), sorted.
+pub async fn edge_snapshot(store: &Path, collection: &str) -> Vec<(uuid::Uuid, String)> {
+    let sink = mongo2qdrant::sink::EdgeSink::open(store).unwrap();
+    let mut v: Vec<_> = mongo2qdrant::sink::scroll_all(&sink, collection, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                p.id,
+                p.payload[mongo2qdrant::pipeline::keys::HASH]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Insert `n` movies with integer `_id`s into `db.coll`.
+pub async fn load_movies(m: &Mongo, db: &str, coll: &str, n: usize) {
+    m.insert(db, coll, movie_docs(n, |i| Bson::Int32(i as i32)))
+        .await;
+}
+
+/// Wait for `child` to exit, at most `secs` seconds.
+pub fn wait_timeout(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,237 @@
+//! Bad input gets a clear error that names the fix, and loses nothing: each case on the real
+//! binary, real server, real model.
+
+mod common;
+
+use std::io::Write;
+
+use common::{Mongo, bin, load_movies, sync_cmd};
+use mongo2qdrant::checkpoint::{CheckpointStore, checkpoint_id};
+use mongo2qdrant::sink::EdgeSink;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn malformed_filter_is_a_usage_error_with_an_example() {
+    let out = bin()
+        .args([
+            "sync",
+            "--database",
+            "d",
+            "--collection",
+            "c",
+            "--filter",
+            "{year: >2000}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(
+        e.contains("--filter is not a valid Extended JSON") && e.contains("$gte"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_template_is_a_usage_error() {
+    let out = bin()
+        .args([
+            "sync",
+            "--database",
+            "d",
+            "--collection",
+            "c",
+            "--text",
+            "{title",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unclosed"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_uri_is_a_usage_error_without_the_password() {
+    let out = bin()
+        .args(["sync", "--database", "d", "--collection", "c"])
+        .args(["--mongo-uri", "mongo://admin:hunter2@db.example:27017"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(e.contains("--mongo-uri"), "{e}");
+    assert!(!e.contains("hunter2"), "password printed: {e}");
+}
+
+#[test]
+fn unreachable_server_fails_cleanly_without_the_password() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["sync", "--quiet", "--database", "d", "--collection", "c", "--retries", "1"])
+        .args([
+            "--mongo-uri",
+            &format!(
+                "mongodb://admin:hunter2@127.0.0.1:{port}/?serverSelectionTimeoutMS=300&directConnection=true"
+            ),
+        ])
+        .arg("--qdrant-path")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("MongoDB") && e.contains(&port.to_string()),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "password printed: {e}");
+}
+
+#[test]
+fn missing_model_names_the_fetch_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["search", "x", "--collection-name", "c"])
+        .arg("--model")
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("not found") && e.contains("bash models/fetch.sh"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_or_wrong_onnx_runtime_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["search", "x", "--collection-name", "c"])
+        .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("ONNX Runtime library not found") && e.contains("ORT_DYLIB_PATH"),
+        "{e}"
+    );
+
+    // A shared library that is not ONNX Runtime.
+    let not_ort = dir.path().join("libnot.so");
+    std::fs::write(&not_ort, b"\x7fELF garbage").unwrap();
+    let out = bin()
+        .args(["search", "x", "--collection-name", "c"])
+        .env("ORT_DYLIB_PATH", &not_ort)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("could not load ONNX Runtime") && e.contains(">= 1.24"),
+        "{e}"
+    );
+}
+
+/// A JSONL file with a malformed line, invalid UTF-8, a document without _id, a non-string
+/// field, a document without the template's fields and a multi-megabyte text: the good
+/// documents are all synced, the bad ones counted with their line numbers.
+#[test]
+fn messy_jsonl_file_loses_nothing_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    let mut f = std::fs::File::create(&file).unwrap();
+    let huge = "plenty of words ".repeat(200_000); // 3.2 MB
+    writeln!(
+        f,
+        r#"{{"_id": 1, "title": "Fine", "extract": "A good one."}}"#
+    )
+    .unwrap();
+    writeln!(f, r#"{{"_id": 2, "title": "Broken", "extract": "#).unwrap();
+    f.write_all(b"{\"_id\": 3, \"title\": \"bad \xff\xfe bytes\"}\n")
+        .unwrap();
+    writeln!(f, r#"{{"title": "no id"}}"#).unwrap();
+    writeln!(
+        f,
+        r#"{{"_id": 5, "title": 1999, "extract": {{"nested": true}}}}"#
+    )
+    .unwrap();
+    writeln!(f, r#"{{"_id": 6, "other": "no template field"}}"#).unwrap();
+    writeln!(f, r#"{{"_id": 7, "title": "Huge", "extract": "{huge}"}}"#).unwrap();
+    writeln!(
+        f,
+        r#"{{"_id": {{"$oid": "65a1b2c3d4e5f60718293a4b"}}, "title": "Last"}}"#
+    )
+    .unwrap();
+    drop(f);
+    let report = dir.path().join("r.json");
+    let out = bin()
+        .args(["sync", "--quiet", "--text", r"{title}\n{extract}"])
+        .arg("--file")
+        .arg(&file)
+        .arg("--qdrant-path")
+        .arg(dir.path().join("store"))
+        .arg("--report-json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["read"], 8);
+    assert_eq!(r["failed"], 3, "{r}");
+    assert_eq!(r["skipped_no_text"], 1);
+    assert_eq!(r["embedded"], 4, "ids 1, 5, 7 and the ObjectId");
+    assert_eq!(r["exit_status"], 0);
+    let failures = r["failures"].to_string();
+    for needle in ["line 2", "line 3", "UTF-8", "no _id"] {
+        assert!(failures.contains(needle), "{needle} missing in {failures}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_checkpoint_is_refused_and_fresh_recovers() {
+    let m = Mongo::start();
+    load_movies(&m, "cp", "films", 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(
+        sync_cmd(&m, "cp", "films", &store)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    {
+        let sink = EdgeSink::open(&store).unwrap();
+        let cps = CheckpointStore::open(&sink, false).await.unwrap();
+        let mut garbage = serde_json::Map::new();
+        garbage.insert("kind".into(), "checkpoint".into());
+        garbage.insert("last_id".into(), "not what you think".into());
+        cps.put_raw(checkpoint_id("films", "cp.films"), garbage)
+            .await
+            .unwrap();
+        mongo2qdrant::sink::Sink::flush(&sink).await.unwrap();
+    }
+    let out = sync_cmd(&m, "cp", "films", &store).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("corrupt") && e.contains("--fresh"), "{e}");
+    let out = sync_cmd(&m, "cp", "films", &store)
+        .arg("--fresh")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        sync_cmd(&m, "cp", "films", &store)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}

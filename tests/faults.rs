@@ -1,0 +1,205 @@
+//! Cron and bad days, on real processes: concurrent runs, SIGTERM, the MongoDB server dying
+//! mid-run, and ten SIGKILLs at random moments. Each ends identical to an uninterrupted run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{Mongo, bin, edge_snapshot, load_movies, sync_cmd, wait_timeout};
+
+/// Reference: an uninterrupted run into a fresh store.
+async fn reference(m: &Mongo, db: &str, coll: &str, dir: &Path) -> Vec<(uuid::Uuid, String)> {
+    let store = dir.join("reference");
+    let out = sync_cmd(m, db, coll, &store).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    edge_snapshot(&store, coll).await
+}
+
+/// Wait until the run's stderr shows `units` acknowledged units (debug log). The pipe keeps
+/// being drained afterwards, so the child never writes into a closed pipe.
+fn wait_for_progress(child: &mut Child, units: usize) {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if line.contains("checkpoint advanced") {
+                seen += 1;
+                if seen == units {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(300))
+        .expect("the run ended before enough units were acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_one_proceeds_one_is_locked() {
+    let m = Mongo::start();
+    load_movies(&m, "c", "films", 120).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut first = sync_cmd(&m, "c", "films", &store).spawn().unwrap();
+    // The first run writes its name into the lock file once it holds the lock.
+    let lock = store.join(".mongo2qdrant.lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).map_or(true, |s| !s.contains("run_id")) {
+        assert!(Instant::now() < deadline, "first run never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = sync_cmd(&m, "c", "films", &store).output().unwrap();
+    assert_eq!(second.status.code(), Some(4), "locked exit code");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("locked by run") && err.contains("pid"),
+        "{err}"
+    );
+    let status = wait_timeout(&mut first, 300).expect("first run finishes");
+    assert!(status.success());
+    let snap = edge_snapshot(&store, "films").await;
+    assert_eq!(snap.len(), 120, "every document once, nothing duplicated");
+    assert_eq!(snap, reference(&m, "c", "films", dir.path()).await);
+    // The lock is gone with its holder: the next run proceeds.
+    assert!(
+        sync_cmd(&m, "c", "films", &store)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_then_rerun_is_identical() {
+    let m = Mongo::start();
+    load_movies(&m, "t", "films", 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("r.json");
+    let mut child = sync_cmd(&m, "t", "films", &store)
+        .env("M2Q_LOG", "mongo2qdrant=debug")
+        .arg("--report-json")
+        .arg(&report)
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, 2);
+    let t = Instant::now();
+    // SIGTERM
+    assert!(
+        std::process::Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_timeout(&mut child, 60).expect("stops within the grace period");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "interrupted exit code");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["status"], "interrupted");
+    assert_eq!(r["exit_status"], 5);
+    let done = r["upserted"].as_u64().unwrap();
+    assert!(done > 0 && done < 200, "{r}");
+
+    let r2 = dir.path().join("r2.json");
+    let out = sync_cmd(&m, "t", "films", &store)
+        .arg("--report-json")
+        .arg(&r2)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r2: serde_json::Value = serde_json::from_slice(&std::fs::read(&r2).unwrap()).unwrap();
+    assert_eq!(
+        r2["embedded"].as_u64().unwrap(),
+        200 - done,
+        "only the rest is embedded"
+    );
+    assert_eq!(
+        edge_snapshot(&store, "films").await,
+        reference(&m, "t", "films", dir.path()).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_dies_mid_run_then_rerun_is_identical() {
+    let mut m = Mongo::start();
+    load_movies(&m, "k", "films", 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut child = sync_cmd(&m, "k", "films", &store)
+        .env("M2Q_LOG", "mongo2qdrant=debug")
+        .args(["--cursor-batch", "10", "--retries", "2"])
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, 1);
+    m.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    m.restart();
+    // With retries it may finish on its own; without, it fails cleanly. Either way:
+    let status = wait_timeout(&mut child, 300).expect("the run ends");
+    assert!(matches!(status.code(), Some(0) | Some(1)), "{status:?}");
+    let out = sync_cmd(&m, "k", "films", &store).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = edge_snapshot(&store, "films").await;
+    assert_eq!(snap.len(), 200);
+    assert_eq!(snap, reference(&m, "k", "films", dir.path()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_sigkills_at_random_moments_then_identical() {
+    let m = Mongo::start();
+    load_movies(&m, "r", "films", 300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A fixed xorshift sequence: "random" moments that replay identically.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut kills = Vec::new();
+    for _ in 0..10 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let after = Duration::from_millis(300 + x % 2500);
+        let mut child = sync_cmd(&m, "r", "films", &store).spawn().unwrap();
+        std::thread::sleep(after);
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills.push((after.as_millis(), finished));
+    }
+    let report = dir.path().join("final.json");
+    let out = sync_cmd(&m, "r", "films", &store)
+        .arg("--report-json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = edge_snapshot(&store, "films").await;
+    let mut ids: Vec<_> = snap.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        300,
+        "nothing missing, nothing duplicated ({kills:?})"
+    );
+    assert_eq!(snap, reference(&m, "r", "films", dir.path()).await);
+    eprintln!("kills (ms after start, already finished): {kills:?}");
+    let _ = bin; // the plain command helper is used by the other fault files
+}
