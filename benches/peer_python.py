@@ -1,0 +1,137 @@
+"""The straightforward Python peer, for a side-by-side with `mongo2qdrant bench`.
+
+A plain batch loop: read documents, tokenise (padding to the longest in each batch, no length
+sorting), run the same ONNX model in onnxruntime (or sentence-transformers), mean-pool,
+normalise, optionally upsert into a local Qdrant (qdrant-client's embedded mode).
+
+  pip install onnxruntime==1.32.0 tokenizers numpy pymongo   # (+ sentence-transformers, qdrant-client)
+  python benches/peer_python.py --jsonl movies.jsonl --fields title,extract --runs 3
+  python benches/peer_python.py --mongo-uri mongodb://127.0.0.1:27017 --database bench \
+      --collection movies --fields title,extract
+  python benches/peer_python.py --generate 2000 --words 60 --engine st
+
+Prints documents/s (median of --runs) and the threads used.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "..", "models", "cache", "all-MiniLM-L6-v2")
+
+
+def generated(n, words):
+    vocab = ("river market engine quiet winter signal garden harbour ledger copper lantern "
+             "meadow orbit pattern summit thunder velvet archive bridge canyon delta ember the of "
+             "and a to in is was for on").split()
+    state, out = 0x9E3779B97F4A7C15, []
+    for i in range(n):
+        length = max(1, words // 2 + (i * 7919) % max(words, 1))
+        ws = []
+        for _ in range(length):
+            state ^= (state << 13) & 0xFFFFFFFFFFFFFFFF
+            state ^= state >> 7
+            state ^= (state << 17) & 0xFFFFFFFFFFFFFFFF
+            ws.append(vocab[state % len(vocab)])
+        out.append(" ".join(ws))
+    return out
+
+
+def read_texts(args):
+    if args.generate:
+        return generated(args.generate, args.words)
+    fields = args.fields.split(",")
+    if args.jsonl:
+        docs = [json.loads(line) for line in open(args.jsonl) if line.strip()]
+    else:
+        from pymongo import MongoClient
+
+        coll = MongoClient(args.mongo_uri)[args.database][args.collection]
+        docs = list(coll.find({}, {f: 1 for f in fields}).sort("_id", 1))
+    texts = ["\n".join(str(d.get(f, "")) for f in fields) for d in docs]
+    return texts[: args.limit] if args.limit else texts
+
+
+def ort_embedder(threads):
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    session = ort.InferenceSession(os.path.join(MODEL, "model.onnx"), so, providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
+    tok.enable_padding()  # pad to the longest in the batch
+    tok.enable_truncation(256)
+
+    def embed(batch):
+        enc = tok.encode_batch(batch)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        v = (out * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return embed
+
+
+def st_embedder(threads):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(os.environ.get("ST_MODEL", "sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+    model.max_seq_length = 256
+    return lambda batch: model.encode(batch, batch_size=len(batch), normalize_embeddings=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--jsonl")
+    p.add_argument("--mongo-uri")
+    p.add_argument("--database", default="bench")
+    p.add_argument("--collection", default="movies")
+    p.add_argument("--fields", default="text")
+    p.add_argument("--generate", type=int)
+    p.add_argument("--words", type=int, default=60)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--engine", choices=["ort", "st"], default="ort")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--qdrant-path", help="also upsert into qdrant-client's local mode here")
+    args = p.parse_args()
+
+    t = time.perf_counter()
+    texts = read_texts(args)
+    read_secs = time.perf_counter() - t
+    embed = (ort_embedder if args.engine == "ort" else st_embedder)(args.threads)
+    rates = []
+    for run in range(args.runs):
+        client = None
+        if args.qdrant_path:
+            from qdrant_client import QdrantClient, models
+
+            client = QdrantClient(path=f"{args.qdrant_path}/run{run}")
+            client.recreate_collection("peer", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+        t = time.perf_counter()
+        for start in range(0, len(texts), args.batch):
+            vectors = embed(texts[start : start + args.batch])
+            if client is not None:
+                client.upsert("peer", points=[
+                    models.PointStruct(id=start + i, vector=v.tolist()) for i, v in enumerate(vectors)
+                ])
+        rates.append(len(texts) / (time.perf_counter() - t))
+    print(json.dumps({
+        "engine": args.engine, "threads": args.threads, "batch": args.batch, "docs": len(texts),
+        "read_secs": round(read_secs, 2), "docs_per_sec_median": round(statistics.median(rates), 1),
+        "docs_per_sec_runs": [round(r, 1) for r in rates],
+    }))
+
+
+if __name__ == "__main__":
+    main()
