@@ -140,5 +140,11 @@ fn sync_end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokenise, embed_batches, ids_and_hashes, sync_end_to_end);
+criterion_group!(
+    benches,
+    tokenise,
+    embed_batches,
+    ids_and_hashes,
+    sync_end_to_end
+);
 criterion_main!(benches);

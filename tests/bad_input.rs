@@ -235,3 +235,28 @@ async fn corrupt_checkpoint_is_refused_and_fresh_recovers() {
             .success()
     );
 }
+
+/// `--device cuda` with an ONNX Runtime built without CUDA fails and says what to install.
+#[test]
+fn cuda_without_its_libraries_names_the_fix() {
+    let out = bin()
+        .args([
+            "bench",
+            "--generate",
+            "4",
+            "--runs",
+            "1",
+            "--device",
+            "cuda",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("CUDA execution provider unavailable")
+            && e.contains("onnxruntime-gpu")
+            && e.contains("--device cpu"),
+        "{e}"
+    );
+}

@@ -1,0 +1,114 @@
+//! The `bench`, `status` and `search` commands on the real binary.
+
+mod common;
+
+use common::{Mongo, bin, load_movies, sync_cmd};
+
+#[test]
+fn bench_sweeps_layouts_and_reports_the_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = bin()
+        .args(["bench", "--generate", "64", "--words", "30", "--runs", "2"])
+        .args(["--batch-sizes", "4,16", "--layouts", "1x1,2x1", "--upsert"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("docs/s") && table.contains("padding"),
+        "{table}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 layouts x 2 batch sizes");
+    for row in rows {
+        assert_eq!(row["docs"], 64);
+        assert!(row["docs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(row["tokens"].as_u64().unwrap() > 64 * 10);
+        assert!(row["infer_secs"].as_f64().unwrap() > 0.0);
+        assert!(row["upsert_secs"].as_f64().unwrap() > 0.0);
+        let pad = row["padding_ratio"].as_f64().unwrap();
+        assert!((0.0..0.5).contains(&pad), "{pad}");
+    }
+    assert!(r["device"].as_str().unwrap().len() > 3);
+    assert_eq!(
+        r["cores"].as_u64().unwrap() as usize,
+        mongo2qdrant::embed::available_cores()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_search_after_a_sync() {
+    let m = Mongo::start();
+    load_movies(&m, "s", "films", 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = bin()
+        .args(["status", "--json"])
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["checkpoints"].as_array().unwrap().len(), 0);
+
+    assert!(
+        sync_cmd(&m, "s", "films", &store)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = bin()
+        .args(["status", "--json"])
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cp = &s["checkpoints"][0];
+    assert_eq!(cp["namespace"], "s.films");
+    assert_eq!(cp["complete"], true);
+    assert_eq!(s["last_run"]["embedded"], 30);
+
+    // search finds the film by a paraphrase of its own title and extract
+    let films = common::movies(30);
+    let title = films[7].get_str("title").unwrap().to_owned();
+    let extract = films[7].get_str("extract").unwrap();
+    let query: String = extract
+        .split_whitespace()
+        .take(25)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = bin()
+        .args([
+            "search",
+            &query,
+            "--collection-name",
+            "films",
+            "-k",
+            "3",
+            "--json",
+        ])
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["payload"]["title"], title.as_str());
+    assert!(first["score"].as_f64().unwrap() > 0.5);
+}
