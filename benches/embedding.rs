@@ -2,6 +2,7 @@
 //! hash computation, and an end-to-end sync of a JSONL file into the embedded store.
 //! Run with `cargo +nightly bench` after `bash models/fetch.sh`.
 
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -65,16 +66,25 @@ fn ids_and_hashes(c: &mut Criterion) {
     let text = "A paragraph of text about a film. ".repeat(10);
     g.bench_function("1000 point ids", |b| {
         b.iter(|| {
-            (0..1000)
-                .map(|i| mongo2qdrant::ids::point_id("db", "movies", &Bson::Int32(i), 0))
-                .last()
+            for i in 0..1000 {
+                black_box(mongo2qdrant::ids::point_id(
+                    "db",
+                    "movies",
+                    &Bson::Int32(i),
+                    0,
+                ));
+            }
         })
     });
     g.bench_function("1000 content hashes", |b| {
         b.iter(|| {
-            (0..1000)
-                .map(|_| mongo2qdrant::ids::content_hash("model", "{t}", &text))
-                .last()
+            for _ in 0..1000 {
+                black_box(mongo2qdrant::ids::content_hash(
+                    "model",
+                    "{t}",
+                    black_box(&text),
+                ));
+            }
         })
     });
     g.finish();
@@ -113,18 +123,8 @@ fn sync_end_to_end(c: &mut Criterion) {
                     .await
                     .unwrap();
                 let (_tx, stop) = tokio::sync::watch::channel(false);
-                let opts = mongo2qdrant::pipeline::SyncOptions {
-                    batch_docs: 64,
-                    fresh: false,
-                    dry_run: false,
-                    prune: false,
-                    recreate: false,
-                    vector_name: None,
-                    chunking: None,
-                    retry: Default::default(),
-                    run_id: "bench".into(),
-                    stop,
-                };
+                let mut opts = mongo2qdrant::pipeline::SyncOptions::new(stop);
+                opts.batch_docs = 64;
                 mongo2qdrant::pipeline::sync(
                     sink,
                     EmbedWorker::spawn(embedder.clone(), 2),

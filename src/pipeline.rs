@@ -156,6 +156,24 @@ pub struct SyncOptions {
     pub stop: watch::Receiver<bool>,
 }
 
+impl SyncOptions {
+    /// Defaults: units of 256 documents, resume from checkpoints, no prune, default retries.
+    pub fn new(stop: watch::Receiver<bool>) -> Self {
+        Self {
+            batch_docs: 256,
+            fresh: false,
+            dry_run: false,
+            prune: false,
+            recreate: false,
+            vector_name: None,
+            chunking: None,
+            retry: RetryPolicy::default(),
+            run_id: Uuid::new_v4().to_string(),
+            stop,
+        }
+    }
+}
+
 /// A per-document problem, for reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {

@@ -23,15 +23,7 @@ async fn run<S: Sink>(
     template: &str,
     opts: SyncOptions,
 ) -> RunReport {
-    let source = mongo2qdrant::cli::SourceArgs {
-        mongo_uri: Some(m.uri()),
-        database: Some(db.into()),
-        collections: vec![coll.into()],
-        files: vec![],
-        filter: None,
-        projection: None,
-        cursor_batch: 100,
-    };
+    let source = common::source_args(m, db, &[coll]);
     let jobs = mongo2qdrant::config::jobs(&source, None, template, &["title".into()])
         .await
         .unwrap();
@@ -192,15 +184,7 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
         .await;
     run(&sink, &m, "v", &c, T, options()).await;
     let jobs = || async {
-        let source = mongo2qdrant::cli::SourceArgs {
-            mongo_uri: Some(m.uri()),
-            database: Some("v".into()),
-            collections: vec![c.clone()],
-            files: vec![],
-            filter: None,
-            projection: None,
-            cursor_batch: 100,
-        };
+        let source = common::source_args(&m, "v", &[c.as_str()]);
         mongo2qdrant::config::jobs(&source, None, T, &["title".into()])
             .await
             .unwrap()

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION;
-use mongo2qdrant::cli::SourceArgs;
 use mongo2qdrant::config;
 use mongo2qdrant::pipeline::{self, RunReport, keys};
 use mongo2qdrant::progress::Stats;
@@ -16,18 +15,6 @@ use mongo2qdrant::sink::{Point, Sink, SinkError, VectorSpec, scroll_all};
 use mongodb::bson::{Binary, Bson, Document, doc, oid::ObjectId, spec::BinarySubtype};
 
 const TEMPLATE: &str = r"{title}\n{extract}";
-
-fn source_args(m: &Mongo, db: &str, colls: &[&str]) -> SourceArgs {
-    SourceArgs {
-        mongo_uri: Some(m.uri()),
-        database: Some(db.into()),
-        collections: colls.iter().map(|s| s.to_string()).collect(),
-        files: vec![],
-        filter: None,
-        projection: None,
-        cursor_batch: 1000,
-    }
-}
 
 async fn sync<S: Sink>(
     sink: &Arc<S>,
@@ -37,7 +24,7 @@ async fn sync<S: Sink>(
     target: Option<&str>,
 ) -> Result<RunReport, pipeline::PipelineError> {
     let jobs = config::jobs(
-        &source_args(m, db, colls),
+        &common::source_args(m, db, colls),
         target,
         TEMPLATE,
         &["title".into(), "year".into()],

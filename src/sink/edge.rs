@@ -91,6 +91,14 @@ fn uuid_of(id: PointId) -> Option<Uuid> {
     }
 }
 
+/// A stored point from an engine record (points with numeric ids are not ours).
+fn stored(r: qdrant_edge::Record) -> Option<StoredPoint> {
+    Some(StoredPoint {
+        id: uuid_of(r.id)?,
+        payload: r.payload.map(|p| p.0).unwrap_or_default(),
+    })
+}
+
 fn to_filter(f: Option<&MatchFilter>) -> Result<Option<Filter>, String> {
     f.map(|f| {
         let key = f.key.as_str().try_into().map_err(|e| format!("{e:?}"))?;
@@ -192,15 +200,7 @@ impl Sink for EdgeSink {
             req.with_payload = Some(WithPayloadInterface::Bool(true));
             req.with_vector = Some(WithVector::Bool(false));
             let records = shard.retrieve(req).map_err(|e| e.to_string())?;
-            Ok(records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(StoredPoint {
-                        id: uuid_of(r.id)?,
-                        payload: r.payload.map(|p| p.0).unwrap_or_default(),
-                    })
-                })
-                .collect())
+            Ok(records.into_iter().filter_map(stored).collect())
         })
         .await
     }
@@ -235,15 +235,7 @@ impl Sink for EdgeSink {
             req.filter = filter;
             req.with_payload = Some(WithPayloadInterface::Bool(true));
             let (records, next) = shard.scroll(req).map_err(|e| e.to_string())?;
-            let points = records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(StoredPoint {
-                        id: uuid_of(r.id)?,
-                        payload: r.payload.map(|p| p.0).unwrap_or_default(),
-                    })
-                })
-                .collect();
+            let points = records.into_iter().filter_map(stored).collect();
             Ok((points, next.and_then(uuid_of)))
         })
         .await

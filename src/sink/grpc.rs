@@ -74,6 +74,17 @@ fn json_payload(p: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String,
     }
 }
 
+/// A stored point from a response's id and payload (points with numeric ids are not ours).
+fn stored(
+    id: Option<PointId>,
+    payload: HashMap<String, qdrant_client::qdrant::Value>,
+) -> Option<StoredPoint> {
+    Some(StoredPoint {
+        id: uuid_of(id)?,
+        payload: json_payload(payload),
+    })
+}
+
 fn to_filter(f: Option<&MatchFilter>) -> Option<Filter> {
     f.map(|f| Filter::must([Condition::matches(f.key.clone(), f.value.clone())]))
 }
@@ -208,12 +219,7 @@ impl Sink for GrpcSink {
         Ok(res
             .result
             .into_iter()
-            .filter_map(|p| {
-                Some(StoredPoint {
-                    id: uuid_of(p.id)?,
-                    payload: json_payload(p.payload),
-                })
-            })
+            .filter_map(|p| stored(p.id, p.payload))
             .collect())
     }
 
@@ -258,12 +264,7 @@ impl Sink for GrpcSink {
         let points = res
             .result
             .into_iter()
-            .filter_map(|p| {
-                Some(StoredPoint {
-                    id: uuid_of(p.id)?,
-                    payload: json_payload(p.payload),
-                })
-            })
+            .filter_map(|p| stored(p.id, p.payload))
             .collect();
         Ok((points, uuid_of(res.next_page_offset)))
     }

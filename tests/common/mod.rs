@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::embed::{EmbedConfig, Embedder, OnnxEmbedder};
-use mongo2qdrant::pipeline::{RetryPolicy, SyncOptions};
+use mongo2qdrant::pipeline::SyncOptions;
 use mongodb::bson::{Bson, Document};
 
 pub fn repo() -> PathBuf {
@@ -195,18 +195,9 @@ pub fn options() -> SyncOptions {
     let (tx, stop) = tokio::sync::watch::channel(false);
     // keep the sender alive: a dropped sender is not a stop, but a live one is clearer
     std::mem::forget(tx);
-    SyncOptions {
-        batch_docs: 32,
-        fresh: false,
-        dry_run: false,
-        prune: false,
-        recreate: false,
-        vector_name: None,
-        chunking: None,
-        retry: RetryPolicy::default(),
-        run_id: uuid::Uuid::new_v4().to_string(),
-        stop,
-    }
+    let mut o = SyncOptions::new(stop);
+    o.batch_docs = 32;
+    o
 }
 
 /// A unique name so that runs against a shared Qdrant server never collide.
@@ -334,5 +325,18 @@ pub fn wait_timeout(child: &mut Child, secs: u64) -> Option<std::process::ExitSt
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Source flags for `collections` of `db` on `m`.
+pub fn source_args(m: &Mongo, db: &str, collections: &[&str]) -> mongo2qdrant::cli::SourceArgs {
+    mongo2qdrant::cli::SourceArgs {
+        mongo_uri: Some(m.uri()),
+        database: Some(db.into()),
+        collections: collections.iter().map(|c| c.to_string()).collect(),
+        files: vec![],
+        filter: None,
+        projection: None,
+        cursor_batch: 100,
     }
 }
