@@ -309,7 +309,46 @@ async fn dry_run_writes_nothing<S: Sink>(sink: Arc<S>) {
     );
 }
 
+/// `--vector-name`: points carry a named vector, and search uses it.
+async fn named_vector_round_trip<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("named");
+    m.insert("n", &c, movie_docs(8, |i| Bson::Int32(i as i32)))
+        .await;
+    let mut o = options();
+    o.vector_name = Some("minilm".into());
+    let r = run(&sink, &m, "n", &c, T, o.clone()).await;
+    assert_eq!(r.counts.embedded, 8);
+    let (vectors, _) = mongo2qdrant::embed::Embedder::embed(
+        common::embedder().as_ref(),
+        &[common::movies(8)[5].get_str("extract").unwrap()],
+    )
+    .unwrap();
+    let hits = sink
+        .search(&c, Some("minilm"), vectors[0].clone(), 1)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].payload[keys::ID], 5);
+    // The unnamed vector does not exist there: a run without the name is refused, untouched.
+    let err = pipeline::sync(
+        sink.clone(),
+        common::worker(),
+        mongo2qdrant::config::jobs(&common::source_args(&m, "n", &[c.as_str()]), None, T, &[])
+            .await
+            .unwrap(),
+        options(),
+        Arc::new(Stats::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("--recreate"), "{err}");
+    assert_eq!(sink.count(&c).await.unwrap(), 8);
+    let r = run(&sink, &m, "n", &c, T, o).await;
+    assert_eq!(r.counts.embedded, 0, "unchanged under the same vector name");
+}
+
 both_targets!(
+    named_vector_round_trip,
     prune_removes_exactly_the_deleted,
     chunks_follow_the_document,
     template_change_reembeds_everything,
