@@ -341,6 +341,11 @@ async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .collection_name
         .clone()
         .context("search needs --collection-name (the target collection)")?;
+    // Opening a shard may replay and flush it: never beside a running sync.
+    let _lock = match args.target.kind() {
+        TargetKind::Embedded { path } => Some(mongo2qdrant::lease::lock_store(&path, "search")?),
+        TargetKind::Grpc { .. } => None,
+    };
     let embedder = tokio::task::spawn_blocking({
         let model = args.model.clone();
         move || load_embedder(&model)

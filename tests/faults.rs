@@ -46,7 +46,7 @@ fn wait_for_progress(child: &mut Child, units: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_runs_one_proceeds_one_is_locked() {
     let m = Mongo::start();
-    load_movies(&m, "c", "films", 120).await;
+    load_movies(&m, "c", "films", 240).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut first = sync_cmd(&m, "c", "films", &store).spawn().unwrap();
@@ -64,10 +64,23 @@ async fn two_concurrent_runs_one_proceeds_one_is_locked() {
         err.contains("locked by run") && err.contains("pid"),
         "{err}"
     );
+    // Reading the store while it is written is refused too (opening a shard flushes it).
+    let search = bin()
+        .args(["search", "a film", "--collection-name", "films"])
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(
+        search.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
     let status = wait_timeout(&mut first, 300).expect("first run finishes");
     assert!(status.success());
     let snap = edge_snapshot(&store, "films").await;
-    assert_eq!(snap.len(), 120, "every document once, nothing duplicated");
+    assert_eq!(snap.len(), 240, "every document once, nothing duplicated");
     assert_eq!(snap, reference(&m, "c", "films", dir.path()).await);
     // The lock is gone with its holder: the next run proceeds.
     assert!(
@@ -201,5 +214,4 @@ async fn ten_sigkills_at_random_moments_then_identical() {
     );
     assert_eq!(snap, reference(&m, "r", "films", dir.path()).await);
     eprintln!("kills (ms after start, already finished): {kills:?}");
-    let _ = bin; // the plain command helper is used by the other fault files
 }
