@@ -59,6 +59,15 @@ pub enum ProgressMode {
     Off,
 }
 
+fn bar_style(sized: bool) -> ProgressStyle {
+    let template = if sized {
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} read ({per_sec}, ETA {eta}) {msg}"
+    } else {
+        "{spinner} [{elapsed_precise}] {pos} read ({per_sec}) {msg}"
+    };
+    ProgressStyle::with_template(template).expect("valid template")
+}
+
 /// A running display; stops when dropped or [`Progress::finish`]ed.
 pub struct Progress {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -78,16 +87,8 @@ impl Progress {
         let terminal = std::io::stderr().is_terminal();
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let bar = terminal.then(|| {
-                let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} read ({per_sec}, ETA {eta}) {msg}",
-                    )
-                    .expect("valid template"),
-                );
-                b
-            });
+            let bar = terminal.then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
+            let mut sized = None;
             let period = if terminal {
                 Duration::from_millis(200)
             } else {
@@ -106,7 +107,12 @@ impl Progress {
                 );
                 match &bar {
                     Some(b) => {
+                        // A bar with ETA when the source's size is known, a counter otherwise.
                         let expected = stats.expected.load(Ordering::Relaxed);
+                        if sized != Some(expected > 0) {
+                            sized = Some(expected > 0);
+                            b.set_style(bar_style(expected > 0));
+                        }
                         if expected > 0 {
                             b.set_length(expected.max(c.read));
                         }
