@@ -126,7 +126,8 @@ pub fn lock_store(root: &Path, run_id: &str) -> Result<StoreLock, LockError> {
 /// How long a server-side lease lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
-fn lease_id(target: &str, namespace: &str) -> uuid::Uuid {
+/// Record id of the lease of `namespace` into `target`.
+pub fn lease_id(target: &str, namespace: &str) -> uuid::Uuid {
     named_uuid("mongo2qdrant lease v1", &[target, namespace])
 }
 

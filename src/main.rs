@@ -164,20 +164,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (report, code) = match &outcome {
         Ok(report) => {
             print_summary(report);
-            let code = if report.interrupted {
-                exit::INTERRUPTED
-            } else {
-                0
-            };
-            let mut v = serde_json::to_value(report)?;
-            v["status"] = (if report.interrupted {
-                "interrupted"
-            } else {
-                "ok"
-            })
-            .into();
-            v["exit_status"] = code.into();
-            (v, code)
+            report_json(report)?
         }
         Err(e) => {
             let code = exit_code(e);
@@ -199,6 +186,24 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// The report of a finished run as JSON, with its status and exit code.
+fn report_json(report: &RunReport) -> anyhow::Result<(serde_json::Value, u8)> {
+    let code = if report.interrupted {
+        exit::INTERRUPTED
+    } else {
+        0
+    };
+    let mut v = serde_json::to_value(report)?;
+    v["status"] = (if report.interrupted {
+        "interrupted"
+    } else {
+        "ok"
+    })
+    .into();
+    v["exit_status"] = code.into();
+    Ok((v, code))
+}
+
 /// Run the pipeline, then record the run's report next to the checkpoints (for `status`).
 async fn finish_run<S: Sink>(
     sink: Arc<S>,
@@ -211,7 +216,7 @@ async fn finish_run<S: Sink>(
     let report = pipeline::sync(sink.clone(), worker, jobs, opts, stats).await?;
     if !dry_run {
         let store = mongo2qdrant::checkpoint::CheckpointStore::open(sink.as_ref(), true).await?;
-        store.save_run(&serde_json::to_value(&report)?).await?;
+        store.save_run(&report_json(&report)?.0).await?;
     }
     Ok(report)
 }

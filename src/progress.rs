@@ -87,7 +87,8 @@ impl Progress {
         let terminal = std::io::stderr().is_terminal();
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let bar = terminal.then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
+            let bar =
+                terminal.then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
             let mut sized = None;
             let period = if terminal {
                 Duration::from_millis(200)

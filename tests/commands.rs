@@ -78,6 +78,8 @@ async fn status_and_search_after_a_sync() {
     assert_eq!(cp["namespace"], "s.films");
     assert_eq!(cp["complete"], true);
     assert_eq!(s["last_run"]["embedded"], 30);
+    assert_eq!(s["last_run"]["status"], "ok");
+    assert_eq!(s["last_run"]["exit_status"], 0);
 
     // search finds the film by a paraphrase of its own title and extract
     let films = common::movies(30);

@@ -215,3 +215,58 @@ async fn ten_sigkills_at_random_moments_then_identical() {
     assert_eq!(snap, reference(&m, "r", "films", dir.path()).await);
     eprintln!("kills (ms after start, already finished): {kills:?}");
 }
+
+/// The server-side lease logic (what the gRPC target uses per namespace), on the real engine as
+/// the record store: a live lease refuses others and names its holder, a released or expired
+/// one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_refuse_live_holders_and_expire() {
+    use mongo2qdrant::checkpoint::CheckpointStore;
+    use mongo2qdrant::lease::{Holder, LockError, acquire, read_lease, release};
+
+    let (_dir, sink) = common::edge_sink();
+    let store = CheckpointStore::open(sink.as_ref(), true).await.unwrap();
+    let a = Holder::me("run-a");
+    let b = Holder::me("run-b");
+    acquire(&store, "films", "db.films", &a).await.unwrap();
+    let held = read_lease(&store, "films", "db.films")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.run_id, "run-a");
+    assert!(held.expires_at > 0);
+
+    let err = acquire(&store, "films", "db.films", &b).await.unwrap_err();
+    assert!(matches!(err, LockError::Held { .. }));
+    assert!(err.to_string().contains("run-a"), "{err}");
+    // Another namespace is independent.
+    acquire(&store, "films", "db.other", &b).await.unwrap();
+
+    release(&store, "films", "db.films", &a).await.unwrap();
+    acquire(&store, "films", "db.films", &b).await.unwrap();
+
+    // A holder that died stops renewing: once expired, its lease no longer counts.
+    let mut dead = Holder::me("run-dead");
+    dead.expires_at = 1;
+    let mut record = serde_json::to_value(&dead)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    record.insert("kind".into(), "lease".into());
+    record.insert("target".into(), "films".into());
+    record.insert("namespace".into(), "db.gone".into());
+    store
+        .put_raw(mongo2qdrant::lease::lease_id("films", "db.gone"), record)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_lease(&store, "films", "db.gone")
+            .await
+            .unwrap()
+            .unwrap()
+            .run_id,
+        "run-dead"
+    );
+    acquire(&store, "films", "db.gone", &a).await.unwrap();
+}
