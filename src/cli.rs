@@ -88,7 +88,7 @@ pub struct TargetArgs {
     /// Target collection; default: the source collection's name.
     #[arg(long, env = "M2Q_COLLECTION_NAME")]
     pub collection_name: Option<String>,
-    /// Named vector to write and search (lets several models share a collection).
+    /// Named vector to write and search, for collections that use named vectors.
     #[arg(long, env = "M2Q_VECTOR_NAME")]
     pub vector_name: Option<String>,
 }
