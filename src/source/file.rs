@@ -144,7 +144,7 @@ fn to_item(value: serde_json::Value, at: String) -> SourceItem {
     }
 }
 
-/// Read a whole file into documents (tests and the `load` helper).
+/// Read a whole file into documents and per-document problems (small files, tests).
 pub async fn read_all(path: PathBuf) -> Result<(Vec<Document>, Vec<String>), SourceError> {
     let src = FileSource::new(
         path,
