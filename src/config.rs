@@ -129,23 +129,12 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
     source.database = source.database.or(file.database.clone());
 
     // From the file: one entry per [[sync]]; from flags: one per --collection / --file.
-    let entries: Vec<SyncEntry> = if !source.collections.is_empty() || !source.files.is_empty() {
-        let one = |collection: Option<String>, file: Option<PathBuf>| SyncEntry {
-            collection,
-            file,
-            ..Default::default()
-        };
-        source
-            .collections
-            .iter()
-            .map(|c| one(Some(c.clone()), None))
-            .chain(source.files.iter().map(|f| one(None, Some(f.clone()))))
-            .collect()
+    let entries = if !source.collections.is_empty() || !source.files.is_empty() {
+        flag_entries(&source)
     } else {
         file.sync.clone()
     };
-    let mut jobs = Vec::new();
-    let mut clients: std::collections::HashMap<String, mongodb::Client> = Default::default();
+    let mut specs = Vec::new();
     for e in entries {
         let text = args
             .text
@@ -172,11 +161,9 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
             projection: source.projection.clone().or(e.projection.clone()),
             cursor_batch: source.cursor_batch,
         };
-        jobs.push(spec.into_job(&mut clients).await?);
+        specs.push(spec);
     }
-    if jobs.is_empty() {
-        return Err(ConfigError::NoSource);
-    }
+    let jobs = into_jobs(specs).await?;
     Ok((jobs, target))
 }
 
@@ -317,8 +304,6 @@ pub async fn jobs(
     text: &str,
     payload: &[String],
 ) -> Result<Vec<Job>, ConfigError> {
-    let mut clients = Default::default();
-    let mut jobs = Vec::new();
     let base = JobSpec {
         mongo_uri: source
             .mongo_uri
@@ -334,18 +319,34 @@ pub async fn jobs(
         projection: source.projection.clone(),
         cursor_batch: source.cursor_batch,
     };
-    for c in &source.collections {
-        let spec = JobSpec {
-            collection: Some(c.clone()),
-            ..base.clone()
-        };
-        jobs.push(spec.into_job(&mut clients).await?);
-    }
-    for f in &source.files {
-        let spec = JobSpec {
-            file: Some(f.clone()),
-            ..base.clone()
-        };
+    let specs = flag_entries(source).into_iter().map(|e| JobSpec {
+        collection: e.collection,
+        file: e.file,
+        ..base.clone()
+    });
+    into_jobs(specs).await
+}
+
+/// One entry per `--collection` and per `--file`.
+fn flag_entries(source: &SourceArgs) -> Vec<SyncEntry> {
+    let one = |collection: Option<String>, file: Option<PathBuf>| SyncEntry {
+        collection,
+        file,
+        ..Default::default()
+    };
+    source
+        .collections
+        .iter()
+        .map(|c| one(Some(c.clone()), None))
+        .chain(source.files.iter().map(|f| one(None, Some(f.clone()))))
+        .collect()
+}
+
+/// Build every job, sharing one MongoDB client per URI; no job at all is an error.
+async fn into_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<Job>, ConfigError> {
+    let mut clients = std::collections::HashMap::new();
+    let mut jobs = Vec::new();
+    for spec in specs {
         jobs.push(spec.into_job(&mut clients).await?);
     }
     if jobs.is_empty() {
