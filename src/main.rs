@@ -65,6 +65,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Load the model on a blocking thread (it reads and optimises the ONNX graph).
+async fn load_embedder_off_runtime(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder>> {
+    let model = model.clone();
+    tokio::task::spawn_blocking(move || load_embedder(&model)).await?
+}
+
+/// The embedded store's lock for `holder`; none for a Qdrant server (leases work there).
+fn lock_target(
+    target: &TargetKind,
+    holder: &str,
+) -> anyhow::Result<Option<mongo2qdrant::lease::StoreLock>> {
+    Ok(match target {
+        TargetKind::Embedded { path } => Some(mongo2qdrant::lease::lock_store(path, holder)?),
+        TargetKind::Grpc { .. } => None,
+    })
+}
+
 fn load_embedder(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder>> {
     let config = model.embed_config()?;
     let embedder = OnnxEmbedder::load(&config)?;
@@ -130,15 +147,8 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = pipeline::now_rfc3339();
     // Take the embedded store's lock before loading the model: a refused run costs nothing.
-    let lock = match target.kind() {
-        TargetKind::Embedded { path } => Some(mongo2qdrant::lease::lock_store(&path, &run_id)?),
-        TargetKind::Grpc { .. } => None,
-    };
-    let embedder = tokio::task::spawn_blocking({
-        let model = args.model.clone();
-        move || load_embedder(&model)
-    })
-    .await??;
+    let lock = lock_target(&target.kind(), &run_id)?;
+    let embedder = load_embedder_off_runtime(&args.model).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
     let mut opts = sync_options(&args, &target, chunking, stop);
     opts.run_id = run_id.clone();
@@ -247,19 +257,10 @@ fn sync_options(
 async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
-    let embedder = tokio::task::spawn_blocking({
-        let model = args.model.clone();
-        move || load_embedder(&model)
-    })
-    .await??;
+    let embedder = load_embedder_off_runtime(&args.model).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let opts = sync_options(&args, &target, chunking, stop);
-    let _lock = match target.kind() {
-        TargetKind::Embedded { path } => {
-            Some(mongo2qdrant::lease::lock_store(&path, &opts.run_id)?)
-        }
-        TargetKind::Grpc { .. } => None,
-    };
+    let _lock = lock_target(&target.kind(), &opts.run_id)?;
     let report = match target.kind() {
         TargetKind::Grpc { url, api_key } => {
             let sink = Arc::new(GrpcSink::connect(&url, api_key)?);
@@ -347,15 +348,8 @@ async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .context("search needs --collection-name (the target collection)")?;
     // Opening a shard may replay and flush it: never beside a running sync.
-    let _lock = match args.target.kind() {
-        TargetKind::Embedded { path } => Some(mongo2qdrant::lease::lock_store(&path, "search")?),
-        TargetKind::Grpc { .. } => None,
-    };
-    let embedder = tokio::task::spawn_blocking({
-        let model = args.model.clone();
-        move || load_embedder(&model)
-    })
-    .await??;
+    let _lock = lock_target(&args.target.kind(), "search")?;
+    let embedder = load_embedder_off_runtime(&args.model).await?;
     let (mut vectors, _) = embedder.embed(&[args.query.as_str()])?;
     let vector = vectors.pop().expect("one vector");
     match args.target.kind() {
