@@ -366,19 +366,10 @@ struct EmbeddedUnit {
     counts: Counts,
 }
 
-/// The settings a resume must match: anything that changes the points.
+/// The settings a resume must match: what goes into the content hash, the model, and the
+/// filter (which decides what a pass covers).
 fn settings_hash(model: &str, job: &Job, opts: &SyncOptions) -> String {
-    let chunk = opts
-        .chunking
-        .map_or_else(String::new, |c| format!("{}/{}", c.size, c.overlap));
-    let parts = [
-        model,
-        job.template.source(),
-        &chunk,
-        &job.filter_text,
-        opts.vector_name.as_deref().unwrap_or(""),
-        &job.payload_fields.join(","),
-    ];
+    let parts = [model, &hash_context(job, opts), &job.filter_text];
     crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
 }
 
