@@ -163,7 +163,7 @@ pub async fn run(
                                 name: None,
                                 dimension: crate::embed::Embedder::dimension(embedder.as_ref()),
                             },
-                            false,
+                            crate::sink::Ensure::Create,
                         )
                         .await?;
                         Some(s)

@@ -1,5 +1,5 @@
-//! Checkpoints: one record per (target collection, source namespace) in a collection of their
-//! own next to the data. A record says up to which `_id` everything of an unfinished pass is
+//! Checkpoints: one record per (target collection, source namespace, named vector) in a
+//! collection of their own next to the data. A record says up to which `_id` everything of an unfinished pass is
 //! acknowledged by the target; it is written only after those points were acknowledged, in
 //! order. A finished pass is marked `complete`, so the next run starts a new full pass (unchanged
 //! documents then cost a hash lookup, not an embedding).
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::ids::named_uuid;
-use crate::sink::{Point, Sink, SinkError, VectorSpec};
+use crate::sink::{Ensure, Point, Sink, SinkError, VectorSpec};
 
 /// The collection holding checkpoint, run and lease records.
 pub const CHECKPOINT_COLLECTION: &str = "mongo2qdrant_checkpoints";
@@ -48,6 +48,9 @@ pub struct Counts {
 pub struct Checkpoint {
     pub target: String,
     pub namespace: String,
+    /// The named vector the pass writes (`None`: the collection's unnamed vector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
     /// Canonical Extended JSON of the last acknowledged `_id` of the current pass.
     pub last_id: Option<Value>,
     /// The pass reached the end of the source.
@@ -75,9 +78,12 @@ impl Checkpoint {
     }
 }
 
-/// Record id of the checkpoint of `namespace` into `target`.
-pub fn checkpoint_id(target: &str, namespace: &str) -> Uuid {
-    named_uuid("mongo2qdrant checkpoint v1", &[target, namespace])
+/// Record id of the checkpoint of `namespace` into `target` (and its named `vector`).
+pub fn checkpoint_id(target: &str, namespace: &str, vector: Option<&str>) -> Uuid {
+    match vector {
+        None => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace]),
+        Some(v) => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace, v]),
+    }
 }
 
 /// Record id of the latest run's report.
@@ -99,7 +105,7 @@ impl<'a, S: Sink> CheckpointStore<'a, S> {
     /// Open the store, creating its collection when `create`.
     pub async fn open(sink: &'a S, create: bool) -> Result<Self, CheckpointError> {
         if create {
-            sink.ensure_collection(CHECKPOINT_COLLECTION, &RECORD_VECTOR, false)
+            sink.ensure_collection(CHECKPOINT_COLLECTION, &RECORD_VECTOR, Ensure::Create)
                 .await?;
         }
         Ok(Self { sink })
@@ -112,7 +118,7 @@ impl<'a, S: Sink> CheckpointStore<'a, S> {
         }
         Ok(self
             .sink
-            .retrieve(CHECKPOINT_COLLECTION, &[id])
+            .retrieve(CHECKPOINT_COLLECTION, &[id], false)
             .await?
             .into_iter()
             .next()
@@ -134,13 +140,17 @@ impl<'a, S: Sink> CheckpointStore<'a, S> {
             .await
     }
 
-    /// The checkpoint of `namespace` into `target`.
+    /// The checkpoint of `namespace` into `target` (and its named `vector`).
     pub async fn load(
         &self,
         target: &str,
         namespace: &str,
+        vector: Option<&str>,
     ) -> Result<Option<Checkpoint>, CheckpointError> {
-        let Some(mut raw) = self.get_raw(checkpoint_id(target, namespace)).await? else {
+        let Some(mut raw) = self
+            .get_raw(checkpoint_id(target, namespace, vector))
+            .await?
+        else {
             return Ok(None);
         };
         raw.remove("kind");
@@ -169,8 +179,11 @@ impl<'a, S: Sink> CheckpointStore<'a, S> {
             unreachable!("a struct serialises to an object")
         };
         payload.insert("kind".into(), "checkpoint".into());
-        self.put_raw(checkpoint_id(&cp.target, &cp.namespace), payload)
-            .await?;
+        self.put_raw(
+            checkpoint_id(&cp.target, &cp.namespace, cp.vector.as_deref()),
+            payload,
+        )
+        .await?;
         Ok(())
     }
 }

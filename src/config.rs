@@ -31,6 +31,10 @@ pub enum ConfigError {
     EntrySource,
     #[error("--chunk-overlap ({overlap}) must be smaller than half of --chunk-size ({size})")]
     Overlap { size: usize, overlap: usize },
+    #[error(
+        "vector name `{0}`: use letters, digits, `_` and `-` only (for example `title` or `plot-minilm`)"
+    )]
+    VectorName(String),
 }
 
 /// Where points go.
@@ -97,6 +101,9 @@ pub struct SyncEntry {
     pub payload: Vec<String>,
     pub filter: Option<String>,
     pub projection: Option<String>,
+    /// Named vector of this entry; entries with different names may share a source and a
+    /// target (one point per document, one vector per entry).
+    pub vector_name: Option<String>,
 }
 
 impl FileConfig {
@@ -123,10 +130,8 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
     let mut target = args.target.clone();
     target.qdrant_url = target.qdrant_url.or(file.qdrant_url.clone());
     target.qdrant_path = target.qdrant_path.or(file.qdrant_path.clone());
-    target.vector_name = target.vector_name.or(file.vector_name.clone());
     let mut source = args.source.clone();
     source.mongo_uri = source.mongo_uri.or(file.mongo_uri.clone());
-    source.database = source.database.or(file.database.clone());
 
     // From the file: one entry per [[sync]]; from flags: one per --collection / --file.
     let entries = if !source.collections.is_empty() || !source.files.is_empty() {
@@ -151,7 +156,12 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
                 .mongo_uri
                 .clone()
                 .unwrap_or_else(|| DEFAULT_MONGO_URI.to_owned()),
-            database: e.database.clone().or(source.database.clone()),
+            // A flag beats the entry, which beats the file's shared setting.
+            database: source
+                .database
+                .clone()
+                .or(e.database.clone())
+                .or(file.database.clone()),
             collection: e.collection.clone(),
             file: e.file.clone(),
             target: args.target.collection_name.clone().or(e.target.clone()),
@@ -160,6 +170,11 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
             filter: source.filter.clone().or(e.filter.clone()),
             projection: source.projection.clone().or(e.projection.clone()),
             cursor_batch: source.cursor_batch,
+            vector_name: target
+                .vector_name
+                .clone()
+                .or(e.vector_name.clone())
+                .or(file.vector_name.clone()),
         };
         specs.push(spec);
     }
@@ -180,6 +195,7 @@ pub struct JobSpec {
     pub filter: Option<String>,
     pub projection: Option<String>,
     pub cursor_batch: u32,
+    pub vector_name: Option<String>,
 }
 
 impl JobSpec {
@@ -189,6 +205,9 @@ impl JobSpec {
         clients: &mut std::collections::HashMap<String, mongodb::Client>,
     ) -> Result<Job, ConfigError> {
         let template = Template::parse(&self.text)?;
+        if let Some(v) = &self.vector_name {
+            check_vector_name(v)?;
+        }
         let filter_text = self.filter.clone().unwrap_or_default();
         let filter = match &self.filter {
             Some(f) => parse_ext_json_doc("filter", f, r#"{"year": {"$gte": 2000}}"#)?,
@@ -241,6 +260,7 @@ impl JobSpec {
             template,
             payload_fields: self.payload,
             filter_text,
+            vector_name: self.vector_name,
         })
     }
 }
@@ -264,6 +284,20 @@ impl ModelArgs {
         c.max_batch = self.max_batch;
         c.max_batch_tokens = self.max_batch_tokens;
         Ok(c)
+    }
+}
+
+/// A vector name must be a plain payload key suffix (`content_hash_<name>`): letters, digits,
+/// `_` and `-`.
+pub fn check_vector_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::VectorName(name.to_owned()))
     }
 }
 
@@ -318,6 +352,7 @@ pub async fn jobs(
         filter: source.filter.clone(),
         projection: source.projection.clone(),
         cursor_batch: source.cursor_batch,
+        vector_name: None,
     };
     let specs = flag_entries(source).into_iter().map(|e| JobSpec {
         collection: e.collection,

@@ -150,7 +150,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let lock = lock_target(&target.kind(), &run_id)?;
     let embedder = load_embedder_off_runtime(&args.model).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
-    let mut opts = sync_options(&args, &target, chunking, stop);
+    let mut opts = sync_options(&args, chunking, stop);
     opts.run_id = run_id.clone();
     let stats = Arc::new(Stats::default());
     let mode = if args.quiet {
@@ -233,7 +233,6 @@ async fn finish_run<S: Sink>(
 
 fn sync_options(
     args: &SyncArgs,
-    target: &TargetArgs,
     chunking: Option<pipeline::Chunking>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> SyncOptions {
@@ -243,7 +242,6 @@ fn sync_options(
         dry_run: args.dry_run,
         prune: args.prune,
         recreate: args.recreate,
-        vector_name: target.vector_name.clone(),
         chunking,
         retry: RetryPolicy {
             attempts: args.retries.max(1),
@@ -259,7 +257,7 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let chunking = config::chunking(&args)?;
     let embedder = load_embedder_off_runtime(&args.model).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
-    let opts = sync_options(&args, &target, chunking, stop);
+    let opts = sync_options(&args, chunking, stop);
     let _lock = lock_target(&target.kind(), &opts.run_id)?;
     let report = match target.kind() {
         TargetKind::Grpc { url, api_key } => {
@@ -273,9 +271,10 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     };
     for ns in &report.namespaces {
         println!(
-            "{} -> {}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
+            "{} -> {}{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
             ns.namespace,
             ns.target,
+            vector_suffix(ns.vector.as_deref()),
             ns.documents,
             ns.expected_points,
             ns.points,
@@ -307,6 +306,11 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// ` (vector NAME)` for a named vector, nothing otherwise.
+fn vector_suffix(vector: Option<&str>) -> String {
+    vector.map_or_else(String::new, |v| format!(" (vector {v})"))
+}
+
 fn print_summary(r: &RunReport) {
     let c = &r.counts;
     let verb = if r.dry_run { "would embed" } else { "embedded" };
@@ -323,9 +327,10 @@ fn print_summary(r: &RunReport) {
     );
     for ns in &r.namespaces {
         println!(
-            "  {} -> {}: read {}, embedded {}, unchanged {}{}",
+            "  {} -> {}{}: read {}, embedded {}, unchanged {}{}",
             ns.namespace,
             ns.target,
+            vector_suffix(ns.vector.as_deref()),
             ns.counts.read,
             ns.counts.embedded,
             ns.counts.skipped_unchanged,
@@ -393,9 +398,7 @@ async fn print_hits<S: Sink>(
             let mut shown = h.payload.clone();
             let id = shown.remove(keys::ID).unwrap_or_default();
             let chunk = shown.remove(keys::CHUNK);
-            for k in [keys::HASH, keys::CHUNKS, keys::NAMESPACE] {
-                shown.remove(k);
-            }
+            shown.retain(|k, _| !keys::is_internal(k));
             let chunk = chunk
                 .filter(|c| c.as_u64() != Some(0))
                 .map_or_else(String::new, |c| format!(" chunk {c}"));
@@ -565,9 +568,10 @@ fn print_status(s: &serde_json::Value) {
     }
     for c in checkpoints {
         println!(
-            "  {} -> {}: {} at _id {}, updated {}, run {}, model {}",
+            "  {} -> {}{}: {} at _id {}, updated {}, run {}, model {}",
             c["namespace"].as_str().unwrap_or("?"),
             c["target"].as_str().unwrap_or("?"),
+            vector_suffix(c["vector"].as_str()),
             if c["complete"].as_bool() == Some(true) {
                 "complete"
             } else {

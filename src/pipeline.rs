@@ -26,7 +26,9 @@ use crate::embed::worker::EmbedWorker;
 use crate::embed::{EmbedError, EmbedStats};
 use crate::ids::{content_hash, point_id};
 use crate::progress::Stats;
-use crate::sink::{MatchFilter, Point, Sink, SinkError, VectorSpec, scroll_all};
+use crate::sink::{
+    Ensure, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec, scroll_all,
+};
 use crate::source::{Source, SourceError, SourceItem, id_text};
 use crate::text::{Template, payload_fields};
 
@@ -37,6 +39,30 @@ pub mod keys {
     pub const HASH: &str = "content_hash";
     pub const CHUNK: &str = "chunk";
     pub const CHUNKS: &str = "chunk_count";
+
+    /// Key of the content hash behind `vector`: [`HASH`] for the unnamed vector,
+    /// `content_hash_<name>` for a named one (each named vector of a point is current or stale
+    /// on its own).
+    pub fn hash(vector: Option<&str>) -> String {
+        per_vector(HASH, vector)
+    }
+
+    /// Key of the chunk count behind `vector`, like [`hash`].
+    pub fn chunks(vector: Option<&str>) -> String {
+        per_vector(CHUNKS, vector)
+    }
+
+    fn per_vector(base: &str, vector: Option<&str>) -> String {
+        match vector {
+            None => base.to_owned(),
+            Some(v) => format!("{base}_{v}"),
+        }
+    }
+
+    /// Whether `key` is one of the bookkeeping keys above (of any vector).
+    pub fn is_internal(key: &str) -> bool {
+        [NAMESPACE, ID, CHUNK].contains(&key) || key.starts_with(HASH) || key.starts_with(CHUNKS)
+    }
 }
 
 /// Errors that end a run (per-document problems are counted instead).
@@ -65,6 +91,10 @@ pub struct Job {
     pub payload_fields: Vec<String>,
     /// The filter as given (part of the settings a resume must match).
     pub filter_text: String,
+    /// The named vector written (`None`: the collection's single unnamed vector). Jobs with
+    /// different names can share a target collection and a source: each point then carries one
+    /// vector per job.
+    pub vector_name: Option<String>,
 }
 
 /// Token windows for long texts.
@@ -148,7 +178,6 @@ pub struct SyncOptions {
     pub prune: bool,
     /// Drop and rebuild a target collection with incompatible vectors.
     pub recreate: bool,
-    pub vector_name: Option<String>,
     pub chunking: Option<Chunking>,
     pub retry: RetryPolicy,
     pub run_id: String,
@@ -165,7 +194,6 @@ impl SyncOptions {
             dry_run: false,
             prune: false,
             recreate: false,
-            vector_name: None,
             chunking: None,
             retry: RetryPolicy::default(),
             run_id: Uuid::new_v4().to_string(),
@@ -187,6 +215,9 @@ pub struct Failure {
 pub struct NamespaceReport {
     pub namespace: String,
     pub target: String,
+    /// The named vector written, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
     pub counts: Counts,
     /// The pass reached the end of the source.
     pub complete: bool,
@@ -267,26 +298,29 @@ pub async fn sync<S: Sink>(
         embed: Mutex::new(EmbedStats::default()),
     });
     let dimension = worker.embedder().dimension();
-    let vectors = VectorSpec {
-        name: opts.vector_name.clone(),
-        dimension,
-    };
+    let mut checked = HashSet::new();
+    let mut recreated = HashSet::new();
+    for job in &jobs {
+        if !checked.insert((job.target.clone(), job.vector_name.clone())) {
+            continue;
+        }
+        let vectors = VectorSpec {
+            name: job.vector_name.clone(),
+            dimension,
+        };
+        // A dry run writes nothing but still refuses a collection it could not write to;
+        // --recreate drops a collection once, not again for its next vector.
+        let mode = if opts.dry_run {
+            Ensure::Check
+        } else if opts.recreate && recreated.insert(job.target.clone()) {
+            Ensure::Recreate
+        } else {
+            Ensure::Create
+        };
+        sink.ensure_collection(&job.target, &vectors, mode).await?;
+    }
     if !opts.dry_run {
-        let mut seen = HashSet::new();
-        for job in &jobs {
-            if seen.insert(job.target.clone()) {
-                sink.ensure_collection(&job.target, &vectors, opts.recreate)
-                    .await?;
-            }
-        }
         CheckpointStore::open(sink.as_ref(), true).await?;
-    } else {
-        // A dry run still refuses a collection it could not write to.
-        for job in &jobs {
-            if sink.exists(&job.target).await? {
-                sink.ensure_collection(&job.target, &vectors, false).await?;
-            }
-        }
     }
     for job in &jobs {
         if let Some(n) = job.source.estimated_count().await {
@@ -297,19 +331,42 @@ pub async fn sync<S: Sink>(
         }
     }
 
-    let mut tasks = Vec::new();
+    // Jobs that write the same points (one source, one target, several named vectors) run one
+    // after the other; all others concurrently.
+    let mut groups: Vec<Vec<Job>> = Vec::new();
     for job in jobs {
+        match groups.iter_mut().find(|g| {
+            g[0].target == job.target && g[0].source.namespace() == job.source.namespace()
+        }) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    let mut tasks = Vec::new();
+    for group in groups {
         let (sink, worker, opts, shared) =
             (sink.clone(), worker.clone(), opts.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
-            sync_namespace(sink, worker, job, opts, shared).await
+            let mut reports = Vec::new();
+            for job in group {
+                let r = sync_namespace(
+                    sink.clone(),
+                    worker.clone(),
+                    job,
+                    opts.clone(),
+                    shared.clone(),
+                )
+                .await?;
+                reports.push(r);
+            }
+            Ok::<_, PipelineError>(reports)
         }));
     }
     let mut namespaces = Vec::new();
     let mut first_error = None;
     for t in tasks {
         match t.await.expect("namespace task panicked") {
-            Ok(r) => namespaces.push(r),
+            Ok(r) => namespaces.extend(r),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -401,7 +458,9 @@ async fn sync_namespace<S: Sink>(
     let previous = if opts.fresh {
         None
     } else {
-        store.load(&job.target, &ns_text).await?
+        store
+            .load(&job.target, &ns_text, job.vector_name.as_deref())
+            .await?
     };
     let after = previous
         .as_ref()
@@ -414,6 +473,7 @@ async fn sync_namespace<S: Sink>(
     let mut checkpoint = Checkpoint {
         target: job.target.clone(),
         namespace: ns_text.clone(),
+        vector: job.vector_name.clone(),
         last_id: after.clone().map(Bson::into_canonical_extjson),
         complete: false,
         settings,
@@ -501,7 +561,10 @@ async fn sync_namespace<S: Sink>(
     while let Some(unit) = out_rx.recv().await {
         let mut counts = unit.counts.clone();
         if !opts.dry_run {
-            let result = write_unit(sink.as_ref(), &job.target, &opts, &unit).await;
+            let result = match &job.vector_name {
+                None => write_unit(sink.as_ref(), &job.target, &opts, &unit).await,
+                Some(v) => write_named(sink.as_ref(), &job.target, v, &opts, &unit).await,
+            };
             if let Err(e) = result {
                 sink_error = Some(e);
                 break;
@@ -546,7 +609,7 @@ async fn sync_namespace<S: Sink>(
     if opts.prune {
         if complete && from_start && totals.failed == 0 {
             let seen = std::mem::take(&mut *seen.lock().expect("seen"));
-            pruned = prune(sink.as_ref(), &job.target, &ns_text, &seen, &opts).await?;
+            pruned = prune(sink.as_ref(), &job, &seen, &opts).await?;
             shared
                 .stats
                 .deleted
@@ -573,6 +636,7 @@ async fn sync_namespace<S: Sink>(
     Ok(NamespaceReport {
         namespace: ns_text,
         target: job.target,
+        vector: job.vector_name,
         counts: totals,
         complete,
         resumed_after: after.map(|a| id_text(&a)),
@@ -629,55 +693,181 @@ fn add_counts(a: &mut Counts, b: &Counts) {
     a.failed += b.failed;
 }
 
+/// Write a unit of whole points (the collection's unnamed vector). Surplus chunks go first:
+/// should the run die in between, chunk 0 still holds the old hash and chunk count, so the
+/// rerun finds the surplus again.
 async fn write_unit<S: Sink>(
     sink: &S,
     target: &str,
     opts: &SyncOptions,
     unit: &EmbeddedUnit,
 ) -> Result<(), SinkError> {
-    let vector_name = opts.vector_name.as_deref();
-    if !unit.points.is_empty() {
-        retry(&opts.retry, "upsert", SinkError::is_transient, || {
-            sink.upsert(target, vector_name, unit.points.clone())
-        })
-        .await?;
-    }
     if !unit.deletes.is_empty() {
         retry(&opts.retry, "delete", SinkError::is_transient, || {
             sink.delete(target, &unit.deletes)
         })
         .await?;
     }
+    if !unit.points.is_empty() {
+        retry(&opts.retry, "upsert", SinkError::is_transient, || {
+            sink.upsert(target, None, unit.points.clone())
+        })
+        .await?;
+    }
     Ok(())
 }
 
-/// Delete the points of `namespace` in `target` that this complete pass did not produce.
-async fn prune<S: Sink>(
+/// Write a unit into the named vector `vector` of points that may carry other named vectors
+/// (other jobs'): their vectors and payload stay. New points are inserted, existing ones get
+/// this vector replaced; the content hash is set last, so a run that dies in between leaves the
+/// old hash and the rerun writes the document again.
+async fn write_named<S: Sink>(
     sink: &S,
     target: &str,
-    namespace: &str,
+    vector: &str,
+    opts: &SyncOptions,
+    unit: &EmbeddedUnit,
+) -> Result<(), SinkError> {
+    remove_vector_from(sink, target, vector, &unit.deletes, opts).await?;
+    if unit.points.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = unit.points.iter().map(|p| p.id).collect();
+    let existing: HashSet<Uuid> = retry(&opts.retry, "lookup", SinkError::is_transient, || {
+        sink.retrieve(target, &ids, false)
+    })
+    .await?
+    .into_iter()
+    .map(|p| p.id)
+    .collect();
+    let hash_key = keys::hash(Some(vector));
+    let (old, new): (Vec<&Point>, Vec<&Point>) =
+        unit.points.iter().partition(|p| existing.contains(&p.id));
+    let inserts: Vec<Point> = new
+        .into_iter()
+        .map(|p| {
+            let mut p = p.clone();
+            p.payload.remove(&hash_key);
+            p
+        })
+        .collect();
+    if !inserts.is_empty() {
+        retry(&opts.retry, "upsert", SinkError::is_transient, || {
+            sink.upsert(target, Some(vector), inserts.clone())
+        })
+        .await?;
+    }
+    let updates: Vec<(Uuid, Vec<f32>)> = old.iter().map(|p| (p.id, p.vector.clone())).collect();
+    if !updates.is_empty() {
+        retry(
+            &opts.retry,
+            "update vectors",
+            SinkError::is_transient,
+            || sink.update_vectors(target, vector, updates.clone()),
+        )
+        .await?;
+    }
+    // One payload per document (its chunks differ only in `chunk`, which a point id fixes).
+    let mut i = 0;
+    while i < unit.points.len() {
+        let mut payload = unit.points[i].payload.clone();
+        payload.remove(keys::CHUNK);
+        let same = |p: &Point| {
+            p.payload.len() == payload.len() + 1
+                && p.payload
+                    .iter()
+                    .all(|(k, v)| k == keys::CHUNK || payload.get(k) == Some(v))
+        };
+        let n = unit.points[i..]
+            .iter()
+            .take_while(|p| same(p))
+            .count()
+            .max(1);
+        let group = &ids[i..i + n];
+        retry(&opts.retry, "set payload", SinkError::is_transient, || {
+            sink.set_payload(target, group, payload.clone())
+        })
+        .await?;
+        i += n;
+    }
+    Ok(())
+}
+
+/// Take the named vector `vector` (and its hash and chunk count) off the points `ids`; a point
+/// left without any vector is deleted.
+async fn remove_vector_from<S: Sink>(
+    sink: &S,
+    target: &str,
+    vector: &str,
+    ids: &[Uuid],
+    opts: &SyncOptions,
+) -> Result<(), SinkError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let stored = retry(&opts.retry, "lookup", SinkError::is_transient, || {
+        sink.retrieve(target, ids, true)
+    })
+    .await?;
+    let (alone, shared): (Vec<StoredPoint>, Vec<StoredPoint>) = stored
+        .into_iter()
+        .partition(|p| p.vectors.iter().all(|n| n == vector));
+    let alone: Vec<Uuid> = alone.into_iter().map(|p| p.id).collect();
+    let shared: Vec<Uuid> = shared.into_iter().map(|p| p.id).collect();
+    let keys = [keys::hash(Some(vector)), keys::chunks(Some(vector))];
+    if !shared.is_empty() {
+        retry(
+            &opts.retry,
+            "remove vector",
+            SinkError::is_transient,
+            || sink.remove_vector(target, vector, &shared, &keys),
+        )
+        .await?;
+    }
+    if !alone.is_empty() {
+        retry(&opts.retry, "delete", SinkError::is_transient, || {
+            sink.delete(target, &alone)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Remove from the job's target what this complete pass did not produce for its namespace: the
+/// points, or for a named vector that vector (points keep the other jobs' vectors).
+async fn prune<S: Sink>(
+    sink: &S,
+    job: &Job,
     keep: &HashSet<Uuid>,
     opts: &SyncOptions,
 ) -> Result<u64, SinkError> {
+    let target = job.target.as_str();
     if !sink.exists(target).await? {
         return Ok(0);
     }
     let filter = MatchFilter {
         key: keys::NAMESPACE.into(),
-        value: namespace.into(),
+        value: job.source.namespace().to_string(),
     };
+    let hash_key = keys::hash(job.vector_name.as_deref());
     let stale: Vec<Uuid> = scroll_all(sink, target, Some(&filter))
         .await?
         .into_iter()
+        .filter(|p| !keep.contains(&p.id))
+        .filter(|p| job.vector_name.is_none() || p.payload.contains_key(&hash_key))
         .map(|p| p.id)
-        .filter(|id| !keep.contains(id))
         .collect();
     if !opts.dry_run {
         for ids in stale.chunks(512) {
-            retry(&opts.retry, "prune", SinkError::is_transient, || {
-                sink.delete(target, ids)
-            })
-            .await?;
+            match &job.vector_name {
+                None => {
+                    retry(&opts.retry, "prune", SinkError::is_transient, || {
+                        sink.delete(target, ids)
+                    })
+                    .await?
+                }
+                Some(v) => remove_vector_from(sink, target, v, ids, opts).await?,
+            }
         }
     }
     Ok(stale.len() as u64)
@@ -726,7 +916,7 @@ pub fn hash_context(job: &Job, opts: &SyncOptions) -> String {
         job.template.source(),
         job.payload_fields,
         opts.chunking.map(|c| (c.size, c.overlap)),
-        opts.vector_name
+        job.vector_name
     )
 }
 
@@ -753,10 +943,11 @@ pub fn prepare_doc(
         Some(c) => embedder.chunk(&text, c.size, c.overlap),
         None => vec![text],
     };
+    let vector = job.vector_name.as_deref();
     payload.insert(keys::NAMESPACE.into(), Value::String(ns.to_string()));
     payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
-    payload.insert(keys::HASH.into(), Value::String(hash.clone()));
-    payload.insert(keys::CHUNKS.into(), Value::from(pieces.len()));
+    payload.insert(keys::hash(vector), Value::String(hash.clone()));
+    payload.insert(keys::chunks(vector), Value::from(pieces.len()));
     let chunks = pieces
         .into_iter()
         .enumerate()
@@ -789,6 +980,10 @@ async fn prepare_units<S: Sink>(
     let ns_text = ns.to_string();
     let model = embedder.model_id().to_owned();
     let hash_context = hash_context(&job, &opts);
+    let (hash_key, chunks_key) = (
+        keys::hash(job.vector_name.as_deref()),
+        keys::chunks(job.vector_name.as_deref()),
+    );
     let target_exists = sink.exists(&job.target).await?;
     let mut items = Vec::with_capacity(opts.batch_docs);
     loop {
@@ -843,25 +1038,27 @@ async fn prepare_units<S: Sink>(
         let stored = if target_exists || !opts.dry_run {
             let ids: Vec<Uuid> = candidates.iter().map(|c| c.first).collect();
             retry(&opts.retry, "hash lookup", SinkError::is_transient, || {
-                sink.retrieve(&job.target, &ids)
+                sink.retrieve(&job.target, &ids, false)
             })
             .await?
         } else {
             Vec::new()
         };
+        // A point of a named vector may exist for another job's vector only: then it holds
+        // neither hash nor chunk count of this one.
         let stored: std::collections::HashMap<Uuid, (Option<String>, u32)> = stored
             .into_iter()
             .map(|p| {
                 let hash = p
                     .payload
-                    .get(keys::HASH)
+                    .get(&hash_key)
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 let n = p
                     .payload
-                    .get(keys::CHUNKS)
+                    .get(&chunks_key)
                     .and_then(Value::as_u64)
-                    .unwrap_or(1) as u32;
+                    .unwrap_or(u64::from(hash.is_some())) as u32;
                 (p.id, (hash, n))
             })
             .collect();

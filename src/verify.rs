@@ -32,6 +32,9 @@ pub struct Diff {
 pub struct NamespaceDiff {
     pub namespace: String,
     pub target: String,
+    /// The named vector compared, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
     pub documents: u64,
     pub expected_points: u64,
     pub points: u64,
@@ -93,6 +96,7 @@ async fn verify_one<S: Sink>(
     let mut diff = NamespaceDiff {
         namespace: ns.clone(),
         target: job.target.clone(),
+        vector: job.vector_name.clone(),
         ..Default::default()
     };
     let model = embedder.model_id().to_owned();
@@ -133,19 +137,25 @@ async fn verify_one<S: Sink>(
     }
     diff.expected_points = expected.len() as u64;
 
-    let points = if sink.exists(&job.target).await? {
+    // The namespace's points; for a named vector those that carry it (by its hash key).
+    let hash_key = keys::hash(job.vector_name.as_deref());
+    let points: Vec<_> = if sink.exists(&job.target).await? {
         let filter = MatchFilter {
             key: keys::NAMESPACE.into(),
             value: ns.clone(),
         };
-        scroll_all(sink, &job.target, Some(&filter)).await?
+        scroll_all(sink, &job.target, Some(&filter))
+            .await?
+            .into_iter()
+            .filter(|p| job.vector_name.is_none() || p.payload.contains_key(&hash_key))
+            .collect()
     } else {
         Vec::new()
     };
     diff.points = points.len() as u64;
     let mut seen = HashSet::new();
     for p in points {
-        let stored_hash = p.payload.get(keys::HASH).and_then(Value::as_str);
+        let stored_hash = p.payload.get(&hash_key).and_then(Value::as_str);
         let doc_id = p
             .payload
             .get(keys::ID)

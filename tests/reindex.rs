@@ -23,10 +23,26 @@ async fn run<S: Sink>(
     template: &str,
     opts: SyncOptions,
 ) -> RunReport {
+    run_into(sink, m, db, coll, template, None, opts).await
+}
+
+/// `run`, writing the named vector `vector`.
+async fn run_into<S: Sink>(
+    sink: &Arc<S>,
+    m: &Mongo,
+    db: &str,
+    coll: &str,
+    template: &str,
+    vector: Option<&str>,
+    opts: SyncOptions,
+) -> RunReport {
     let source = common::source_args(m, db, &[coll]);
-    let jobs = mongo2qdrant::config::jobs(&source, None, template, &["title".into()])
+    let mut jobs = mongo2qdrant::config::jobs(&source, None, template, &["title".into()])
         .await
         .unwrap();
+    for j in &mut jobs {
+        j.vector_name = vector.map(str::to_owned);
+    }
     pipeline::sync(
         sink.clone(),
         common::worker(),
@@ -145,7 +161,7 @@ async fn chunks_follow_the_document<S: Sink>(sink: Arc<S>) {
     assert_eq!(grown.len(), 3, "150 tokens in 64-token windows: 3 chunks");
     assert_eq!(grown, chunk_ids(3));
     let p = sink
-        .retrieve(&c, &[point_id("ch", &c, &Bson::Int32(1), 2)])
+        .retrieve(&c, &[point_id("ch", &c, &Bson::Int32(1), 2)], false)
         .await
         .unwrap();
     assert_eq!(p[0].payload[keys::CHUNK], 2);
@@ -198,7 +214,7 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
 
     // Plant: a stale point (wrong hash), an orphan, a missing point, a duplicate chunk.
     let stale = point_id("v", &c, &Bson::Int32(4), 0);
-    let mut p = sink.retrieve(&c, &[stale]).await.unwrap().remove(0);
+    let mut p = sink.retrieve(&c, &[stale], false).await.unwrap().remove(0);
     p.payload.insert(keys::HASH.into(), "0".repeat(64).into());
     let vector = vec![0.5f32; 384];
     let missing = point_id("v", &c, &Bson::Int32(7), 0);
@@ -302,7 +318,7 @@ async fn dry_run_writes_nothing<S: Sink>(sink: Arc<S>) {
     let store = CheckpointStore::open(sink.as_ref(), false).await.unwrap();
     assert!(
         store
-            .load(&fresh, &format!("d.{fresh}"))
+            .load(&fresh, &format!("d.{fresh}"), None)
             .await
             .unwrap()
             .is_none()
@@ -315,9 +331,7 @@ async fn named_vector_round_trip<S: Sink>(sink: Arc<S>) {
     let c = unique("named");
     m.insert("n", &c, movie_docs(8, |i| Bson::Int32(i as i32)))
         .await;
-    let mut o = options();
-    o.vector_name = Some("minilm".into());
-    let r = run(&sink, &m, "n", &c, T, o.clone()).await;
+    let r = run_into(&sink, &m, "n", &c, T, Some("minilm"), options()).await;
     assert_eq!(r.counts.embedded, 8);
     let (vectors, _) = mongo2qdrant::embed::Embedder::embed(
         common::embedder().as_ref(),
@@ -343,7 +357,7 @@ async fn named_vector_round_trip<S: Sink>(sink: Arc<S>) {
     .unwrap_err();
     assert!(err.to_string().contains("--recreate"), "{err}");
     assert_eq!(sink.count(&c).await.unwrap(), 8);
-    let r = run(&sink, &m, "n", &c, T, o).await;
+    let r = run_into(&sink, &m, "n", &c, T, Some("minilm"), options()).await;
     assert_eq!(r.counts.embedded, 0, "unchanged under the same vector name");
 }
 

@@ -115,6 +115,7 @@ async fn two_collections_then_rerun_then_changes<S: Sink>(sink: Arc<S>) {
         .retrieve(
             &a,
             &[mongo2qdrant::ids::point_id(db, &a, &Bson::Int32(7), 0)],
+            false,
         )
         .await
         .unwrap();
@@ -150,7 +151,7 @@ async fn every_id_kind<S: Sink>(sink: Arc<S>) {
     assert_eq!(r.counts.embedded, kinds.len() as u64);
     for id in &kinds {
         let pid = mongo2qdrant::ids::point_id("kinds", &c, id, 0);
-        let got = sink.retrieve(&c, &[pid]).await.unwrap();
+        let got = sink.retrieve(&c, &[pid], false).await.unwrap();
         assert_eq!(got.len(), 1, "{id:?}");
         assert_eq!(got[0].payload[keys::ID], id.clone().into_relaxed_extjson());
     }
@@ -168,7 +169,9 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
         name: None,
         dimension: 3,
     };
-    sink.ensure_collection(&c, &spec, false).await.unwrap();
+    sink.ensure_collection(&c, &spec, mongo2qdrant::sink::Ensure::Create)
+        .await
+        .unwrap();
     let marker = uuid::Uuid::new_v4();
     sink.upsert(
         &c,
@@ -196,8 +199,10 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     );
     // untouched
     assert_eq!(sink.count(&c).await.unwrap(), 1);
-    assert_eq!(sink.retrieve(&c, &[marker]).await.unwrap().len(), 1);
-    sink.ensure_collection(&c, &spec, false).await.unwrap();
+    assert_eq!(sink.retrieve(&c, &[marker], false).await.unwrap().len(), 1);
+    sink.ensure_collection(&c, &spec, mongo2qdrant::sink::Ensure::Create)
+        .await
+        .unwrap();
 }
 
 async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
@@ -209,7 +214,11 @@ async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
     let store = mongo2qdrant::checkpoint::CheckpointStore::open(sink.as_ref(), false)
         .await
         .unwrap();
-    let cp = store.load(&c, &format!("cp.{c}")).await.unwrap().unwrap();
+    let cp = store
+        .load(&c, &format!("cp.{c}"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(cp.complete);
     assert_eq!(cp.last_id, Some(serde_json::json!({"$numberInt": "9"})));
     assert_eq!(cp.counts.embedded, 10);

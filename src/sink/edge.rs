@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use qdrant_edge::{
-    Condition, CountRequest, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition,
-    Filter, Match, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
-    QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, UpdateOperation,
-    WithPayloadInterface, WithVector,
+    Condition, CountRequest, CreateVectorName, DeletePayloadOp, DenseVectorConfig, Distance,
+    EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter, JsonPath, Match, PayloadOps,
+    PointId, PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, QueryEnum,
+    QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateOperation,
+    UpdateVectorsOp, VectorNameConfig, VectorNameOperations, VectorOperations, VectorPersisted,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
 
 /// A directory of embedded Qdrant collections.
 pub struct EdgeSink {
@@ -62,6 +64,14 @@ impl EdgeSink {
         Ok(shard)
     }
 
+    /// Apply one update operation off the async runtime.
+    async fn apply(&self, collection: &str, op: UpdateOperation) -> Result<(), SinkError> {
+        self.blocking(collection, move |shard| {
+            shard.update(op).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// Run blocking engine work off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -91,11 +101,21 @@ fn uuid_of(id: PointId) -> Option<Uuid> {
     }
 }
 
+fn point_ids(ids: &[Uuid]) -> Vec<PointId> {
+    ids.iter().map(|u| PointId::Uuid(*u)).collect()
+}
+
 /// A stored point from an engine record (points with numeric ids are not ours).
 fn stored(r: qdrant_edge::Record) -> Option<StoredPoint> {
+    let vectors = match r.vector {
+        None => Vec::new(),
+        Some(VectorStructInternal::Named(m)) => m.into_keys().collect(),
+        Some(_) => vec![String::new()],
+    };
     Some(StoredPoint {
         id: uuid_of(r.id)?,
         payload: r.payload.map(|p| p.0).unwrap_or_default(),
+        vectors,
     })
 }
 
@@ -118,27 +138,59 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        recreate: bool,
+        mode: Ensure,
     ) -> Result<(), SinkError> {
         let wanted = EdgeVectorParams::builder(vectors.dimension, Distance::Cosine).build();
         let key = vector_key(vectors.name.as_deref());
         let dir = self.dir(collection);
         if dir.join("edge_config.json").is_file() {
             let shard = self.shard(collection)?;
-            let found = shard.config().vectors.get(&key).cloned();
+            // (The config guard must be gone before an update, which writes the config.)
+            let (found, named) = {
+                let config = shard.config();
+                let vectors = &config.vectors;
+                (
+                    vectors.get(&key).cloned(),
+                    !vectors.is_empty() && !vectors.contains_key(""),
+                )
+            };
             let ok = found
                 .as_ref()
                 .is_some_and(|f| f.size == wanted.size && f.distance == wanted.distance);
             if ok {
                 return Ok(());
             }
-            if !recreate {
+            // A collection of named vectors takes another name; the unnamed vector stays alone.
+            if found.is_none() && named && !key.is_empty() {
+                if mode == Ensure::Check {
+                    return Ok(());
+                }
+                let op = CreateVectorName {
+                    vector_name: key.clone(),
+                    config: VectorNameConfig::dense(DenseVectorConfig {
+                        size: vectors.dimension,
+                        distance: Distance::Cosine,
+                        multivector_config: None,
+                        datatype: None,
+                    }),
+                };
+                return self
+                    .apply(
+                        collection,
+                        UpdateOperation::VectorNameOperation(
+                            VectorNameOperations::CreateVectorName(op),
+                        ),
+                    )
+                    .await;
+            }
+            if mode != Ensure::Recreate {
                 return Err(SinkError::Incompatible {
                     collection: collection.to_owned(),
-                    found: found.map_or_else(
-                        || format!("no vector named `{key}`"),
-                        |f| describe_params(&f),
-                    ),
+                    found: match found {
+                        Some(f) => describe_params(&f),
+                        None if key.is_empty() => "named vectors (pass --vector-name)".into(),
+                        None => "one unnamed vector (drop --vector-name)".into(),
+                    },
                     wanted: describe_params(&wanted),
                 });
             }
@@ -148,6 +200,8 @@ impl Sink for EdgeSink {
                 .remove(collection);
             drop(shard);
             std::fs::remove_dir_all(&dir).map_err(|e| self.store_err(collection, e))?;
+        } else if mode == Ensure::Check {
+            return Ok(());
         }
         let config = EdgeConfig::builder().vector(key, wanted).build();
         let shard = EdgeShard::new(&dir, config).map_err(|e| self.store_err(collection, e))?;
@@ -193,31 +247,102 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         ids: &[Uuid],
+        with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
-        let ids: Vec<PointId> = ids.iter().map(|u| PointId::Uuid(*u)).collect();
+        let ids = point_ids(ids);
         self.blocking(collection, move |shard| {
             let mut req = RetrieveRequest::new(ids);
             req.with_payload = Some(WithPayloadInterface::Bool(true));
-            req.with_vector = Some(WithVector::Bool(false));
+            req.with_vector = Some(WithVector::Bool(with_vectors));
             let records = shard.retrieve(req).map_err(|e| e.to_string())?;
             Ok(records.into_iter().filter_map(stored).collect())
         })
         .await
     }
 
+    async fn update_vectors(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, Vec<f32>)>,
+    ) -> Result<(), SinkError> {
+        if vectors.is_empty() {
+            return Ok(());
+        }
+        let points = vectors
+            .into_iter()
+            .map(|(id, v)| PointVectorsPersisted {
+                id: PointId::Uuid(id),
+                vector: VectorStructPersisted::Named(
+                    [(name.to_owned(), VectorPersisted::Dense(v))].into(),
+                ),
+            })
+            .collect();
+        let op = VectorOperations::UpdateVectors(UpdateVectorsOp {
+            points,
+            update_filter: None,
+        });
+        self.apply(collection, UpdateOperation::VectorOperation(op))
+            .await
+    }
+
+    async fn set_payload(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+        payload: Map<String, Value>,
+    ) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let op = PayloadOps::SetPayload(SetPayloadOp {
+            payload: payload.into(),
+            points: Some(point_ids(ids)),
+            filter: None,
+            key: None,
+        });
+        self.apply(collection, UpdateOperation::PayloadOperation(op))
+            .await
+    }
+
+    async fn remove_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        ids: &[Uuid],
+        keys: &[String],
+    ) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let op = VectorOperations::DeleteVectors(point_ids(ids).into(), vec![name.to_owned()]);
+        self.apply(collection, UpdateOperation::VectorOperation(op))
+            .await?;
+        let keys = keys
+            .iter()
+            .map(|k| {
+                JsonPath::try_from(k.as_str())
+                    .map_err(|e| self.store_err(collection, format!("{e:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let op = PayloadOps::DeletePayload(DeletePayloadOp {
+            keys,
+            points: Some(point_ids(ids)),
+            filter: None,
+        });
+        self.apply(collection, UpdateOperation::PayloadOperation(op))
+            .await
+    }
+
     async fn delete(&self, collection: &str, ids: &[Uuid]) -> Result<(), SinkError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<PointId> = ids.iter().map(|u| PointId::Uuid(*u)).collect();
-        self.blocking(collection, move |shard| {
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids },
-                ))
-                .map_err(|e| e.to_string())
-        })
-        .await
+        let op = PointOperations::DeletePoints {
+            ids: point_ids(ids),
+        };
+        self.apply(collection, UpdateOperation::PointOperation(op))
+            .await
     }
 
     async fn scroll(

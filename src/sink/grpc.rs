@@ -5,16 +5,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance, Filter,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig, point_id::PointIdOptions,
-    vectors_config::Config,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
+    DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
+    DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PointId, PointStruct,
+    PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
+    UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig,
+    VectorsOutput, point_id::PointIdOptions, vectors_config::Config,
+    vectors_output::VectorsOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
 
 /// A Qdrant server.
 pub struct GrpcSink {
@@ -60,6 +63,12 @@ fn pid(u: &Uuid) -> PointId {
     PointId::from(u.to_string())
 }
 
+fn id_list(ids: &[Uuid]) -> PointsIdsList {
+    PointsIdsList {
+        ids: ids.iter().map(pid).collect(),
+    }
+}
+
 fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
     match id?.point_id_options? {
         PointIdOptions::Uuid(s) => s.parse().ok(),
@@ -74,14 +83,22 @@ fn json_payload(p: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String,
     }
 }
 
-/// A stored point from a response's id and payload (points with numeric ids are not ours).
+/// A stored point from a response's id, payload and vectors (points with numeric ids are not
+/// ours).
 fn stored(
     id: Option<PointId>,
     payload: HashMap<String, qdrant_client::qdrant::Value>,
+    vectors: Option<VectorsOutput>,
 ) -> Option<StoredPoint> {
+    let vectors = match vectors.and_then(|v| v.vectors_options) {
+        None => Vec::new(),
+        Some(VectorsOptions::Vector(_)) => vec![String::new()],
+        Some(VectorsOptions::Vectors(named)) => named.vectors.into_keys().collect(),
+    };
     Some(StoredPoint {
         id: uuid_of(id)?,
         payload: json_payload(payload),
+        vectors,
     })
 }
 
@@ -102,7 +119,7 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        recreate: bool,
+        mode: Ensure,
     ) -> Result<(), SinkError> {
         let wanted = format!("dimension {} and Cosine distance", vectors.dimension);
         if self.exists(collection).await? {
@@ -129,7 +146,7 @@ impl Sink for GrpcSink {
                     Distance::try_from(p.distance).unwrap_or(Distance::UnknownDistance)
                 ),
                 None => match &vectors.name {
-                    Some(n) => format!("no vector named `{n}`"),
+                    Some(_) => "one unnamed vector (drop --vector-name)".into(),
                     None => "named vectors (pass --vector-name)".into(),
                 },
             };
@@ -139,7 +156,30 @@ impl Sink for GrpcSink {
             if ok {
                 return Ok(());
             }
-            if !recreate {
+            // A collection of named vectors takes another name (Qdrant >= 1.18).
+            if let (Some(Config::ParamsMap(_)), None, Some(name)) =
+                (&config, &params, &vectors.name)
+            {
+                if mode == Ensure::Check {
+                    return Ok(());
+                }
+                self.client
+                    .create_vector_name(
+                        CreateVectorNameRequestBuilder::new(
+                            collection,
+                            name.clone(),
+                            DenseVectorCreationConfigBuilder::new(
+                                vectors.dimension as u64,
+                                Distance::Cosine,
+                            ),
+                        )
+                        .wait(true),
+                    )
+                    .await
+                    .map_err(|e| request_err("create_vector_name", collection, e))?;
+                return Ok(());
+            }
+            if mode != Ensure::Recreate {
                 return Err(SinkError::Incompatible {
                     collection: collection.to_owned(),
                     found,
@@ -150,6 +190,8 @@ impl Sink for GrpcSink {
                 .delete_collection(collection)
                 .await
                 .map_err(|e| request_err("delete_collection", collection, e))?;
+        } else if mode == Ensure::Check {
+            return Ok(());
         }
         let params = VectorParamsBuilder::new(vectors.dimension as u64, Distance::Cosine);
         let config: VectorsConfig = match &vectors.name {
@@ -205,6 +247,7 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         ids: &[Uuid],
+        with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(pid).collect();
         let res = self
@@ -212,26 +255,98 @@ impl Sink for GrpcSink {
             .get_points(
                 GetPointsBuilder::new(collection, ids)
                     .with_payload(true)
-                    .with_vectors(false),
+                    .with_vectors(with_vectors),
             )
             .await
             .map_err(|e| request_err("get_points", collection, e))?;
         Ok(res
             .result
             .into_iter()
-            .filter_map(|p| stored(p.id, p.payload))
+            .filter_map(|p| stored(p.id, p.payload, p.vectors))
             .collect())
+    }
+
+    async fn update_vectors(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, Vec<f32>)>,
+    ) -> Result<(), SinkError> {
+        if vectors.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<PointVectors> = vectors
+            .into_iter()
+            .map(|(id, v)| PointVectors {
+                id: Some(pid(&id)),
+                vectors: Some(HashMap::from([(name.to_owned(), v)]).into()),
+            })
+            .collect();
+        self.client
+            .update_vectors(UpdatePointVectorsBuilder::new(collection, points).wait(true))
+            .await
+            .map_err(|e| request_err("update_vectors", collection, e))?;
+        Ok(())
+    }
+
+    async fn set_payload(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+        payload: Map<String, Value>,
+    ) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .set_payload(
+                SetPayloadPointsBuilder::new(collection, Payload::from(payload))
+                    .points_selector(id_list(ids))
+                    .wait(true),
+            )
+            .await
+            .map_err(|e| request_err("set_payload", collection, e))?;
+        Ok(())
+    }
+
+    async fn remove_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        ids: &[Uuid],
+        keys: &[String],
+    ) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .delete_vectors(
+                DeletePointVectorsBuilder::new(collection)
+                    .points_selector(id_list(ids))
+                    .vectors(vec![name.to_owned()])
+                    .wait(true),
+            )
+            .await
+            .map_err(|e| request_err("delete_vectors", collection, e))?;
+        self.client
+            .delete_payload(
+                DeletePayloadPointsBuilder::new(collection, keys.to_vec())
+                    .points_selector(id_list(ids))
+                    .wait(true),
+            )
+            .await
+            .map_err(|e| request_err("delete_payload", collection, e))?;
+        Ok(())
     }
 
     async fn delete(&self, collection: &str, ids: &[Uuid]) -> Result<(), SinkError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<PointId> = ids.iter().map(pid).collect();
         self.client
             .delete_points(
                 DeletePointsBuilder::new(collection)
-                    .points(PointsIdsList { ids })
+                    .points(id_list(ids))
                     .wait(true),
             )
             .await
@@ -264,7 +379,7 @@ impl Sink for GrpcSink {
         let points = res
             .result
             .into_iter()
-            .filter_map(|p| stored(p.id, p.payload))
+            .filter_map(|p| stored(p.id, p.payload, p.vectors))
             .collect();
         Ok((points, uuid_of(res.next_page_offset)))
     }

@@ -26,6 +26,9 @@ pub struct Point {
 pub struct StoredPoint {
     pub id: Uuid,
     pub payload: Map<String, Value>,
+    /// Names of the vectors the point has (`""` for the unnamed one); filled only when asked
+    /// for.
+    pub vectors: Vec<String>,
 }
 
 /// A search result.
@@ -42,6 +45,17 @@ pub struct VectorSpec {
     /// `None`: the collection's single unnamed vector.
     pub name: Option<String>,
     pub dimension: usize,
+}
+
+/// What [`Sink::ensure_collection`] may do to make a collection fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensure {
+    /// Create the collection, or add the named vector; refuse an incompatible collection.
+    Create,
+    /// As `Create`, but drop an incompatible collection (all of its vectors) and create it anew.
+    Recreate,
+    /// Write nothing; only refuse an incompatible collection (dry runs).
+    Check,
 }
 
 /// Errors at the target. Each names the fix.
@@ -100,12 +114,14 @@ pub trait Sink: Send + Sync + 'static {
     }
 
     /// Create `collection` for `vectors` with cosine distance, or check that the existing one
-    /// matches; an incompatible one is refused and left untouched unless `recreate`.
+    /// matches; a named vector that an existing collection of named vectors lacks is added to
+    /// it. An incompatible collection is refused and left untouched, except under
+    /// [`Ensure::Recreate`].
     fn ensure_collection(
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        recreate: bool,
+        mode: Ensure,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Whether `collection` exists.
@@ -119,12 +135,42 @@ pub trait Sink: Send + Sync + 'static {
         points: Vec<Point>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Payloads of the points among `ids` that exist.
+    /// Payloads of the points among `ids` that exist, and the names of their vectors when
+    /// `with_vectors`.
     fn retrieve(
         &self,
         collection: &str,
         ids: &[Uuid],
+        with_vectors: bool,
     ) -> impl Future<Output = Result<Vec<StoredPoint>, SinkError>> + Send;
+
+    /// Replace the named vector `name` of existing points, leaving their other vectors and
+    /// their payload as they are; returns after acknowledgement.
+    fn update_vectors(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, Vec<f32>)>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Set the keys of `payload` on the existing points `ids`, keeping their other keys;
+    /// returns after acknowledgement.
+    fn set_payload(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+        payload: Map<String, Value>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Remove the named vector `name` and the payload `keys` from `ids`, leaving the points,
+    /// their other vectors and their other keys; returns after acknowledgement.
+    fn remove_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        ids: &[Uuid],
+        keys: &[String],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Delete `ids` (missing ones are ignored); returns after acknowledgement.
     fn delete(
