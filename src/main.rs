@@ -387,7 +387,13 @@ async fn print_hits<S: Sink>(
             vector,
             args.limit,
         )
-        .await?;
+        .await
+        .with_context(|| match &args.target.vector_name {
+            None => format!(
+                "searching `{collection}` (a collection of named vectors needs --vector-name NAME)"
+            ),
+            Some(v) => format!("searching the vector `{v}` of `{collection}`"),
+        })?;
     for (i, h) in hits.iter().enumerate() {
         if args.json {
             println!(

@@ -488,6 +488,45 @@ vector_name = "plot"
         "{stdout}"
     );
 
+    // search: by one of the vectors; without a name it says what is missing.
+    let store_s = store.display().to_string();
+    let title = docs(4)[2].get_str("title").unwrap().to_owned();
+    let out = cli(&[
+        "search",
+        &title,
+        "--collection-name",
+        "search",
+        "--qdrant-path",
+        &store_s,
+        "--vector-name",
+        "title",
+        "-k",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hit: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(hit["payload"]["_id"], 2, "{hit}");
+    let out = cli(&[
+        "search",
+        &title,
+        "--collection-name",
+        "search",
+        "--qdrant-path",
+        &store_s,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--vector-name NAME"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A vector name that cannot be a payload key suffix is refused before anything runs.
     let out = cli(&[
         "sync",
