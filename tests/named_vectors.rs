@@ -13,7 +13,7 @@ use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::ids::point_id;
 use mongo2qdrant::pipeline::{self, Chunking, Job, RunReport, SyncOptions, keys};
 use mongo2qdrant::progress::Stats;
-use mongo2qdrant::sink::{Sink, StoredPoint, scroll_all};
+use mongo2qdrant::sink::{Hit, Sink, StoredPoint};
 use mongodb::bson::{Bson, Document, doc};
 use uuid::Uuid;
 
@@ -47,22 +47,18 @@ async fn verify_in_sync<S: Sink>(sink: &Arc<S>, jobs: Vec<Job>, opts: &SyncOptio
     assert!(report.in_sync, "{report:#?}");
 }
 
-async fn points<S: Sink>(sink: &S, c: &str) -> Vec<StoredPoint> {
-    let ids: Vec<Uuid> = scroll_all(sink, c, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    sink.retrieve(c, &ids, true).await.unwrap()
-}
-
 fn names(p: &StoredPoint) -> BTreeSet<&str> {
     p.vectors.iter().map(String::as_str).collect()
 }
 
 fn embed(text: &str) -> Vec<f32> {
     common::embedder().embed(&[text]).unwrap().0.remove(0)
+}
+
+/// The best hit for `text` (embedded by the int8 model) in the named vector `vector`.
+async fn top_hit<S: Sink>(sink: &S, c: &str, vector: &str, text: &str) -> Hit {
+    let mut hits = sink.search(c, Some(vector), embed(text), 1).await.unwrap();
+    hits.remove(0)
 }
 
 /// Documents with the movie's `title` and `extract` kept as the fields `title` and `plot`.
@@ -91,7 +87,7 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
     // The title vector first: one point per document.
     let r = run(&sink, common::worker(), vec![title().await], options()).await;
     assert_eq!(r.counts.embedded, 6);
-    let ps = points(sink.as_ref(), &c).await;
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
     assert_eq!(ps.len(), 6);
     assert!(ps.iter().all(|p| names(p) == BTreeSet::from(["title"])));
     let title_hashes: Vec<_> = ps
@@ -103,7 +99,7 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
     let r = run(&sink, common::worker(), vec![plot().await], options()).await;
     assert_eq!(r.counts.embedded, 6);
     assert_eq!(r.namespaces[0].vector.as_deref(), Some("plot"));
-    let ps = points(sink.as_ref(), &c).await;
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
     assert_eq!(ps.len(), 6, "no new points: one point per document");
     for (p, h) in ps.iter().zip(&title_hashes) {
         assert_eq!(names(p), BTreeSet::from(["plot", "title"]), "{p:?}");
@@ -112,27 +108,23 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
         assert!(p.payload["title"].is_string() && p.payload["plot"].is_string());
     }
     let movies = docs(6);
-    let hits = sink
-        .search(
-            &c,
-            Some("plot"),
-            embed(movies[3].get_str("plot").unwrap()),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(hits[0].payload[keys::ID], 3);
-    let hits = sink
-        .search(
-            &c,
-            Some("title"),
-            embed(movies[4].get_str("title").unwrap()),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(hits[0].payload[keys::ID], 4);
-    assert!(hits[0].score > 0.99, "{}", hits[0].score);
+    let hit = top_hit(
+        sink.as_ref(),
+        &c,
+        "plot",
+        movies[3].get_str("plot").unwrap(),
+    )
+    .await;
+    assert_eq!(hit.payload[keys::ID], 3);
+    let hit = top_hit(
+        sink.as_ref(),
+        &c,
+        "title",
+        movies[4].get_str("title").unwrap(),
+    )
+    .await;
+    assert_eq!(hit.payload[keys::ID], 4);
+    assert!(hit.score > 0.99, "{}", hit.score);
 
     // Both jobs in one run: nothing to do.
     let r = run(
@@ -162,22 +154,17 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
     .await;
     assert_eq!(r.counts.embedded, 1, "{r:?}");
     let p2 = point_id("nv", &c, &Bson::Int32(2), 0);
-    let hits = sink
-        .search(&c, Some("plot"), embed("a lighthouse keeper and a seal"), 1)
-        .await
-        .unwrap();
-    assert_eq!(hits[0].id, p2);
-    let hits = sink
-        .search(
-            &c,
-            Some("title"),
-            embed(movies[2].get_str("title").unwrap()),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(hits[0].id, p2);
-    assert!(hits[0].score > 0.99, "title vector kept: {}", hits[0].score);
+    let hit = top_hit(sink.as_ref(), &c, "plot", "a lighthouse keeper and a seal").await;
+    assert_eq!(hit.id, p2);
+    let hit = top_hit(
+        sink.as_ref(),
+        &c,
+        "title",
+        movies[2].get_str("title").unwrap(),
+    )
+    .await;
+    assert_eq!(hit.id, p2);
+    assert!(hit.score > 0.99, "title vector kept: {}", hit.score);
 
     // A deleted document: pruning one vector leaves the point to the other vector ...
     coll.delete_one(doc! {"_id": 5}).await.unwrap();
@@ -224,7 +211,7 @@ async fn chunked_vector_beside_a_whole_one<S: Sink>(sink: Arc<S>) {
 
     run(&sink, common::worker(), vec![title().await], whole.clone()).await;
     run(&sink, common::worker(), vec![plot().await], chunked.clone()).await;
-    let ps = points(sink.as_ref(), &c).await;
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
     let chunks_of_1 = ps
         .iter()
         .find(|p| p.id == point_id("nv", &c, &Bson::Int32(1), 0))
@@ -291,7 +278,7 @@ async fn two_models_one_collection<S: Sink>(sink: Arc<S>) {
     assert_eq!(r.counts.embedded, 5);
     let r = run(&sink, fp32_worker(), vec![fp32_job().await], options()).await;
     assert_eq!(r.counts.embedded, 5, "another model, another vector: {r:?}");
-    let ps = points(sink.as_ref(), &c).await;
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
     assert_eq!(ps.len(), 5);
     for p in &ps {
         assert_eq!(names(p), BTreeSet::from(["fp32", "int8"]));
@@ -301,13 +288,15 @@ async fn two_models_one_collection<S: Sink>(sink: Arc<S>) {
         );
     }
     let q = docs(5)[1].get_str("plot").unwrap().to_owned();
-    let via_int8 = sink.search(&c, Some("int8"), embed(&q), 1).await.unwrap();
+    assert_eq!(
+        top_hit(sink.as_ref(), &c, "int8", &q).await.payload[keys::ID],
+        1
+    );
     let (v, _) = fp32.embed(&[q.as_str()]).unwrap();
     let via_fp32 = sink
         .search(&c, Some("fp32"), v[0].clone(), 1)
         .await
         .unwrap();
-    assert_eq!(via_int8[0].payload[keys::ID], 1);
     assert_eq!(via_fp32[0].payload[keys::ID], 1);
     // Each model's rerun finds its own vector current.
     let r = run(&sink, common::worker(), vec![int8_job().await], options()).await;
@@ -466,7 +455,7 @@ vector_name = "plot"
     assert!(stdout.contains("embedded 0, unchanged 8"), "{stdout}");
     {
         let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
-        let ps = points(&sink, "search").await;
+        let ps = common::points_with_vectors(&sink, "search").await;
         assert_eq!(ps.len(), 4);
         assert!(
             ps.iter()

@@ -13,7 +13,7 @@ use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::pipeline::{self, Chunking, Job, RunReport, SyncOptions};
 use mongo2qdrant::progress::Stats;
 use mongo2qdrant::sink::{
-    EdgeSink, Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec, scroll_all,
+    EdgeSink, Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec,
 };
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
@@ -167,21 +167,11 @@ async fn run<S: Sink>(
 
 /// Every point with the names of its vectors and its payload.
 async fn state(sink: &EdgeSink, c: &str) -> Vec<(Uuid, BTreeSet<String>, Map<String, Value>)> {
-    let ids: Vec<Uuid> = scroll_all(sink, c, None)
+    common::points_with_vectors(sink, c)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    let mut out: Vec<_> = sink
-        .retrieve(c, &ids, true)
-        .await
-        .unwrap()
         .into_iter()
         .map(|p| (p.id, p.vectors.into_iter().collect(), p.payload))
-        .collect();
-    out.sort_by_key(|p| p.0);
-    out
+        .collect()
 }
 
 /// A second named vector whose write fails after the points exist: the next run must write it

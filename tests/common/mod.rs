@@ -224,6 +224,22 @@ pub fn edge_sink() -> (tempfile::TempDir, Arc<mongo2qdrant::sink::EdgeSink>) {
     (dir, sink)
 }
 
+/// Every point of `collection` with its payload and the names of its vectors, in id order.
+pub async fn points_with_vectors<S: mongo2qdrant::sink::Sink>(
+    sink: &S,
+    collection: &str,
+) -> Vec<mongo2qdrant::sink::StoredPoint> {
+    let ids: Vec<uuid::Uuid> = mongo2qdrant::sink::scroll_all(sink, collection, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let mut points = sink.retrieve(collection, &ids, true).await.unwrap();
+    points.sort_by_key(|p| p.id);
+    points
+}
+
 /// The gRPC target when QDRANT_URL is set; `None` (saying so) otherwise.
 pub fn grpc_sink() -> Option<Arc<mongo2qdrant::sink::GrpcSink>> {
     match std::env::var("QDRANT_URL") {
