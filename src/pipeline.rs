@@ -97,6 +97,17 @@ pub struct Job {
     pub vector_name: Option<String>,
 }
 
+impl Job {
+    /// Whether a point of this job's namespace holds this job's vector: every point for the
+    /// unnamed vector; for a named one, the points that carry its hash.
+    pub fn owns(&self, payload: &Map<String, Value>) -> bool {
+        match &self.vector_name {
+            None => true,
+            Some(v) => payload.contains_key(&keys::hash(Some(v))),
+        }
+    }
+}
+
 /// Token windows for long texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunking {
@@ -849,12 +860,10 @@ async fn prune<S: Sink>(
         key: keys::NAMESPACE.into(),
         value: job.source.namespace().to_string(),
     };
-    let hash_key = keys::hash(job.vector_name.as_deref());
     let stale: Vec<Uuid> = scroll_all(sink, target, Some(&filter))
         .await?
         .into_iter()
-        .filter(|p| !keep.contains(&p.id))
-        .filter(|p| job.vector_name.is_none() || p.payload.contains_key(&hash_key))
+        .filter(|p| !keep.contains(&p.id) && job.owns(&p.payload))
         .map(|p| p.id)
         .collect();
     if !opts.dry_run {

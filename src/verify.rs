@@ -147,7 +147,7 @@ async fn verify_one<S: Sink>(
         scroll_all(sink, &job.target, Some(&filter))
             .await?
             .into_iter()
-            .filter(|p| job.vector_name.is_none() || p.payload.contains_key(&hash_key))
+            .filter(|p| job.owns(&p.payload))
             .collect()
     } else {
         Vec::new()
