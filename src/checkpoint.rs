@@ -37,6 +37,10 @@ pub struct Counts {
     pub embedded: u64,
     pub skipped_unchanged: u64,
     pub skipped_no_text: u64,
+    /// Documents whose text was current but copied payload changed: payload rewritten, no
+    /// embedding.
+    #[serde(default)]
+    pub payload_updated: u64,
     pub upserted: u64,
     pub deleted: u64,
     pub failed: u64,

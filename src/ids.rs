@@ -51,6 +51,14 @@ pub fn content_hash(model_id: &str, template: &str, text: &str) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// Hex blake3 over the JSON of the fields copied into a point's payload: equal hashes mean the
+/// stored payload is current (independent of the text's content hash).
+pub fn payload_hash(copied_json: &str) -> String {
+    let mut h = blake3::Hasher::new_derive_key("mongo2qdrant payload hash v1");
+    write_field(&mut h, copied_json.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
 /// Length-prefix each field so that ("ab", "c") and ("a", "bc") never collide.
 fn write_field(h: &mut blake3::Hasher, bytes: &[u8]) {
     h.update(&(bytes.len() as u64).to_le_bytes());

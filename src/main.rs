@@ -315,11 +315,12 @@ fn print_summary(r: &RunReport) {
     let c = &r.counts;
     let verb = if r.dry_run { "would embed" } else { "embedded" };
     println!(
-        "{} documents read in {:.1}s: {verb} {}, unchanged {}, no text {}, upserted {} points, deleted {}, failed {}",
+        "{} documents read in {:.1}s: {verb} {}, unchanged {}, payload only {}, no text {}, upserted {} points, deleted {}, failed {}",
         c.read,
         r.seconds,
         c.embedded,
         c.skipped_unchanged,
+        c.payload_updated,
         c.skipped_no_text,
         c.upserted,
         c.deleted,

@@ -37,6 +37,7 @@ pub mod keys {
     pub const NAMESPACE: &str = "namespace";
     pub const ID: &str = "_id";
     pub const HASH: &str = "content_hash";
+    pub const PAYLOAD_HASH: &str = "payload_hash";
     pub const CHUNK: &str = "chunk";
     pub const CHUNKS: &str = "chunk_count";
 
@@ -45,6 +46,11 @@ pub mod keys {
     /// on its own).
     pub fn hash(vector: Option<&str>) -> String {
         per_vector(HASH, vector)
+    }
+
+    /// Key of the hash of the copied payload fields behind `vector`, like [`hash`].
+    pub fn payload_hash(vector: Option<&str>) -> String {
+        per_vector(PAYLOAD_HASH, vector)
     }
 
     /// Key of the chunk count behind `vector`, like [`hash`].
@@ -61,7 +67,10 @@ pub mod keys {
 
     /// Whether `key` is one of the bookkeeping keys above (of any vector).
     pub fn is_internal(key: &str) -> bool {
-        [NAMESPACE, ID, CHUNK].contains(&key) || key.starts_with(HASH) || key.starts_with(CHUNKS)
+        [NAMESPACE, ID, CHUNK].contains(&key)
+            || [HASH, PAYLOAD_HASH, CHUNKS]
+                .iter()
+                .any(|base| key.starts_with(base))
     }
 }
 
@@ -410,16 +419,23 @@ pub async fn sync<S: Sink>(
     })
 }
 
-/// A document ready for embedding: its chunks with their point ids, and the payload shared by
-/// its points.
+/// A document ready for embedding: its chunks with their point ids, the payload shared by its
+/// points, and the hashes that say whether the stored points are current.
 pub struct Prepared {
     pub chunks: Vec<(Uuid, String)>,
     pub payload: Map<String, Value>,
+    /// Over model, settings and text: a change means embedding again.
+    pub hash: String,
+    /// Over the copied payload fields (`None` without any): a change alone means rewriting the
+    /// payload, not embedding.
+    pub payload_hash: Option<String>,
 }
 
 /// Documents on their way through embed and sink, in `_id` order.
 struct Unit {
     docs: Vec<Prepared>,
+    /// Documents whose text is current but whose copied payload changed.
+    payload_only: Vec<Prepared>,
     /// Points that must go (surplus chunks, documents that lost their text).
     deletes: Vec<Uuid>,
     /// Last `_id` of the unit.
@@ -429,6 +445,7 @@ struct Unit {
 
 struct EmbeddedUnit {
     points: Vec<Point>,
+    payload_only: Vec<Prepared>,
     deletes: Vec<Uuid>,
     last_id: Option<Bson>,
     counts: Counts,
@@ -554,6 +571,7 @@ async fn sync_namespace<S: Sink>(
                 }
                 let out = EmbeddedUnit {
                     points,
+                    payload_only: unit.payload_only,
                     deletes: unit.deletes,
                     last_id: unit.last_id,
                     counts,
@@ -699,6 +717,7 @@ fn add_counts(a: &mut Counts, b: &Counts) {
     a.embedded += b.embedded;
     a.skipped_unchanged += b.skipped_unchanged;
     a.skipped_no_text += b.skipped_no_text;
+    a.payload_updated += b.payload_updated;
     a.upserted += b.upserted;
     a.deleted += b.deleted;
     a.failed += b.failed;
@@ -725,6 +744,38 @@ async fn write_unit<S: Sink>(
         })
         .await?;
     }
+    write_payload_only(sink, target, None, opts, &unit.payload_only).await
+}
+
+/// Rewrite the payload of documents whose text is current, without embedding. Whole points get
+/// their payload replaced point by point, chunk 0 last (its payload hash is what marks the
+/// document current); a named vector's keys are merged into points that keep the other vectors'
+/// keys.
+async fn write_payload_only<S: Sink>(
+    sink: &S,
+    target: &str,
+    vector: Option<&str>,
+    opts: &SyncOptions,
+    docs: &[Prepared],
+) -> Result<(), SinkError> {
+    for doc in docs {
+        let ids: Vec<Uuid> = doc.chunks.iter().map(|(id, _)| *id).collect();
+        if vector.is_some() {
+            retry(&opts.retry, "set payload", SinkError::is_transient, || {
+                sink.set_payload(target, &ids, doc.payload.clone(), false)
+            })
+            .await?;
+            continue;
+        }
+        for (i, id) in ids.iter().enumerate().rev() {
+            let mut payload = doc.payload.clone();
+            payload.insert(keys::CHUNK.into(), Value::from(i));
+            retry(&opts.retry, "set payload", SinkError::is_transient, || {
+                sink.set_payload(target, std::slice::from_ref(id), payload.clone(), true)
+            })
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -740,6 +791,7 @@ async fn write_named<S: Sink>(
     unit: &EmbeddedUnit,
 ) -> Result<(), SinkError> {
     remove_vector_from(sink, target, vector, &unit.deletes, opts).await?;
+    write_payload_only(sink, target, Some(vector), opts, &unit.payload_only).await?;
     if unit.points.is_empty() {
         return Ok(());
     }
@@ -796,7 +848,7 @@ async fn write_named<S: Sink>(
             .max(1);
         let group = &ids[i..i + n];
         retry(&opts.retry, "set payload", SinkError::is_transient, || {
-            sink.set_payload(target, group, payload.clone())
+            sink.set_payload(target, group, payload.clone(), false)
         })
         .await?;
         i += n;
@@ -937,39 +989,57 @@ pub fn prepare_doc(
     chunking: Option<Chunking>,
     embedder: &dyn crate::embed::Embedder,
     doc: &crate::source::SourceDoc,
-) -> Option<(Prepared, String)> {
+) -> Option<Prepared> {
     let ns = job.source.namespace();
     let text = job.template.render(&doc.doc)?;
     let mut payload = payload_fields(&doc.doc, &job.payload_fields);
-    // The copied payload is part of what must be current: a change there rewrites the point.
-    let hashed = if payload.is_empty() {
-        text.clone()
-    } else {
-        format!("{text}\u{0}{}", Value::Object(payload.clone()))
-    };
-    let hash = content_hash(model, hash_context, &hashed);
+    let hash = content_hash(model, hash_context, &text);
+    let payload_hash = (!payload.is_empty())
+        .then(|| crate::ids::payload_hash(&Value::Object(payload.clone()).to_string()));
     let pieces = match chunking {
         Some(c) => embedder.chunk(&text, c.size, c.overlap),
         None => vec![text],
     };
     let vector = job.vector_name.as_deref();
+    if vector.is_some() {
+        // A named vector's payload is merged into the point's: a field the document lost must
+        // be overwritten (null), not left with its old value.
+        for f in &job.payload_fields {
+            payload.entry(f.clone()).or_insert(Value::Null);
+        }
+    }
     payload.insert(keys::NAMESPACE.into(), Value::String(ns.to_string()));
     payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
     payload.insert(keys::hash(vector), Value::String(hash.clone()));
+    if let Some(h) = &payload_hash {
+        payload.insert(keys::payload_hash(vector), Value::String(h.clone()));
+    }
     payload.insert(keys::chunks(vector), Value::from(pieces.len()));
     let chunks = pieces
         .into_iter()
         .enumerate()
         .map(|(i, t)| (point_id(&ns.database, &ns.collection, &doc.id, i as u32), t))
         .collect();
-    Some((Prepared { chunks, payload }, hash))
+    Some(Prepared {
+        chunks,
+        payload,
+        hash,
+        payload_hash,
+    })
+}
+
+/// What chunk 0 of a stored document says about it (for one vector).
+struct StoredState {
+    hash: Option<String>,
+    chunks: u32,
+    payload_hash: Option<String>,
 }
 
 struct Candidate {
     id: Bson,
     first: Uuid,
-    /// The prepared document and its content hash; `None` when it has no text.
-    prepared: Option<(Prepared, String)>,
+    /// The prepared document; `None` when it has no text.
+    prepared: Option<Prepared>,
 }
 
 /// Prepare: documents into units with text, ids and hashes; unchanged ones are settled here
@@ -989,9 +1059,11 @@ async fn prepare_units<S: Sink>(
     let ns_text = ns.to_string();
     let model = embedder.model_id().to_owned();
     let hash_context = hash_context(&job, &opts);
-    let (hash_key, chunks_key) = (
-        keys::hash(job.vector_name.as_deref()),
-        keys::chunks(job.vector_name.as_deref()),
+    let vector = job.vector_name.as_deref();
+    let (hash_key, chunks_key, payload_hash_key) = (
+        keys::hash(vector),
+        keys::chunks(vector),
+        keys::payload_hash(vector),
     );
     let target_exists = sink.exists(&job.target).await?;
     let mut items = Vec::with_capacity(opts.batch_docs);
@@ -1008,6 +1080,7 @@ async fn prepare_units<S: Sink>(
         }
         let mut unit = Unit {
             docs: Vec::new(),
+            payload_only: Vec::new(),
             deletes: Vec::new(),
             last_id: None,
             counts: Counts::default(),
@@ -1055,34 +1128,36 @@ async fn prepare_units<S: Sink>(
         };
         // A point of a named vector may exist for another job's vector only: then it holds
         // neither hash nor chunk count of this one.
-        let stored: std::collections::HashMap<Uuid, (Option<String>, u32)> = stored
+        let text = |p: &Map<String, Value>, key: &str| {
+            p.get(key).and_then(Value::as_str).map(str::to_owned)
+        };
+        let stored: std::collections::HashMap<Uuid, StoredState> = stored
             .into_iter()
             .map(|p| {
-                let hash = p
-                    .payload
-                    .get(&hash_key)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let n = p
+                let hash = text(&p.payload, &hash_key);
+                let chunks = p
                     .payload
                     .get(&chunks_key)
                     .and_then(Value::as_u64)
                     .unwrap_or(u64::from(hash.is_some())) as u32;
-                (p.id, (hash, n))
+                let payload_hash = text(&p.payload, &payload_hash_key);
+                let state = StoredState {
+                    hash,
+                    chunks,
+                    payload_hash,
+                };
+                (p.id, state)
             })
             .collect();
 
         for c in candidates {
             let old = stored.get(&c.first);
-            let old_n = old.map_or(0, |(_, n)| *n);
-            let new_n = c
-                .prepared
-                .as_ref()
-                .map_or(0, |(d, _)| d.chunks.len() as u32);
+            let old_n = old.map_or(0, |s| s.chunks);
+            let new_n = c.prepared.as_ref().map_or(0, |d| d.chunks.len() as u32);
             // Surplus chunks of a document that shrank or lost its text.
             unit.deletes
                 .extend((new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i)));
-            let Some((doc, hash)) = c.prepared else {
+            let Some(doc) = c.prepared else {
                 continue;
             };
             if opts.prune {
@@ -1090,10 +1165,15 @@ async fn prepare_units<S: Sink>(
                     .expect("seen")
                     .extend(doc.chunks.iter().map(|(id, _)| *id));
             }
-            if old.is_some_and(|(h, n)| h.as_deref() == Some(hash.as_str()) && *n == new_n) {
+            let text_current = old
+                .is_some_and(|s| s.hash.as_deref() == Some(doc.hash.as_str()) && s.chunks == new_n);
+            if !text_current {
+                unit.docs.push(doc);
+            } else if old.is_some_and(|s| s.payload_hash == doc.payload_hash) {
                 unit.counts.skipped_unchanged += 1;
             } else {
-                unit.docs.push(doc);
+                unit.counts.payload_updated += 1;
+                unit.payload_only.push(doc);
             }
         }
         if tx.send(unit).await.is_err() {

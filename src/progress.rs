@@ -17,6 +17,7 @@ pub struct Stats {
     pub embedded: AtomicU64,
     pub skipped_unchanged: AtomicU64,
     pub skipped_no_text: AtomicU64,
+    pub payload_updated: AtomicU64,
     pub upserted: AtomicU64,
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
@@ -32,6 +33,8 @@ impl Stats {
             .fetch_add(c.skipped_unchanged, Ordering::Relaxed);
         self.skipped_no_text
             .fetch_add(c.skipped_no_text, Ordering::Relaxed);
+        self.payload_updated
+            .fetch_add(c.payload_updated, Ordering::Relaxed);
         self.upserted.fetch_add(c.upserted, Ordering::Relaxed);
         self.deleted.fetch_add(c.deleted, Ordering::Relaxed);
         self.failed.fetch_add(c.failed, Ordering::Relaxed);
@@ -43,6 +46,7 @@ impl Stats {
             embedded: self.embedded.load(Ordering::Relaxed),
             skipped_unchanged: self.skipped_unchanged.load(Ordering::Relaxed),
             skipped_no_text: self.skipped_no_text.load(Ordering::Relaxed),
+            payload_updated: self.payload_updated.load(Ordering::Relaxed),
             upserted: self.upserted.load(Ordering::Relaxed),
             deleted: self.deleted.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),

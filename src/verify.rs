@@ -101,8 +101,8 @@ async fn verify_one<S: Sink>(
     };
     let model = embedder.model_id().to_owned();
     let context = hash_context(job, opts);
-    // point id -> (content hash, document id)
-    let mut expected: HashMap<Uuid, (String, String)> = HashMap::new();
+    // point id -> (content hash, payload hash, document id)
+    let mut expected: HashMap<Uuid, (String, Option<String>, String)> = HashMap::new();
     let mut documents: HashSet<String> = HashSet::new();
 
     let (tx, mut rx) = mpsc::channel(1024);
@@ -122,11 +122,10 @@ async fn verify_one<S: Sink>(
         diff.documents += 1;
         let doc_id = id_text(&doc.id);
         documents.insert(doc_id.clone());
-        if let Some((prepared, hash)) =
-            prepare_doc(job, &model, &context, opts.chunking, embedder, &doc)
-        {
-            for (id, _) in prepared.chunks {
-                expected.insert(id, (hash.clone(), doc_id.clone()));
+        if let Some(p) = prepare_doc(job, &model, &context, opts.chunking, embedder, &doc) {
+            for (id, _) in p.chunks {
+                let value = (p.hash.clone(), p.payload_hash.clone(), doc_id.clone());
+                expected.insert(id, value);
             }
         }
     }
@@ -138,7 +137,8 @@ async fn verify_one<S: Sink>(
     diff.expected_points = expected.len() as u64;
 
     // The namespace's points; for a named vector those that carry it (by its hash key).
-    let hash_key = keys::hash(job.vector_name.as_deref());
+    let vector = job.vector_name.as_deref();
+    let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
     let points: Vec<_> = if sink.exists(&job.target).await? {
         let filter = MatchFilter {
             key: keys::NAMESPACE.into(),
@@ -156,15 +156,18 @@ async fn verify_one<S: Sink>(
     let mut seen = HashSet::new();
     for p in points {
         let stored_hash = p.payload.get(&hash_key).and_then(Value::as_str);
+        let stored_payload_hash = p.payload.get(&payload_hash_key).and_then(Value::as_str);
         let doc_id = p
             .payload
             .get(keys::ID)
             .map(Value::to_string)
             .unwrap_or_default();
         match expected.get(&p.id) {
-            Some((hash, d)) => {
+            Some((hash, payload_hash, d)) => {
                 seen.insert(p.id);
-                if stored_hash != Some(hash.as_str()) {
+                if stored_hash != Some(hash.as_str())
+                    || stored_payload_hash != payload_hash.as_deref()
+                {
                     push(
                         &mut diff.stale_ids,
                         &mut diff.stale,
@@ -193,12 +196,13 @@ async fn verify_one<S: Sink>(
             ),
         }
     }
-    let mut missing: Vec<(&Uuid, &(String, String))> = expected
+    let mut missing: Vec<(&Uuid, &String)> = expected
         .iter()
         .filter(|(id, _)| !seen.contains(*id))
+        .map(|(id, (_, _, d))| (id, d))
         .collect();
-    missing.sort_by(|a, b| a.1.1.cmp(&b.1.1).then(a.0.cmp(b.0)));
-    for (id, (_, d)) in missing {
+    missing.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
+    for (id, d) in missing {
         push(
             &mut diff.missing_ids,
             &mut diff.missing,

@@ -13,6 +13,7 @@ use mongo2qdrant::pipeline::{self, Chunking, RunReport, SyncOptions, keys};
 use mongo2qdrant::progress::Stats;
 use mongo2qdrant::sink::{Point, Sink, StoredPoint, scroll_all};
 use mongodb::bson::{Bson, Document, doc};
+use serde_json::Value;
 use uuid::Uuid;
 
 async fn run<S: Sink>(
@@ -361,7 +362,93 @@ async fn named_vector_round_trip<S: Sink>(sink: Arc<S>) {
     assert_eq!(r.counts.embedded, 0, "unchanged under the same vector name");
 }
 
+/// A copied payload field changes (or disappears) while the text stays: the payload is
+/// rewritten, nothing is embedded, the vectors stay; for the unnamed vector and a named one.
+async fn payload_change_rewrites_only_the_payload<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    for vector in [None, Some("v")] {
+        let c = unique("payload");
+        m.insert("pl", &c, movie_docs(5, |i| Bson::Int32(i as i32)))
+            .await;
+        let jobs = || async {
+            let source = common::source_args(&m, "pl", &[c.as_str()]);
+            let fields = ["title".to_owned(), "year".to_owned()];
+            let mut jobs = mongo2qdrant::config::jobs(&source, None, T, &fields)
+                .await
+                .unwrap();
+            jobs[0].vector_name = vector.map(str::to_owned);
+            jobs
+        };
+        let sync = |jobs| {
+            pipeline::sync(
+                sink.clone(),
+                common::worker(),
+                jobs,
+                options(),
+                Arc::new(Stats::default()),
+            )
+        };
+        let r = sync(jobs().await).await.unwrap();
+        assert_eq!(r.counts.embedded, 5);
+        let before = common::points_with_vectors(sink.as_ref(), &c).await;
+
+        let coll = m.client().await.database("pl").collection::<Document>(&c);
+        coll.update_one(doc! {"_id": 2}, doc! {"$set": {"year": 1895}})
+            .await
+            .unwrap();
+        coll.update_one(doc! {"_id": 3}, doc! {"$unset": {"year": ""}})
+            .await
+            .unwrap();
+        let r = sync(jobs().await).await.unwrap();
+        assert_eq!(r.counts.embedded, 0, "{vector:?}: {r:?}");
+        assert_eq!(r.counts.payload_updated, 2);
+        assert_eq!(r.counts.skipped_unchanged, 3);
+        assert_eq!(r.counts.upserted, 0);
+        let after = common::points_with_vectors(sink.as_ref(), &c).await;
+        assert_eq!(before.len(), after.len());
+        let hash = keys::hash(vector);
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.vectors, a.vectors);
+            assert_eq!(b.payload[&hash], a.payload[&hash], "text unchanged");
+            assert_eq!(b.payload[keys::CHUNK], a.payload[keys::CHUNK]);
+            match &a.payload[keys::ID] {
+                v if v == 2 => assert_eq!(a.payload["year"], 1895),
+                v if v == 3 => assert!(a.payload.get("year").is_none_or(Value::is_null)),
+                _ => assert_eq!(a.payload, b.payload),
+            }
+        }
+        // The vector of document 2 is still its own.
+        let d = &common::movies(3)[2];
+        let text = format!(
+            "{}\n{}",
+            d.get_str("title").unwrap(),
+            d.get_str("extract").unwrap()
+        );
+        let (v, _) =
+            mongo2qdrant::embed::Embedder::embed(common::embedder().as_ref(), &[&text]).unwrap();
+        let hits = sink.search(&c, vector, v[0].clone(), 1).await.unwrap();
+        assert_eq!(hits[0].payload[keys::ID], 2);
+        assert!(hits[0].score > 0.99, "{}", hits[0].score);
+
+        let report = mongo2qdrant::verify::verify(
+            sink.clone(),
+            common::embedder(),
+            jobs().await,
+            &options(),
+        )
+        .await
+        .unwrap();
+        assert!(report.in_sync, "{report:#?}");
+        let r = sync(jobs().await).await.unwrap();
+        assert_eq!(
+            (r.counts.skipped_unchanged, r.counts.payload_updated),
+            (5, 0)
+        );
+    }
+}
+
 both_targets!(
+    payload_change_rewrites_only_the_payload,
     named_vector_round_trip,
     prune_removes_exactly_the_deleted,
     chunks_follow_the_document,

@@ -99,8 +99,9 @@ impl Sink for FailOnce {
         c: &str,
         ids: &[Uuid],
         p: Map<String, Value>,
+        r: bool,
     ) -> Result<(), SinkError> {
-        self.inner.set_payload(c, ids, p).await
+        self.inner.set_payload(c, ids, p, r).await
     }
     async fn remove_vector(
         &self,

@@ -291,16 +291,22 @@ impl Sink for EdgeSink {
         collection: &str,
         ids: &[Uuid],
         payload: Map<String, Value>,
+        replace: bool,
     ) -> Result<(), SinkError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let op = PayloadOps::SetPayload(SetPayloadOp {
+        let set = SetPayloadOp {
             payload: payload.into(),
             points: Some(point_ids(ids)),
             filter: None,
             key: None,
-        });
+        };
+        let op = if replace {
+            PayloadOps::OverwritePayload(set)
+        } else {
+            PayloadOps::SetPayload(set)
+        };
         self.apply(collection, UpdateOperation::PayloadOperation(op))
             .await
     }

@@ -294,18 +294,20 @@ impl Sink for GrpcSink {
         collection: &str,
         ids: &[Uuid],
         payload: Map<String, Value>,
+        replace: bool,
     ) -> Result<(), SinkError> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.client
-            .set_payload(
-                SetPayloadPointsBuilder::new(collection, Payload::from(payload))
-                    .points_selector(id_list(ids))
-                    .wait(true),
-            )
-            .await
-            .map_err(|e| request_err("set_payload", collection, e))?;
+        let req = SetPayloadPointsBuilder::new(collection, Payload::from(payload))
+            .points_selector(id_list(ids))
+            .wait(true);
+        let res = if replace {
+            self.client.overwrite_payload(req).await
+        } else {
+            self.client.set_payload(req).await
+        };
+        res.map_err(|e| request_err("set_payload", collection, e))?;
         Ok(())
     }
 

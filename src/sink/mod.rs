@@ -153,13 +153,14 @@ pub trait Sink: Send + Sync + 'static {
         vectors: Vec<(Uuid, Vec<f32>)>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Set the keys of `payload` on the existing points `ids`, keeping their other keys;
-    /// returns after acknowledgement.
+    /// Set the keys of `payload` on the existing points `ids`, keeping their other keys, or
+    /// with `replace` instead of all their keys; returns after acknowledgement.
     fn set_payload(
         &self,
         collection: &str,
         ids: &[Uuid],
         payload: Map<String, Value>,
+        replace: bool,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Remove the named vector `name` and the payload `keys` from `ids`, leaving the points,
