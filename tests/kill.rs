@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use common::Mongo;
@@ -15,22 +15,14 @@ use mongodb::bson::{Bson, Document};
 const BATCH: usize = 16;
 
 fn sync_cmd(m: &Mongo, store: &std::path::Path, report: Option<&std::path::Path>) -> Command {
-    let cfg = common::embed_config();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"));
+    let mut c = common::bin();
     c.args(["sync", "--database", "kill", "--collection", "films"])
         .args(["--mongo-uri", &m.uri()])
         .args(["--text", r"{title}\n{extract}", "--payload", "title"])
         .args(["--batch-size", &BATCH.to_string()])
         .arg("--qdrant-path")
         .arg(store)
-        .arg("--model")
-        .arg(&cfg.model_dir)
-        .arg("--ort-library")
-        .arg(&cfg.ort_library)
-        .env("M2Q_LOG", "mongo2qdrant=debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("M2Q_LOG", "mongo2qdrant=debug");
     if let Some(r) = report {
         c.arg("--report-json").arg(r);
     }

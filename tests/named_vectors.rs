@@ -397,17 +397,7 @@ vector_name = "plot"
         ),
     )
     .unwrap();
-    let model = common::embed_config();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"))
-            .args(args)
-            .arg("--model")
-            .arg(&model.model_dir)
-            .arg("--ort-library")
-            .arg(&model.ort_library)
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| common::bin().args(args).output().unwrap();
     let cfg_s = cfg.display().to_string();
     let uri = m.uri();
     let sync = [
@@ -463,10 +453,7 @@ vector_name = "plot"
         );
         sink.flush().await.unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"))
-        .args(["status", "--qdrant-path", &store.display().to_string()])
-        .output()
-        .unwrap();
+    let out = cli(&["status", "--qdrant-path", &store.display().to_string()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("nv.films -> search (vector plot): complete"),

@@ -519,15 +519,10 @@ text = "{{heading}}\n{{body}}"
         ),
     )
     .unwrap();
-    let cfg_model = common::embed_config();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"))
+    let out = common::bin()
         .args(["sync", "--quiet", "--config"])
         .arg(&cfg)
         .args(["--mongo-uri", &m.uri()]) // the flag overrides the file's unreachable URI
-        .arg("--model")
-        .arg(&cfg_model.model_dir)
-        .arg("--ort-library")
-        .arg(&cfg_model.ort_library)
         .output()
         .unwrap();
     assert!(
@@ -556,7 +551,7 @@ text = "{{heading}}\n{{body}}"
 
     // Unknown keys are refused with the key's name.
     std::fs::write(&cfg, "databse = \"pm\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"))
+    let out = common::bin()
         .args(["sync", "--config"])
         .arg(&cfg)
         .output()
