@@ -343,15 +343,9 @@ async fn collection_shapes<S: Sink>(sink: Arc<S>) {
     run(&sink, common::worker(), plain.clone(), options()).await;
     let mut named = plain;
     named[0].vector_name = Some("title".into());
-    let err = pipeline::sync(
-        sink.clone(),
-        common::worker(),
-        named,
-        options(),
-        Arc::new(Stats::default()),
-    )
-    .await
-    .unwrap_err();
+    let err = common::sync_jobs(&sink, named, options())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("drop --vector-name"), "{err}");
     assert_eq!(sink.count(&u).await.unwrap(), 3);
 }

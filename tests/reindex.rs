@@ -9,8 +9,7 @@ use std::sync::Arc;
 use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::checkpoint::{CHECKPOINT_COLLECTION, CheckpointStore};
 use mongo2qdrant::ids::point_id;
-use mongo2qdrant::pipeline::{self, Chunking, RunReport, SyncOptions, keys};
-use mongo2qdrant::progress::Stats;
+use mongo2qdrant::pipeline::{Chunking, RunReport, SyncOptions, keys};
 use mongo2qdrant::sink::{Point, Sink, StoredPoint, scroll_all};
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::Value;
@@ -44,15 +43,7 @@ async fn run_into<S: Sink>(
     for j in &mut jobs {
         j.vector_name = vector.map(str::to_owned);
     }
-    pipeline::sync(
-        sink.clone(),
-        common::worker(),
-        jobs,
-        opts,
-        Arc::new(Stats::default()),
-    )
-    .await
-    .unwrap()
+    common::sync_jobs(sink, jobs, opts).await.unwrap()
 }
 
 fn ids_of(points: &[StoredPoint]) -> BTreeSet<Uuid> {
@@ -345,17 +336,13 @@ async fn named_vector_round_trip<S: Sink>(sink: Arc<S>) {
         .unwrap();
     assert_eq!(hits[0].payload[keys::ID], 5);
     // The unnamed vector does not exist there: a run without the name is refused, untouched.
-    let err = pipeline::sync(
-        sink.clone(),
-        common::worker(),
+    let plain =
         mongo2qdrant::config::jobs(&common::source_args(&m, "n", &[c.as_str()]), None, T, &[])
             .await
-            .unwrap(),
-        options(),
-        Arc::new(Stats::default()),
-    )
-    .await
-    .unwrap_err();
+            .unwrap();
+    let err = common::sync_jobs(&sink, plain, options())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("--recreate"), "{err}");
     assert_eq!(sink.count(&c).await.unwrap(), 8);
     let r = run_into(&sink, &m, "n", &c, T, Some("minilm"), options()).await;
@@ -379,15 +366,7 @@ async fn payload_change_rewrites_only_the_payload<S: Sink>(sink: Arc<S>) {
             jobs[0].vector_name = vector.map(str::to_owned);
             jobs
         };
-        let sync = |jobs| {
-            pipeline::sync(
-                sink.clone(),
-                common::worker(),
-                jobs,
-                options(),
-                Arc::new(Stats::default()),
-            )
-        };
+        let sync = |jobs| common::sync_jobs(&sink, jobs, options());
         let r = sync(jobs().await).await.unwrap();
         assert_eq!(r.counts.embedded, 5);
         let before = common::points_with_vectors(sink.as_ref(), &c).await;

@@ -10,7 +10,6 @@ use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION;
 use mongo2qdrant::config;
 use mongo2qdrant::pipeline::{self, RunReport, keys};
-use mongo2qdrant::progress::Stats;
 use mongo2qdrant::sink::{Point, Sink, SinkError, VectorSpec, scroll_all};
 use mongodb::bson::{Binary, Bson, Document, doc, oid::ObjectId, spec::BinarySubtype};
 
@@ -31,14 +30,7 @@ async fn sync<S: Sink>(
     )
     .await
     .unwrap();
-    pipeline::sync(
-        sink.clone(),
-        common::worker(),
-        jobs,
-        options(),
-        Arc::new(Stats::default()),
-    )
-    .await
+    common::sync_jobs(sink, jobs, options()).await
 }
 
 // ---------------------------------------------------------------- the suite, per target

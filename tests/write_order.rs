@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::pipeline::{self, Chunking, Job, RunReport, SyncOptions};
-use mongo2qdrant::progress::Stats;
 use mongo2qdrant::sink::{
     EdgeSink, Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec,
 };
@@ -156,14 +155,7 @@ async fn run<S: Sink>(
     jobs: Vec<Job>,
     opts: SyncOptions,
 ) -> Result<RunReport, pipeline::PipelineError> {
-    pipeline::sync(
-        sink.clone(),
-        common::worker(),
-        jobs,
-        opts,
-        Arc::new(Stats::default()),
-    )
-    .await
+    common::sync_jobs(sink, jobs, opts).await
 }
 
 /// Every point with the names of its vectors and its payload.

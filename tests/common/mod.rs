@@ -190,6 +190,16 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// `pipeline::sync` of `jobs` into `sink` with the shared model and fresh counters.
+pub async fn sync_jobs<S: mongo2qdrant::sink::Sink>(
+    sink: &Arc<S>,
+    jobs: Vec<mongo2qdrant::pipeline::Job>,
+    opts: SyncOptions,
+) -> Result<mongo2qdrant::pipeline::RunReport, mongo2qdrant::pipeline::PipelineError> {
+    let stats = Arc::new(mongo2qdrant::progress::Stats::default());
+    mongo2qdrant::pipeline::sync(sink.clone(), worker(), jobs, opts, stats).await
+}
+
 /// Sync options for tests: small units, no stop requested.
 pub fn options() -> SyncOptions {
     let (tx, stop) = tokio::sync::watch::channel(false);
