@@ -271,10 +271,8 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     };
     for ns in &report.namespaces {
         println!(
-            "{} -> {}{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
-            ns.namespace,
-            ns.target,
-            vector_suffix(ns.vector.as_deref()),
+            "{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
+            route(&ns.namespace, &ns.target, ns.vector.as_deref()),
             ns.documents,
             ns.expected_points,
             ns.points,
@@ -306,9 +304,13 @@ async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// ` (vector NAME)` for a named vector, nothing otherwise.
-fn vector_suffix(vector: Option<&str>) -> String {
-    vector.map_or_else(String::new, |v| format!(" (vector {v})"))
+/// `NAMESPACE -> TARGET`, with ` (vector NAME)` for a named vector: how every command names a
+/// job.
+fn route(namespace: &str, target: &str, vector: Option<&str>) -> String {
+    match vector {
+        Some(v) => format!("{namespace} -> {target} (vector {v})"),
+        None => format!("{namespace} -> {target}"),
+    }
 }
 
 fn print_summary(r: &RunReport) {
@@ -328,10 +330,8 @@ fn print_summary(r: &RunReport) {
     );
     for ns in &r.namespaces {
         println!(
-            "  {} -> {}{}: read {}, embedded {}, unchanged {}{}",
-            ns.namespace,
-            ns.target,
-            vector_suffix(ns.vector.as_deref()),
+            "  {}: read {}, embedded {}, unchanged {}{}",
+            route(&ns.namespace, &ns.target, ns.vector.as_deref()),
             ns.counts.read,
             ns.counts.embedded,
             ns.counts.skipped_unchanged,
@@ -575,10 +575,12 @@ fn print_status(s: &serde_json::Value) {
     }
     for c in checkpoints {
         println!(
-            "  {} -> {}{}: {} at _id {}, updated {}, run {}, model {}",
-            c["namespace"].as_str().unwrap_or("?"),
-            c["target"].as_str().unwrap_or("?"),
-            vector_suffix(c["vector"].as_str()),
+            "  {}: {} at _id {}, updated {}, run {}, model {}",
+            route(
+                c["namespace"].as_str().unwrap_or("?"),
+                c["target"].as_str().unwrap_or("?"),
+                c["vector"].as_str()
+            ),
             if c["complete"].as_bool() == Some(true) {
                 "complete"
             } else {
