@@ -181,7 +181,7 @@ fn messy_jsonl_file_loses_nothing_good() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::assert_ok(&out);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["read"], 8);
     assert_eq!(r["failed"], 3, "{r}");
@@ -226,7 +226,7 @@ async fn corrupt_checkpoint_is_refused_and_fresh_recovers() {
         .arg("--fresh")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::assert_ok(&out);
     assert!(
         sync_cmd(&m, "cp", "films", &store)
             .output()

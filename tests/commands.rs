@@ -15,11 +15,7 @@ fn bench_sweeps_layouts_and_reports_the_split() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("docs/s") && table.contains("padding"),
@@ -56,7 +52,7 @@ async fn status_and_search_after_a_sync() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(out.status.success());
+    common::assert_ok(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["checkpoints"].as_array().unwrap().len(), 0);
 
@@ -104,11 +100,7 @@ async fn status_and_search_after_a_sync() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let first: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(first["payload"]["title"], title.as_str());

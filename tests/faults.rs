@@ -14,11 +14,7 @@ use common::{Mongo, bin, edge_snapshot, load_movies, sync_cmd, wait_timeout};
 async fn reference(m: &Mongo, db: &str, coll: &str, dir: &Path) -> Vec<(uuid::Uuid, String)> {
     let store = dir.join("reference");
     let out = sync_cmd(m, db, coll, &store).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     edge_snapshot(&store, coll).await
 }
 
@@ -130,7 +126,7 @@ async fn sigterm_mid_run_then_rerun_is_identical() {
         .arg(&r2)
         .output()
         .unwrap();
-    assert!(out.status.success());
+    common::assert_ok(&out);
     let r2: serde_json::Value = serde_json::from_slice(&std::fs::read(&r2).unwrap()).unwrap();
     assert_eq!(
         r2["embedded"].as_u64().unwrap(),
@@ -162,11 +158,7 @@ async fn mongodb_dies_mid_run_then_rerun_is_identical() {
     let status = wait_timeout(&mut child, 300).expect("the run ends");
     assert!(matches!(status.code(), Some(0) | Some(1)), "{status:?}");
     let out = sync_cmd(&m, "k", "films", &store).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let snap = edge_snapshot(&store, "films").await;
     assert_eq!(snap.len(), 200);
     assert_eq!(snap, reference(&m, "k", "films", dir.path()).await);
@@ -199,11 +191,7 @@ async fn ten_sigkills_at_random_moments_then_identical() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let snap = edge_snapshot(&store, "films").await;
     let mut ids: Vec<_> = snap.iter().map(|(id, _)| *id).collect();
     ids.dedup();

@@ -90,11 +90,7 @@ async fn sigkill_mid_run_then_resume_matches_uninterrupted_run() {
     // Second run resumes.
     let r2_path = tmp.path().join("r2.json");
     let out = sync_cmd(&m, &store, Some(&r2_path)).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let r2 = report(&r2_path);
     let read2 = r2["read"].as_u64().unwrap();
     let embedded2 = r2["embedded"].as_u64().unwrap();
@@ -113,7 +109,7 @@ async fn sigkill_mid_run_then_resume_matches_uninterrupted_run() {
     // Uninterrupted reference run into a fresh store.
     let clean = tmp.path().join("clean");
     let out = sync_cmd(&m, &clean, None).output().unwrap();
-    assert!(out.status.success());
+    common::assert_ok(&out);
     let (a, b) = (snapshot(&store).await, snapshot(&clean).await);
     assert_eq!(a.len(), total);
     assert_eq!(a, b, "killed+resumed target equals the uninterrupted one");
@@ -121,7 +117,7 @@ async fn sigkill_mid_run_then_resume_matches_uninterrupted_run() {
     // A third run has nothing to do.
     let r3_path = tmp.path().join("r3.json");
     let out = sync_cmd(&m, &store, Some(&r3_path)).output().unwrap();
-    assert!(out.status.success());
+    common::assert_ok(&out);
     let r3 = report(&r3_path);
     assert_eq!(r3["embedded"], 0);
     assert_eq!(r3["skipped_unchanged"], total as u64);

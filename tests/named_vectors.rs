@@ -405,11 +405,7 @@ vector_name = "plot"
         "nv",
     ];
     let out = cli(&sync);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("nv.films -> search (vector title)"),
@@ -429,11 +425,7 @@ vector_name = "plot"
         "--database",
         "nv",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_ok(&out);
     let out = cli(&sync);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("embedded 0, unchanged 8"), "{stdout}");
@@ -474,11 +466,7 @@ vector_name = "plot"
         "1",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let hit: serde_json::Value =
         serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(hit["payload"]["_id"], 2, "{hit}");

@@ -504,11 +504,7 @@ text = "{{heading}}\n{{body}}"
         .args(["--mongo-uri", &m.uri()]) // the flag overrides the file's unreachable URI
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let sink = mongo2qdrant::sink::EdgeSink::open(&dir.path().join("store")).unwrap();
     assert_eq!(
         sink.count("planning").await.unwrap(),

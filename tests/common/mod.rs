@@ -210,6 +210,16 @@ pub fn options() -> SyncOptions {
     o
 }
 
+/// Assert that a finished command succeeded; otherwise show what it printed.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A unique name so that runs against a shared Qdrant server never collide.
 pub fn unique(name: &str) -> String {
     format!("{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
