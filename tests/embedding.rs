@@ -12,7 +12,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
-    let path = common::repo().join("../shared/data/reference-embeddings.json");
+    let path = common::repo().join("tests/data/reference-embeddings.json");
     let v: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )

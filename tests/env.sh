@@ -24,3 +24,23 @@ setup_secantus() {
   fi
   export M2Q_SECANTUSD="$venv/bin/secantusd-py"
 }
+
+# A real Qdrant server for the gRPC half of the suites. QDRANT_URL already set: use that server.
+# Else start the one in ../shared/qdrant (stopped when the calling shell exits). Else say that
+# the server half is skipped and how to run it.
+start_qdrant() {
+  if [[ -n "${QDRANT_URL:-}" ]]; then
+    echo "setup: gRPC suites against the Qdrant server at $QDRANT_URL"
+    return
+  fi
+  local start="$M2Q_ROOT/../shared/qdrant/start.sh"
+  if [[ -x "$start" || -f "$start" ]]; then
+    eval "$(bash "$start")"
+    export QDRANT_URL
+    trap 'kill "$QDRANT_PID" 2>/dev/null || true' EXIT
+    echo "setup: started Qdrant 1.19 (../shared/qdrant) at $QDRANT_URL for the gRPC suites"
+  else
+    echo "setup: no Qdrant server: the gRPC half of each suite is skipped (the embedded half runs)."
+    echo "       To run it: docker run -p 6334:6334 qdrant/qdrant, then QDRANT_URL=http://localhost:6334 bash tests/run.sh"
+  fi
+}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: fetch the model and ONNX Runtime, install the
-# MongoDB-protocol test server, then run every test (each test starts its own server).
+# MongoDB-protocol test server, start a Qdrant server when one is at hand (see start_qdrant in
+# env.sh), then run every test; --no-fail-fast, so one failure does not hide the rest.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$M2Q_ROOT"
 bash models/fetch.sh
 setup_secantus
-cargo_cmd test --release "$@"
+start_qdrant
+cargo_cmd test --release --no-fail-fast "$@"
