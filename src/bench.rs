@@ -157,15 +157,11 @@ pub async fn run(
                         let d = dir.join(format!("run{run}"));
                         let _ = std::fs::remove_dir_all(&d);
                         let s = EdgeSink::open(&d)?;
-                        s.ensure_collection(
-                            "bench",
-                            &VectorSpec {
-                                name: None,
-                                dimension: crate::embed::Embedder::dimension(embedder.as_ref()),
-                            },
-                            crate::sink::Ensure::Create,
-                        )
-                        .await?;
+                        let vectors = VectorSpec {
+                            name: None,
+                            dimension: crate::embed::Embedder::dimension(embedder.as_ref()),
+                        };
+                        s.create_collection("bench", &vectors).await?;
                         Some(s)
                     }
                     None => None,

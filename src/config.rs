@@ -7,7 +7,8 @@ use mongodb::bson::Document;
 
 use crate::cli::{ModelArgs, SourceArgs, SyncArgs, TargetArgs};
 use crate::embed::{EmbedConfig, available_cores, default_layout};
-use crate::pipeline::{Chunking, Job};
+use crate::point::{Chunking, Job};
+pub use crate::sink::TargetKind;
 use crate::source::mongo::connect;
 use crate::source::{FileSource, MongoSource, Namespace, Source, SourceError, parse_ext_json_doc};
 use crate::text::{Template, TemplateError};
@@ -35,18 +36,6 @@ pub enum ConfigError {
         "vector name `{0}`: use letters, digits, `_` and `-` only (for example `title` or `plot-minilm`)"
     )]
     VectorName(String),
-}
-
-/// Where points go.
-#[derive(Debug, Clone)]
-pub enum TargetKind {
-    Grpc {
-        url: String,
-        api_key: Option<String>,
-    },
-    Embedded {
-        path: PathBuf,
-    },
 }
 
 /// Default MongoDB URI.

@@ -2,20 +2,27 @@
 //! resumable.
 //!
 //! The crate follows the data flow: [`source`] (MongoDB cursors, mongoexport files) ->
-//! [`text`] (template, payload) -> [`embed`] (ONNX Runtime) -> [`sink`] (embedded Qdrant or a
-//! server over gRPC), with point identity in [`ids`], resumable progress in [`checkpoint`] and
-//! the wiring in [`pipeline`]. The binary's command line lives in [`cli`] and [`config`].
+//! [`point`] (template, payload, ids and hashes of a document's points) -> [`embed`] (ONNX
+//! Runtime) -> [`writer`] (the write protocol) -> [`sink`] (embedded Qdrant or a server over
+//! gRPC, one [`sink::Target`]). [`pipeline`] wires the stages; [`state`] owns the records
+//! collection (checkpoints, leases, run reports); [`report`] the counters; [`retry`] the one
+//! retry policy. The binary's command line lives in [`cli`] and [`config`], its commands in
+//! [`commands`].
 
 pub mod bench;
-pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod embed;
 pub mod ids;
-pub mod lease;
 pub mod pipeline;
+pub mod point;
 pub mod progress;
+pub mod report;
+pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod text;
 pub mod verify;
+pub mod writer;

@@ -3,56 +3,12 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::checkpoint::Counts;
-
-/// Counters shared by the pipeline stages.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub read: AtomicU64,
-    pub embedded: AtomicU64,
-    pub skipped_unchanged: AtomicU64,
-    pub skipped_no_text: AtomicU64,
-    pub payload_updated: AtomicU64,
-    pub upserted: AtomicU64,
-    pub deleted: AtomicU64,
-    pub failed: AtomicU64,
-    /// Estimated documents to read (sum over sources), 0 when unknown.
-    pub expected: AtomicU64,
-}
-
-impl Stats {
-    pub fn add(&self, c: &Counts) {
-        self.read.fetch_add(c.read, Ordering::Relaxed);
-        self.embedded.fetch_add(c.embedded, Ordering::Relaxed);
-        self.skipped_unchanged
-            .fetch_add(c.skipped_unchanged, Ordering::Relaxed);
-        self.skipped_no_text
-            .fetch_add(c.skipped_no_text, Ordering::Relaxed);
-        self.payload_updated
-            .fetch_add(c.payload_updated, Ordering::Relaxed);
-        self.upserted.fetch_add(c.upserted, Ordering::Relaxed);
-        self.deleted.fetch_add(c.deleted, Ordering::Relaxed);
-        self.failed.fetch_add(c.failed, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> Counts {
-        Counts {
-            read: self.read.load(Ordering::Relaxed),
-            embedded: self.embedded.load(Ordering::Relaxed),
-            skipped_unchanged: self.skipped_unchanged.load(Ordering::Relaxed),
-            skipped_no_text: self.skipped_no_text.load(Ordering::Relaxed),
-            payload_updated: self.payload_updated.load(Ordering::Relaxed),
-            upserted: self.upserted.load(Ordering::Relaxed),
-            deleted: self.deleted.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
-    }
-}
+use crate::report::Stats;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

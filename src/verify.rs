@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::embed::Embedder;
-use crate::pipeline::{Job, PipelineError, SyncOptions, hash_context, keys, prepare_doc};
+use crate::pipeline::{PipelineError, SyncOptions};
+use crate::point::{Job, hash_context, keys, prepare_doc};
 use crate::sink::{MatchFilter, Sink, scroll_all};
-use crate::source::{SourceError, SourceItem, id_text};
+use crate::source::{SourceItem, id_text};
 
 /// Most ids listed per kind of difference.
 const SAMPLE: usize = 50;
@@ -100,17 +100,12 @@ async fn verify_one<S: Sink>(
         ..Default::default()
     };
     let model = embedder.model_id().to_owned();
-    let context = hash_context(job, opts);
+    let context = hash_context(job, opts.chunking);
     // point id -> (content hash, payload hash, document id)
     let mut expected: HashMap<Uuid, (String, Option<String>, String)> = HashMap::new();
     let mut documents: HashSet<String> = HashSet::new();
 
-    let (tx, mut rx) = mpsc::channel(1024);
-    let source = job.source.clone();
-    let reader = tokio::spawn(async move {
-        let mut last = None;
-        source.stream(None, &tx, &mut last).await
-    });
+    let (mut rx, reader) = job.source.spawn_reader(1024);
     while let Some(item) = rx.recv().await {
         let doc = match item {
             SourceItem::Doc(d) => d,
@@ -129,11 +124,7 @@ async fn verify_one<S: Sink>(
             }
         }
     }
-    match reader.await.expect("reader task") {
-        Ok(_) => {}
-        Err(SourceError::Closed) => {}
-        Err(e) => return Err(e.into()),
-    }
+    crate::source::finished(reader).await?;
     diff.expected_points = expected.len() as u64;
 
     // The namespace's points; for a named vector those that carry it (by its hash key).

@@ -6,8 +6,8 @@ mod common;
 use std::io::Write;
 
 use common::{Mongo, bin, load_movies, sync_cmd};
-use mongo2qdrant::checkpoint::{CheckpointStore, checkpoint_id};
 use mongo2qdrant::sink::EdgeSink;
+use mongo2qdrant::state::{StateStore, checkpoint_id};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -209,7 +209,7 @@ async fn corrupt_checkpoint_is_refused_and_fresh_recovers() {
     );
     {
         let sink = EdgeSink::open(&store).unwrap();
-        let cps = CheckpointStore::open(&sink, false).await.unwrap();
+        let cps = StateStore::open(&sink, false).await.unwrap();
         let mut garbage = serde_json::Map::new();
         garbage.insert("kind".into(), "checkpoint".into());
         garbage.insert("last_id".into(), "not what you think".into());

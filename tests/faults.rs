@@ -209,11 +209,11 @@ async fn ten_sigkills_at_random_moments_then_identical() {
 /// one does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_refuse_live_holders_and_expire() {
-    use mongo2qdrant::checkpoint::CheckpointStore;
-    use mongo2qdrant::lease::{Holder, LockError, acquire, read_lease, release};
+    use mongo2qdrant::state::StateStore;
+    use mongo2qdrant::state::lease::{Holder, LockError, acquire, read_lease, release};
 
     let (_dir, sink) = common::edge_sink();
-    let store = CheckpointStore::open(sink.as_ref(), true).await.unwrap();
+    let store = StateStore::open(sink.as_ref(), true).await.unwrap();
     let a = Holder::me("run-a");
     let b = Holder::me("run-b");
     acquire(&store, "films", "db.films", &a).await.unwrap();
@@ -245,7 +245,10 @@ async fn leases_refuse_live_holders_and_expire() {
     record.insert("target".into(), "films".into());
     record.insert("namespace".into(), "db.gone".into());
     store
-        .put_raw(mongo2qdrant::lease::lease_id("films", "db.gone"), record)
+        .put_raw(
+            mongo2qdrant::state::lease::lease_id("films", "db.gone"),
+            record,
+        )
         .await
         .unwrap();
     assert_eq!(

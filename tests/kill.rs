@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::Mongo;
-use mongo2qdrant::pipeline::keys;
+use mongo2qdrant::point::keys;
 use mongo2qdrant::sink::{EdgeSink, scroll_all};
 use mongodb::bson::{Bson, Document};
 

@@ -11,22 +11,23 @@ use common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::embed::Embedder;
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::ids::point_id;
-use mongo2qdrant::pipeline::{self, Chunking, Job, RunReport, SyncOptions, keys};
-use mongo2qdrant::progress::Stats;
+use mongo2qdrant::pipeline::{self, Chunking, Job, SyncOptions};
+use mongo2qdrant::point::keys;
+use mongo2qdrant::report::{RunReport, Stats};
 use mongo2qdrant::sink::{Hit, Sink, StoredPoint};
 use mongodb::bson::{Bson, Document, doc};
 use uuid::Uuid;
 
 /// One job: `coll` rendered through `template` into the named vector `vector` of `target`.
 async fn job(m: &Mongo, coll: &str, target: &str, template: &str, vector: &str) -> Job {
-    let source = common::source_args(m, "nv", &[coll]);
-    let mut jobs = mongo2qdrant::config::jobs(&source, Some(target), template, &[])
+    common::sync_of(m, "nv", &[coll])
+        .target(Some(target))
+        .template(template)
+        .payload(&[vector])
+        .vector(Some(vector))
+        .jobs()
         .await
-        .unwrap();
-    let mut j = jobs.remove(0);
-    j.vector_name = Some(vector.to_owned());
-    j.payload_fields = vec![vector.to_owned()];
-    j
+        .remove(0)
 }
 
 async fn run<S: Sink>(

@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{Mongo, movie_docs, options, unique};
-use mongo2qdrant::checkpoint::{CHECKPOINT_COLLECTION, CheckpointStore};
 use mongo2qdrant::ids::point_id;
-use mongo2qdrant::pipeline::{Chunking, RunReport, SyncOptions, keys};
+use mongo2qdrant::pipeline::{Chunking, SyncOptions};
+use mongo2qdrant::point::keys;
+use mongo2qdrant::report::RunReport;
 use mongo2qdrant::sink::{Point, Sink, StoredPoint, scroll_all};
+use mongo2qdrant::state::{RECORDS_COLLECTION, StateStore};
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -36,14 +38,14 @@ async fn run_into<S: Sink>(
     vector: Option<&str>,
     opts: SyncOptions,
 ) -> RunReport {
-    let source = common::source_args(m, db, &[coll]);
-    let mut jobs = mongo2qdrant::config::jobs(&source, None, template, &["title".into()])
+    common::sync_of(m, db, &[coll])
+        .template(template)
+        .payload(&["title"])
+        .vector(vector)
+        .opts(opts)
+        .run(sink)
         .await
-        .unwrap();
-    for j in &mut jobs {
-        j.vector_name = vector.map(str::to_owned);
-    }
-    common::sync_jobs(sink, jobs, opts).await.unwrap()
+        .unwrap()
 }
 
 fn ids_of(points: &[StoredPoint]) -> BTreeSet<Uuid> {
@@ -258,7 +260,7 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
 async fn snapshot<S: Sink>(sink: &S, c: &str) -> (Vec<StoredPoint>, Vec<StoredPoint>) {
     (
         scroll_all(sink, c, None).await.unwrap(),
-        scroll_all(sink, CHECKPOINT_COLLECTION, None).await.unwrap(),
+        scroll_all(sink, RECORDS_COLLECTION, None).await.unwrap(),
     )
 }
 
@@ -307,10 +309,10 @@ async fn dry_run_writes_nothing<S: Sink>(sink: Arc<S>) {
     let r = run(&sink, &m, "d", &fresh, T, o).await;
     assert_eq!(r.counts.embedded, 3);
     assert!(!sink.exists(&fresh).await.unwrap());
-    let store = CheckpointStore::open(sink.as_ref(), false).await.unwrap();
+    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
     assert!(
         store
-            .load(&fresh, &format!("d.{fresh}"), None)
+            .checkpoint(&fresh, &format!("d.{fresh}"), None)
             .await
             .unwrap()
             .is_none()

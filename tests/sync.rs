@@ -6,10 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Mongo, movie_docs, options, unique};
-use mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION;
-use mongo2qdrant::config;
-use mongo2qdrant::pipeline::{self, RunReport, keys};
+use common::{Mongo, movie_docs, unique};
+use mongo2qdrant::pipeline;
+use mongo2qdrant::point::keys;
+use mongo2qdrant::report::RunReport;
 use mongo2qdrant::sink::{Point, Sink, SinkError, VectorSpec, scroll_all};
 use mongodb::bson::{Binary, Bson, Document, doc, oid::ObjectId, spec::BinarySubtype};
 
@@ -22,15 +22,12 @@ async fn sync<S: Sink>(
     colls: &[&str],
     target: Option<&str>,
 ) -> Result<RunReport, pipeline::PipelineError> {
-    let jobs = config::jobs(
-        &common::source_args(m, db, colls),
-        target,
-        TEMPLATE,
-        &["title".into(), "year".into()],
-    )
-    .await
-    .unwrap();
-    common::sync_jobs(sink, jobs, options()).await
+    common::sync_of(m, db, colls)
+        .target(target)
+        .template(TEMPLATE)
+        .payload(&["title", "year"])
+        .run(sink)
+        .await
 }
 
 // ---------------------------------------------------------------- the suite, per target
@@ -161,9 +158,14 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
         name: None,
         dimension: 3,
     };
-    sink.ensure_collection(&c, &spec, mongo2qdrant::sink::Ensure::Create)
-        .await
-        .unwrap();
+    mongo2qdrant::sink::ensure_collection(
+        sink.as_ref(),
+        &c,
+        &spec,
+        mongo2qdrant::sink::Ensure::Create,
+    )
+    .await
+    .unwrap();
     let marker = uuid::Uuid::new_v4();
     sink.upsert(
         &c,
@@ -192,9 +194,14 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     // untouched
     assert_eq!(sink.count(&c).await.unwrap(), 1);
     assert_eq!(sink.retrieve(&c, &[marker], false).await.unwrap().len(), 1);
-    sink.ensure_collection(&c, &spec, mongo2qdrant::sink::Ensure::Create)
-        .await
-        .unwrap();
+    mongo2qdrant::sink::ensure_collection(
+        sink.as_ref(),
+        &c,
+        &spec,
+        mongo2qdrant::sink::Ensure::Create,
+    )
+    .await
+    .unwrap();
 }
 
 async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
@@ -203,11 +210,11 @@ async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
     m.insert("cp", &c, movie_docs(10, |i| Bson::Int32(i as i32)))
         .await;
     sync(&sink, &m, "cp", &[&c], None).await.unwrap();
-    let store = mongo2qdrant::checkpoint::CheckpointStore::open(sink.as_ref(), false)
+    let store = mongo2qdrant::state::StateStore::open(sink.as_ref(), false)
         .await
         .unwrap();
     let cp = store
-        .load(&c, &format!("cp.{c}"), None)
+        .checkpoint(&c, &format!("cp.{c}"), None)
         .await
         .unwrap()
         .unwrap();
@@ -215,7 +222,11 @@ async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
     assert_eq!(cp.last_id, Some(serde_json::json!({"$numberInt": "9"})));
     assert_eq!(cp.counts.embedded, 10);
     assert_eq!(cp.dimension, 384);
-    assert!(sink.exists(CHECKPOINT_COLLECTION).await.unwrap());
+    assert!(
+        sink.exists(mongo2qdrant::state::RECORDS_COLLECTION)
+            .await
+            .unwrap()
+    );
 }
 
 both_targets!(

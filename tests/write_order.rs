@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{Mongo, movie_docs, options, unique};
-use mongo2qdrant::pipeline::{self, Chunking, Job, RunReport, SyncOptions};
+use mongo2qdrant::pipeline::{self, Chunking, Job, SyncOptions};
+use mongo2qdrant::report::RunReport;
 use mongo2qdrant::sink::{
-    EdgeSink, Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec,
+    EdgeSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
 };
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
@@ -59,19 +60,23 @@ impl Sink for FailOnce {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    async fn ensure_collection(
-        &self,
-        c: &str,
-        v: &VectorSpec,
-        mode: Ensure,
-    ) -> Result<(), SinkError> {
-        self.inner.ensure_collection(c, v, mode).await
+    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
+        self.inner.shape(c).await
+    }
+    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+        self.inner.create_collection(c, v).await
+    }
+    async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
+        self.inner.add_vector(c, n, d).await
+    }
+    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
+        self.inner.drop_collection(c).await
     }
     async fn exists(&self, c: &str) -> Result<bool, SinkError> {
         self.inner.exists(c).await
     }
     async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
-        if c != mongo2qdrant::checkpoint::CHECKPOINT_COLLECTION {
+        if c != mongo2qdrant::state::RECORDS_COLLECTION {
             self.trip(Op::Upsert, c)?;
         }
         self.inner.upsert(c, n, p).await
@@ -142,12 +147,11 @@ impl Sink for FailOnce {
 }
 
 async fn jobs(m: &Mongo, c: &str, template: &str, vector: Option<&str>) -> Vec<Job> {
-    let source = common::source_args(m, "wo", &[c]);
-    let mut jobs = mongo2qdrant::config::jobs(&source, None, template, &[])
+    common::sync_of(m, "wo", &[c])
+        .template(template)
+        .vector(vector)
+        .jobs()
         .await
-        .unwrap();
-    jobs[0].vector_name = vector.map(str::to_owned);
-    jobs
 }
 
 async fn run<S: Sink>(

@@ -16,7 +16,9 @@ use qdrant_edge::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{
+    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+};
 
 /// A directory of embedded Qdrant collections.
 pub struct EdgeSink {
@@ -90,10 +92,6 @@ fn vector_key(name: Option<&str>) -> String {
     name.unwrap_or("").to_owned()
 }
 
-fn describe_params(p: &EdgeVectorParams) -> String {
-    format!("dimension {} and {:?} distance", p.size, p.distance)
-}
-
 fn uuid_of(id: PointId) -> Option<Uuid> {
     match id {
         PointId::Uuid(u) => Some(u),
@@ -134,82 +132,75 @@ impl Sink for EdgeSink {
         format!("embedded Qdrant at {}", self.root.display())
     }
 
-    async fn ensure_collection(
+    async fn shape(&self, collection: &str) -> Result<Option<Shape>, SinkError> {
+        if !self.dir(collection).join("edge_config.json").is_file() {
+            return Ok(None);
+        }
+        let shard = self.shard(collection)?;
+        let config = shard.config();
+        let params = |p: &EdgeVectorParams| VectorParams {
+            dimension: p.size,
+            distance: format!("{:?}", p.distance),
+        };
+        Ok(Some(match config.vectors.get("") {
+            Some(p) if config.vectors.len() == 1 => Shape::Unnamed(params(p)),
+            _ => Shape::Named(
+                config
+                    .vectors
+                    .iter()
+                    .map(|(k, p)| (k.clone(), params(p)))
+                    .collect(),
+            ),
+        }))
+    }
+
+    async fn create_collection(
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        mode: Ensure,
     ) -> Result<(), SinkError> {
         let wanted = EdgeVectorParams::builder(vectors.dimension, Distance::Cosine).build();
-        let key = vector_key(vectors.name.as_deref());
-        let dir = self.dir(collection);
-        if dir.join("edge_config.json").is_file() {
-            let shard = self.shard(collection)?;
-            // (The config guard must be gone before an update, which writes the config.)
-            let (found, named) = {
-                let config = shard.config();
-                let vectors = &config.vectors;
-                (
-                    vectors.get(&key).cloned(),
-                    !vectors.is_empty() && !vectors.contains_key(""),
-                )
-            };
-            let ok = found
-                .as_ref()
-                .is_some_and(|f| f.size == wanted.size && f.distance == wanted.distance);
-            if ok {
-                return Ok(());
-            }
-            // A collection of named vectors takes another name; the unnamed vector stays alone.
-            if found.is_none() && named && !key.is_empty() {
-                if mode == Ensure::Check {
-                    return Ok(());
-                }
-                let op = CreateVectorName {
-                    vector_name: key.clone(),
-                    config: VectorNameConfig::dense(DenseVectorConfig {
-                        size: vectors.dimension,
-                        distance: Distance::Cosine,
-                        multivector_config: None,
-                        datatype: None,
-                    }),
-                };
-                return self
-                    .apply(
-                        collection,
-                        UpdateOperation::VectorNameOperation(
-                            VectorNameOperations::CreateVectorName(op),
-                        ),
-                    )
-                    .await;
-            }
-            if mode != Ensure::Recreate {
-                return Err(SinkError::Incompatible {
-                    collection: collection.to_owned(),
-                    found: match found {
-                        Some(f) => describe_params(&f),
-                        None if key.is_empty() => "named vectors (pass --vector-name)".into(),
-                        None => "one unnamed vector (drop --vector-name)".into(),
-                    },
-                    wanted: describe_params(&wanted),
-                });
-            }
-            self.shards
-                .lock()
-                .expect("shard map poisoned")
-                .remove(collection);
-            drop(shard);
-            std::fs::remove_dir_all(&dir).map_err(|e| self.store_err(collection, e))?;
-        } else if mode == Ensure::Check {
-            return Ok(());
-        }
-        let config = EdgeConfig::builder().vector(key, wanted).build();
-        let shard = EdgeShard::new(&dir, config).map_err(|e| self.store_err(collection, e))?;
+        let config = EdgeConfig::builder()
+            .vector(vector_key(vectors.name.as_deref()), wanted)
+            .build();
+        let shard = EdgeShard::new(&self.dir(collection), config)
+            .map_err(|e| self.store_err(collection, e))?;
         self.shards
             .lock()
             .expect("shard map poisoned")
             .insert(collection.to_owned(), Arc::new(shard));
         Ok(())
+    }
+
+    async fn add_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        dimension: usize,
+    ) -> Result<(), SinkError> {
+        let op = CreateVectorName {
+            vector_name: name.to_owned(),
+            config: VectorNameConfig::dense(DenseVectorConfig {
+                size: dimension,
+                distance: Distance::Cosine,
+                multivector_config: None,
+                datatype: None,
+            }),
+        };
+        self.apply(
+            collection,
+            UpdateOperation::VectorNameOperation(VectorNameOperations::CreateVectorName(op)),
+        )
+        .await
+    }
+
+    async fn drop_collection(&self, collection: &str) -> Result<(), SinkError> {
+        // The open shard must be gone before its files are.
+        self.shards
+            .lock()
+            .expect("shard map poisoned")
+            .remove(collection);
+        std::fs::remove_dir_all(self.dir(collection)).map_err(|e| self.store_err(collection, e))
     }
 
     async fn exists(&self, collection: &str) -> Result<bool, SinkError> {

@@ -17,7 +17,9 @@ use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Ensure, Hit, MatchFilter, Point, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{
+    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+};
 
 /// A Qdrant server.
 pub struct GrpcSink {
@@ -115,84 +117,42 @@ impl Sink for GrpcSink {
         true
     }
 
-    async fn ensure_collection(
+    async fn shape(&self, collection: &str) -> Result<Option<Shape>, SinkError> {
+        if !self.exists(collection).await? {
+            return Ok(None);
+        }
+        let info = self
+            .client
+            .collection_info(collection)
+            .await
+            .map_err(|e| request_err("collection_info", collection, e))?;
+        let config = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        let params = |p: &qdrant_client::qdrant::VectorParams| VectorParams {
+            dimension: p.size as usize,
+            distance: format!(
+                "{:?}",
+                Distance::try_from(p.distance).unwrap_or(Distance::UnknownDistance)
+            ),
+        };
+        Ok(Some(match config {
+            Some(Config::Params(p)) => Shape::Unnamed(params(&p)),
+            Some(Config::ParamsMap(m)) => {
+                Shape::Named(m.map.iter().map(|(k, p)| (k.clone(), params(p))).collect())
+            }
+            None => Shape::Named(Default::default()),
+        }))
+    }
+
+    async fn create_collection(
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        mode: Ensure,
     ) -> Result<(), SinkError> {
-        let wanted = format!("dimension {} and Cosine distance", vectors.dimension);
-        if self.exists(collection).await? {
-            let info = self
-                .client
-                .collection_info(collection)
-                .await
-                .map_err(|e| request_err("collection_info", collection, e))?;
-            let config = info
-                .result
-                .and_then(|r| r.config)
-                .and_then(|c| c.params)
-                .and_then(|p| p.vectors_config)
-                .and_then(|v| v.config);
-            let params = match (&config, &vectors.name) {
-                (Some(Config::Params(p)), None) => Some(*p),
-                (Some(Config::ParamsMap(m)), Some(name)) => m.map.get(name).cloned(),
-                _ => None,
-            };
-            let found = match &params {
-                Some(p) => format!(
-                    "dimension {} and {:?} distance",
-                    p.size,
-                    Distance::try_from(p.distance).unwrap_or(Distance::UnknownDistance)
-                ),
-                None => match &vectors.name {
-                    Some(_) => "one unnamed vector (drop --vector-name)".into(),
-                    None => "named vectors (pass --vector-name)".into(),
-                },
-            };
-            let ok = params.is_some_and(|p| {
-                p.size == vectors.dimension as u64 && p.distance == Distance::Cosine as i32
-            });
-            if ok {
-                return Ok(());
-            }
-            // A collection of named vectors takes another name (Qdrant >= 1.18).
-            if let (Some(Config::ParamsMap(_)), None, Some(name)) =
-                (&config, &params, &vectors.name)
-            {
-                if mode == Ensure::Check {
-                    return Ok(());
-                }
-                self.client
-                    .create_vector_name(
-                        CreateVectorNameRequestBuilder::new(
-                            collection,
-                            name.clone(),
-                            DenseVectorCreationConfigBuilder::new(
-                                vectors.dimension as u64,
-                                Distance::Cosine,
-                            ),
-                        )
-                        .wait(true),
-                    )
-                    .await
-                    .map_err(|e| request_err("create_vector_name", collection, e))?;
-                return Ok(());
-            }
-            if mode != Ensure::Recreate {
-                return Err(SinkError::Incompatible {
-                    collection: collection.to_owned(),
-                    found,
-                    wanted,
-                });
-            }
-            self.client
-                .delete_collection(collection)
-                .await
-                .map_err(|e| request_err("delete_collection", collection, e))?;
-        } else if mode == Ensure::Check {
-            return Ok(());
-        }
         let params = VectorParamsBuilder::new(vectors.dimension as u64, Distance::Cosine);
         let config: VectorsConfig = match &vectors.name {
             None => params.into(),
@@ -206,6 +166,35 @@ impl Sink for GrpcSink {
             .create_collection(CreateCollectionBuilder::new(collection).vectors_config(config))
             .await
             .map_err(|e| request_err("create_collection", collection, e))?;
+        Ok(())
+    }
+
+    async fn add_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        dimension: usize,
+    ) -> Result<(), SinkError> {
+        // Qdrant >= 1.18.
+        self.client
+            .create_vector_name(
+                CreateVectorNameRequestBuilder::new(
+                    collection,
+                    name.to_owned(),
+                    DenseVectorCreationConfigBuilder::new(dimension as u64, Distance::Cosine),
+                )
+                .wait(true),
+            )
+            .await
+            .map_err(|e| request_err("create_vector_name", collection, e))?;
+        Ok(())
+    }
+
+    async fn drop_collection(&self, collection: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_collection(collection)
+            .await
+            .map_err(|e| request_err("delete_collection", collection, e))?;
         Ok(())
     }
 

@@ -1,9 +1,13 @@
 //! Sinks: where points go. [`Sink`] is implemented by the embedded Qdrant engine
 //! ([`EdgeSink`], qdrant-edge, a directory per collection) and by a Qdrant server over gRPC
-//! ([`GrpcSink`]). Every write returns only once the target has acknowledged it.
+//! ([`GrpcSink`]), chosen once as a [`Target`]; [`Retrying`] applies the retry policy around
+//! every call. Every write returns only once the target has acknowledged it.
 
 pub mod edge;
+pub mod fit;
 pub mod grpc;
+mod retrying;
+mod target;
 
 use std::future::Future;
 
@@ -11,7 +15,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use edge::EdgeSink;
+pub use fit::{Ensure, ensure_collection};
 pub use grpc::GrpcSink;
+pub use retrying::Retrying;
+pub use target::{Target, TargetKind};
 
 /// A point to write.
 #[derive(Debug, Clone)]
@@ -47,17 +54,6 @@ pub struct VectorSpec {
     pub dimension: usize,
 }
 
-/// What [`Sink::ensure_collection`] may do to make a collection fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ensure {
-    /// Create the collection, or add the named vector; refuse an incompatible collection.
-    Create,
-    /// As `Create`, but drop an incompatible collection (all of its vectors) and create it anew.
-    Recreate,
-    /// Write nothing; only refuse an incompatible collection (dry runs).
-    Check,
-}
-
 /// Errors at the target. Each names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -84,9 +80,9 @@ pub enum SinkError {
     Store { path: String, reason: String },
 }
 
-impl SinkError {
+impl crate::retry::Transient for SinkError {
     /// Whether a retry may succeed (server unavailable, timeouts).
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             SinkError::Request { transient, .. } => *transient,
             SinkError::Connect { .. } => true,
@@ -102,7 +98,23 @@ pub struct MatchFilter {
     pub value: String,
 }
 
-/// A Qdrant-like target.
+/// What an existing collection holds: one unnamed vector, or named ones.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    Unnamed(VectorParams),
+    Named(std::collections::BTreeMap<String, VectorParams>),
+}
+
+/// Size and distance of one stored vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorParams {
+    pub dimension: usize,
+    /// As Qdrant names it (`Cosine`, `Dot`, ...).
+    pub distance: String,
+}
+
+/// A Qdrant-like target: the primitives each backend supplies. Decisions built on them (which
+/// collection fits, the write protocol) live once, beside the trait ([`fit`], [`crate::writer`]).
 pub trait Sink: Send + Sync + 'static {
     /// Human-readable target (path or URL) for logs.
     fn describe(&self) -> String;
@@ -113,15 +125,31 @@ pub trait Sink: Send + Sync + 'static {
         false
     }
 
-    /// Create `collection` for `vectors` with cosine distance, or check that the existing one
-    /// matches; a named vector that an existing collection of named vectors lacks is added to
-    /// it. An incompatible collection is refused and left untouched, except under
-    /// [`Ensure::Recreate`].
-    fn ensure_collection(
+    /// The vectors of `collection`, or `None` when it does not exist.
+    fn shape(
+        &self,
+        collection: &str,
+    ) -> impl Future<Output = Result<Option<Shape>, SinkError>> + Send;
+
+    /// Create `collection` for `vectors` with cosine distance.
+    fn create_collection(
         &self,
         collection: &str,
         vectors: &VectorSpec,
-        mode: Ensure,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Add the named vector `name` (cosine, `dimension`) to a collection of named vectors.
+    fn add_vector(
+        &self,
+        collection: &str,
+        name: &str,
+        dimension: usize,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Drop `collection` with all its points.
+    fn drop_collection(
+        &self,
+        collection: &str,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Whether `collection` exists.
@@ -206,7 +234,7 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// Every point of `collection` matching `filter`, page by page.
-pub async fn scroll_all<S: Sink>(
+pub async fn scroll_all<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
     filter: Option<&MatchFilter>,

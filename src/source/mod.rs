@@ -83,9 +83,9 @@ pub enum SourceError {
     Closed,
 }
 
-impl SourceError {
+impl crate::retry::Transient for SourceError {
     /// Transient errors (network, server selection) are worth a retry.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             SourceError::Query { source, .. } => {
                 use mongodb::error::ErrorKind;
@@ -129,6 +129,17 @@ pub fn id_text(id: &Bson) -> String {
     id.clone().into_relaxed_extjson().to_string()
 }
 
+/// The end of a [`Source::spawn_reader`] task: `Ok` when it read to the end or its receiver
+/// stopped early, the source's error otherwise.
+pub async fn finished(
+    task: tokio::task::JoinHandle<Result<u64, SourceError>>,
+) -> Result<(), SourceError> {
+    match task.await.expect("reader task panicked") {
+        Ok(_) | Err(SourceError::Closed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A source of documents.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -156,6 +167,25 @@ impl Source {
             Source::Mongo(s) => s.estimated_count().await,
             Source::File(_) => None,
         }
+    }
+
+    /// Read the whole source from the start in a task of its own, into a bounded channel of
+    /// `capacity`. The task ends with `Err(SourceError::Closed)` when the receiver is dropped
+    /// early; [`finished`] says whether it ended well.
+    pub fn spawn_reader(
+        &self,
+        capacity: usize,
+    ) -> (
+        mpsc::Receiver<SourceItem>,
+        tokio::task::JoinHandle<Result<u64, SourceError>>,
+    ) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let source = self.clone();
+        let task = tokio::spawn(async move {
+            let mut last = None;
+            source.stream(None, &tx, &mut last).await
+        });
+        (rx, task)
     }
 
     /// Stream every document (after `after`, where resumable) into `tx`; returns how many

@@ -154,36 +154,29 @@ impl Drop for Mongo {
     }
 }
 
-/// The shared movie data set (`../shared/data/movies`), or `None` when it is not there.
-pub fn movies_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("M2Q_MOVIES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data/movies"));
-    d.join("movies-2020s.json").exists().then_some(d)
-}
+/// The movie extracts the suites use: a subset kept in the repository, so that a clone alone
+/// passes its tests (`tests/data/movies/`, MIT, with its license).
+pub const MOVIES: &str = "tests/data/movies/movies-2020s-first300.json";
 
-/// `n` movie documents (title, year, extract...) from the shared data, without `_id`.
+/// The first `n` movie documents (title, year, extract...), without `_id`; at most 300.
 pub fn movies(n: usize) -> Vec<Document> {
-    let dir = movies_dir().expect("../shared/data/movies is missing");
-    let mut out = Vec::new();
-    for f in [
-        "movies-2020s.json",
-        "movies-2010s.json",
-        "movies-2000s.json",
-        "movies-1990s.json",
-    ] {
+    static ALL: OnceLock<Vec<Document>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
         let v: Vec<serde_json::Value> =
-            serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap();
-        for m in v {
-            if out.len() == n {
-                return out;
-            }
-            if let Ok(mongodb::bson::Bson::Document(d)) = mongodb::bson::Bson::try_from(m) {
-                out.push(d);
-            }
-        }
-    }
-    out
+            serde_json::from_slice(&std::fs::read(repo().join(MOVIES)).unwrap()).unwrap();
+        v.into_iter()
+            .map(|m| match mongodb::bson::Bson::try_from(m) {
+                Ok(mongodb::bson::Bson::Document(d)) => d,
+                other => panic!("{MOVIES}: not a document: {other:?}"),
+            })
+            .collect()
+    });
+    assert!(
+        n <= all.len(),
+        "{MOVIES} holds {} movies, {n} asked",
+        all.len()
+    );
+    all[..n].to_vec()
 }
 
 pub fn path_str(p: &Path) -> String {
@@ -195,9 +188,84 @@ pub async fn sync_jobs<S: mongo2qdrant::sink::Sink>(
     sink: &Arc<S>,
     jobs: Vec<mongo2qdrant::pipeline::Job>,
     opts: SyncOptions,
-) -> Result<mongo2qdrant::pipeline::RunReport, mongo2qdrant::pipeline::PipelineError> {
-    let stats = Arc::new(mongo2qdrant::progress::Stats::default());
+) -> Result<mongo2qdrant::report::RunReport, mongo2qdrant::pipeline::PipelineError> {
+    let stats = Arc::new(mongo2qdrant::report::Stats::default());
     mongo2qdrant::pipeline::sync(sink.clone(), worker(), jobs, opts, stats).await
+}
+
+/// A sync of collections of one database into a target, built up step by step: the one way
+/// the suites describe a run (`sync_of(&m, "db", &["films"]).template(T).run(&sink)`).
+pub struct SyncOf<'a> {
+    m: &'a Mongo,
+    db: String,
+    colls: Vec<String>,
+    target: Option<String>,
+    template: String,
+    payload: Vec<String>,
+    vector: Option<String>,
+    opts: SyncOptions,
+}
+
+/// A sync of `colls` of `db` on `m`: template `{text}`, no payload, [`options`].
+pub fn sync_of<'a>(m: &'a Mongo, db: &str, colls: &[&str]) -> SyncOf<'a> {
+    SyncOf {
+        m,
+        db: db.to_owned(),
+        colls: colls.iter().map(|c| c.to_string()).collect(),
+        target: None,
+        template: "{text}".into(),
+        payload: Vec::new(),
+        vector: None,
+        opts: options(),
+    }
+}
+
+impl SyncOf<'_> {
+    pub fn template(mut self, t: &str) -> Self {
+        self.template = t.to_owned();
+        self
+    }
+    pub fn payload(mut self, fields: &[&str]) -> Self {
+        self.payload = fields.iter().map(|f| f.to_string()).collect();
+        self
+    }
+    /// Target collection (default: the source collection's name).
+    pub fn target(mut self, t: Option<&str>) -> Self {
+        self.target = t.map(str::to_owned);
+        self
+    }
+    /// The named vector written (`None`: the unnamed one).
+    pub fn vector(mut self, v: Option<&str>) -> Self {
+        self.vector = v.map(str::to_owned);
+        self
+    }
+    pub fn opts(mut self, o: SyncOptions) -> Self {
+        self.opts = o;
+        self
+    }
+    /// The jobs this sync runs.
+    pub async fn jobs(&self) -> Vec<mongo2qdrant::pipeline::Job> {
+        let colls: Vec<&str> = self.colls.iter().map(String::as_str).collect();
+        let mut jobs = mongo2qdrant::config::jobs(
+            &source_args(self.m, &self.db, &colls),
+            self.target.as_deref(),
+            &self.template,
+            &self.payload,
+        )
+        .await
+        .unwrap();
+        for j in &mut jobs {
+            j.vector_name = self.vector.clone();
+        }
+        jobs
+    }
+    /// Run it into `sink`.
+    pub async fn run<S: mongo2qdrant::sink::Sink>(
+        &self,
+        sink: &Arc<S>,
+    ) -> Result<mongo2qdrant::report::RunReport, mongo2qdrant::pipeline::PipelineError> {
+        sync_jobs(sink, self.jobs().await, self.opts.clone()).await
+    }
 }
 
 /// Sync options for tests: small units, no stop requested.
@@ -333,7 +401,7 @@ pub async fn edge_snapshot(store: &Path, collection: &str) -> Vec<(uuid::Uuid, S
         .map(|p| {
             (
                 p.id,
-                p.payload[mongo2qdrant::pipeline::keys::HASH]
+                p.payload[mongo2qdrant::point::keys::HASH]
                     .as_str()
                     .unwrap()
                     .to_owned(),

@@ -1,17 +1,18 @@
 //! One writer at a time. The embedded store is locked as a whole with an OS file lock (released
 //! by the kernel when the holder dies, however it dies). On a Qdrant server each (target,
-//! namespace) gets a lease record next to its checkpoint, renewed while the run lives and
-//! expiring when its holder stops renewing it.
+//! namespace) gets a lease record next to its checkpoint, renewed while the run lives
+//! ([`Renewer`]) and expiring when its holder stops renewing it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::sync::Arc;
 
-use crate::checkpoint::CheckpointStore;
+use serde::{Deserialize, Serialize};
+
+use super::{Record, StateStore, now_rfc3339};
 use crate::ids::named_uuid;
 use crate::sink::{Sink, SinkError};
 
@@ -33,7 +34,7 @@ impl Holder {
             run_id: run_id.to_owned(),
             host: hostname(),
             pid: std::process::id(),
-            since: crate::pipeline::now_rfc3339(),
+            since: now_rfc3339(),
             expires_at: 0,
         }
     }
@@ -123,6 +124,15 @@ pub fn lock_store(root: &Path, run_id: &str) -> Result<StoreLock, LockError> {
     Ok(StoreLock { _file: file, path })
 }
 
+/// A lease record: who holds (target, namespace).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub target: String,
+    pub namespace: String,
+    #[serde(flatten)]
+    pub holder: Holder,
+}
+
 /// How long a server-side lease lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
@@ -131,43 +141,40 @@ pub fn lease_id(target: &str, namespace: &str) -> uuid::Uuid {
     named_uuid("mongo2qdrant lease v1", &[target, namespace])
 }
 
-/// Read the lease of `namespace` into `target`, if any.
-pub async fn read_lease<S: Sink>(
-    store: &CheckpointStore<'_, S>,
+/// Read the lease of `namespace` into `target`, if any (a record that does not parse counts
+/// as none).
+pub async fn read_lease<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
 ) -> Result<Option<Holder>, SinkError> {
-    Ok(store
-        .get_raw(lease_id(target, namespace))
-        .await?
-        .and_then(|mut m| {
-            m.remove("kind");
-            m.remove("target");
-            m.remove("namespace");
-            serde_json::from_value(Value::Object(m)).ok()
-        }))
+    Ok(match store.get(lease_id(target, namespace)).await? {
+        Some(Ok(Record::Lease(l))) => Some(l.holder),
+        _ => None,
+    })
 }
 
-async fn write_lease<S: Sink>(
-    store: &CheckpointStore<'_, S>,
+async fn write_lease<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
 ) -> Result<(), SinkError> {
-    let Value::Object(mut m) = serde_json::to_value(holder).expect("holder serialises") else {
-        unreachable!()
+    let lease = Lease {
+        target: target.to_owned(),
+        namespace: namespace.to_owned(),
+        holder: holder.clone(),
     };
-    m.insert("kind".into(), "lease".into());
-    m.insert("target".into(), target.into());
-    m.insert("namespace".into(), namespace.into());
-    store.put_raw(lease_id(target, namespace), m).await
+    store
+        .put(lease_id(target, namespace), &Record::Lease(lease))
+        .await
 }
 
 /// Take the lease of `namespace` into `target` for `holder`, unless a live lease of another
 /// run exists. Writes, waits a moment and reads back, so that of two runs racing for it only
 /// the last writer proceeds.
-pub async fn acquire<S: Sink>(
-    store: &CheckpointStore<'_, S>,
+pub async fn acquire<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
@@ -191,8 +198,8 @@ pub async fn acquire<S: Sink>(
 }
 
 /// Extend the lease by [`LEASE_TTL`].
-pub async fn renew<S: Sink>(
-    store: &CheckpointStore<'_, S>,
+pub async fn renew<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
@@ -203,8 +210,8 @@ pub async fn renew<S: Sink>(
 }
 
 /// Give the lease up (it expires at once).
-pub async fn release<S: Sink>(
-    store: &CheckpointStore<'_, S>,
+pub async fn release<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
@@ -219,14 +226,33 @@ pub async fn release<S: Sink>(
     Ok(())
 }
 
-/// Every lease record in the store (for `status`).
-pub fn parse_lease(m: &Map<String, Value>) -> Option<(String, String, Holder)> {
-    let mut m = m.clone();
-    let target = m.remove("target")?.as_str()?.to_owned();
-    let namespace = m.remove("namespace")?.as_str()?.to_owned();
-    m.remove("kind");
-    let h = serde_json::from_value(Value::Object(m)).ok()?;
-    Some((target, namespace, h))
+/// Renews a server-side lease in the background while a namespace syncs; stops when dropped.
+pub struct Renewer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Renewer {
+    pub fn start<S: Sink>(sink: Arc<S>, target: String, namespace: String, holder: Holder) -> Self {
+        let task = tokio::spawn(async move {
+            let every = LEASE_TTL / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let Ok(store) = StateStore::open(sink.as_ref(), false).await else {
+                    continue;
+                };
+                if let Err(e) = renew(&store, &target, &namespace, &holder).await {
+                    tracing::warn!("renewing the lease of {namespace} failed: {e}");
+                }
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! `status`: each namespace's checkpoint, the leases and the last run's report, from the typed
+//! records of the records collection.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::open_target;
+use crate::cli::StatusArgs;
+use crate::point::route;
+use crate::report::RunReport;
+use crate::sink::{Sink, TargetKind};
+use crate::state::{Checkpoint, Lease, LockError, Record, StateStore, lock_store};
+
+/// What `status` shows (and prints as JSON with `--json`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Status {
+    /// A run holds the embedded store: who, without touching its files.
+    Locked {
+        store: String,
+        locked_by: String,
+        note: &'static str,
+    },
+    Records {
+        target: String,
+        checkpoints: Vec<Checkpoint>,
+        leases: Vec<Lease>,
+        last_run: Option<Box<RunReport>>,
+    },
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let kind = args.target.kind();
+    let status = match &kind {
+        TargetKind::Embedded { path } => match lock_store(path, "status") {
+            Ok(_lock) => records(&kind).await?,
+            Err(LockError::Held { holder, .. }) => Status::Locked {
+                store: path.display().to_string(),
+                locked_by: holder,
+                note: "a run is writing this store; checkpoints are shown when it ends",
+            },
+            Err(e) => return Err(e.into()),
+        },
+        TargetKind::Grpc { .. } => records(&kind).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
+    let target = open_target(kind)?;
+    let store = StateStore::open(target.as_ref(), false).await?;
+    let (mut checkpoints, mut leases, mut last_run) = (Vec::new(), Vec::new(), None);
+    for r in store.records().await? {
+        match r {
+            Record::Checkpoint(c) => checkpoints.push(c),
+            Record::Lease(l) => leases.push(l),
+            Record::Run { report } => last_run = Some(report),
+        }
+    }
+    Ok(Status::Records {
+        target: target.describe(),
+        checkpoints,
+        leases,
+        last_run,
+    })
+}
+
+fn print_status(s: &Status) {
+    let (target, checkpoints, leases, last_run) = match s {
+        Status::Locked {
+            store, locked_by, ..
+        } => {
+            println!("{store}: locked by {locked_by}");
+            return;
+        }
+        Status::Records {
+            target,
+            checkpoints,
+            leases,
+            last_run,
+        } => (target, checkpoints, leases, last_run),
+    };
+    println!("{target}");
+    if checkpoints.is_empty() {
+        println!("  no checkpoints yet (nothing synced)");
+    }
+    for c in checkpoints {
+        let at = c
+            .last_id
+            .as_ref()
+            .map_or_else(|| "null".to_owned(), |v| v.to_string());
+        println!(
+            "  {}: {} at _id {at}, updated {}, run {}, model {}",
+            route(&c.namespace, &c.target, c.vector.as_deref()),
+            if c.complete {
+                "complete"
+            } else {
+                "in progress"
+            },
+            c.updated_at,
+            c.run_id,
+            c.model,
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for l in leases {
+        let h = &l.holder;
+        println!(
+            "  lease {} -> {}: {} by run {} (pid {} on {})",
+            l.namespace,
+            l.target,
+            if h.expires_at > now {
+                "held"
+            } else {
+                "expired"
+            },
+            h.run_id,
+            h.pid,
+            h.host,
+        );
+    }
+    match last_run {
+        None => println!("  no run recorded"),
+        Some(r) => println!(
+            "  last run {}: {} .. {}, read {}, embedded {}, unchanged {}, upserted {}, failed {}{}",
+            r.run_id,
+            r.started_at,
+            r.finished_at,
+            r.counts.read,
+            r.counts.embedded,
+            r.counts.skipped_unchanged,
+            r.counts.upserted,
+            r.counts.failed,
+            if r.interrupted { " (interrupted)" } else { "" },
+        ),
+    }
+}

@@ -1,0 +1,138 @@
+//! `sync`: read, embed what changed, write, checkpoint; print a summary, write the report
+//! (also when the run fails) and record it next to the checkpoints.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{exit, exit_code, install_signals, load_embedder, lock_target, open_target};
+use crate::cli::SyncArgs;
+use crate::config;
+use crate::embed::worker::EmbedWorker;
+use crate::pipeline::{self, Chunking, Job, RetryPolicy, SyncOptions};
+use crate::point::route;
+use crate::progress::{Progress, ProgressMode};
+use crate::report::{RunReport, RunStatus, Stats};
+use crate::sink::Target;
+use crate::state::{StateStore, now_rfc3339};
+
+pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let (jobs, target) = config::sync_plan(&args).await?;
+    let chunking = config::chunking(&args)?;
+    let stop = install_signals()?;
+    let opts = sync_options(&args, chunking, stop);
+    let run_id = opts.run_id.clone();
+    let started_at = now_rfc3339();
+    // Take the embedded store's lock before loading the model: a refused run costs nothing.
+    let lock = lock_target(&target.kind(), &run_id)?;
+    let embedder = load_embedder(&args.model).await?;
+    let worker = EmbedWorker::spawn(embedder, 2);
+    let stats = Arc::new(Stats::default());
+    let mode = if args.quiet {
+        ProgressMode::Off
+    } else {
+        ProgressMode::Auto
+    };
+    let progress = Progress::start(stats.clone(), mode);
+    let outcome = match open_target(&target.kind()) {
+        Ok(t) => finish_run(t, worker, jobs, opts, stats.clone()).await,
+        Err(e) => Err(e),
+    };
+    progress.finish().await;
+    drop(lock);
+    let report = match &outcome {
+        Ok(report) => {
+            print_summary(report);
+            report.clone()
+        }
+        Err(e) => RunReport {
+            run_id,
+            started_at,
+            finished_at: now_rfc3339(),
+            counts: stats.snapshot(),
+            status: RunStatus::Failed,
+            exit_status: exit_code(e),
+            error: Some(format!("{e:#}")),
+            ..RunReport::default()
+        },
+    };
+    if let Some(path) = &args.report_json {
+        super::write_json(path, "--report-json", &report)?;
+    }
+    outcome?;
+    Ok(ExitCode::from(report.exit_status))
+}
+
+/// Run the pipeline, then record the run's report next to the checkpoints (for `status`).
+async fn finish_run(
+    target: Arc<Target>,
+    worker: EmbedWorker,
+    jobs: Vec<Job>,
+    opts: SyncOptions,
+    stats: Arc<Stats>,
+) -> anyhow::Result<RunReport> {
+    let dry_run = opts.dry_run;
+    let mut report = pipeline::sync(target.clone(), worker, jobs, opts, stats).await?;
+    if report.interrupted {
+        report.exit_status = exit::INTERRUPTED;
+    }
+    if !dry_run {
+        let store = StateStore::open(target.as_ref(), true).await?;
+        store.save_run(&report).await?;
+    }
+    Ok(report)
+}
+
+/// The pipeline's settings from the flags.
+pub fn sync_options(
+    args: &SyncArgs,
+    chunking: Option<Chunking>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> SyncOptions {
+    SyncOptions {
+        batch_docs: args.batch_size.max(1),
+        fresh: args.fresh,
+        dry_run: args.dry_run,
+        prune: args.prune,
+        recreate: args.recreate,
+        chunking,
+        retry: RetryPolicy {
+            attempts: args.retries.max(1),
+            ..RetryPolicy::default()
+        },
+        ..SyncOptions::new(stop)
+    }
+}
+
+fn print_summary(r: &RunReport) {
+    let c = &r.counts;
+    let verb = if r.dry_run { "would embed" } else { "embedded" };
+    println!(
+        "{} documents read in {:.1}s: {verb} {}, unchanged {}, payload only {}, no text {}, upserted {} points, deleted {}, failed {}",
+        c.read,
+        r.seconds,
+        c.embedded,
+        c.skipped_unchanged,
+        c.payload_updated,
+        c.skipped_no_text,
+        c.upserted,
+        c.deleted,
+        c.failed
+    );
+    for ns in &r.namespaces {
+        println!(
+            "  {}: read {}, embedded {}, unchanged {}{}",
+            route(&ns.namespace, &ns.target, ns.vector.as_deref()),
+            ns.counts.read,
+            ns.counts.embedded,
+            ns.counts.skipped_unchanged,
+            if ns.complete {
+                ""
+            } else {
+                " (incomplete: rerun to resume)"
+            }
+        );
+    }
+    for f in &r.failures {
+        println!("  failed {} {}: {}", f.namespace, f.at, f.reason);
+    }
+}

@@ -1,0 +1,57 @@
+//! `verify`: compare source and target without writing; print the differences, exit 3 when
+//! there are any.
+
+use std::process::ExitCode;
+
+use super::{exit, load_embedder, lock_target, open_target};
+use crate::cli::SyncArgs;
+use crate::config;
+use crate::point::route;
+use crate::verify::VerifyReport;
+
+pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let (jobs, target) = config::sync_plan(&args).await?;
+    let chunking = config::chunking(&args)?;
+    let embedder = load_embedder(&args.model).await?;
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let opts = super::sync::sync_options(&args, chunking, stop);
+    let _lock = lock_target(&target.kind(), &opts.run_id)?;
+    let sink = open_target(&target.kind())?;
+    let report = crate::verify::verify(sink, embedder, jobs, &opts).await?;
+    print_report(&report);
+    if let Some(path) = &args.report_json {
+        super::write_json(path, "--report-json", &report)?;
+    }
+    Ok(if report.in_sync {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::DRIFT)
+    })
+}
+
+fn print_report(report: &VerifyReport) {
+    for ns in &report.namespaces {
+        println!(
+            "{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
+            route(&ns.namespace, &ns.target, ns.vector.as_deref()),
+            ns.documents,
+            ns.expected_points,
+            ns.points,
+            ns.missing,
+            ns.stale,
+            ns.orphaned,
+            ns.duplicates,
+            if ns.in_sync() { " (in sync)" } else { "" }
+        );
+        for (kind, list) in [
+            ("missing", &ns.missing_ids),
+            ("stale", &ns.stale_ids),
+            ("orphaned", &ns.orphaned_ids),
+            ("duplicate", &ns.duplicate_ids),
+        ] {
+            for d in list {
+                println!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Wiring of one sync run. Per source namespace, concurrently:
+//!
+//! ```text
+//! read (cursor by _id) -> [bounded] -> prepare (text, ids, hashes, unchanged check)
+//!   -> [bounded] -> embed (shared worker thread) -> [bounded] -> write (crate::writer)
+//!   -> advance the cursor (after the target acknowledged, in order)
+//! ```
+//!
+//! Documents travel in units of `batch_docs`, in `_id` order. Every channel is bounded, so a
+//! slow stage makes the earlier ones wait; nothing is dropped. A unit's checkpoint is written
+//! only after its writes returned, and units reach the writer in order, so the checkpoint never
+//! passes a point that the target has not acknowledged. The stages are in [`stages`]; what a
+//! point is, in [`crate::point`]; how it is written, in [`crate::writer`]; where a pass stands,
+//! in [`crate::state`].
+
+mod stages;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::embed::EmbedError;
+use crate::embed::worker::EmbedWorker;
+pub use crate::point::{Chunking, Job};
+use crate::point::{keys, settings_hash};
+use crate::report::{Counts, NamespaceReport, RunLog, RunReport, RunStatus, Stats};
+pub use crate::retry::RetryPolicy;
+use crate::sink::{Ensure, MatchFilter, Retrying, Sink, SinkError, VectorSpec, scroll_all};
+use crate::source::{SourceError, SourceItem, id_text};
+use crate::state::checkpoint::PassKey;
+use crate::state::lease::{self, Holder, LockError, Renewer};
+use crate::state::{Cursor, StateError, StateStore, now_rfc3339};
+use crate::writer::Writer;
+use stages::{EmbeddedUnit, Preparer, Unit};
+
+/// Errors that end a run (per-document problems are counted instead).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Locked(#[from] LockError),
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Documents per unit (the checkpoint granularity and the length-sorting window).
+    pub batch_docs: usize,
+    /// Ignore checkpoints and start a new full pass.
+    pub fresh: bool,
+    /// Count what would happen; write nothing.
+    pub dry_run: bool,
+    /// After a complete pass, delete points whose document is gone.
+    pub prune: bool,
+    /// Drop and rebuild a target collection with incompatible vectors.
+    pub recreate: bool,
+    pub chunking: Option<Chunking>,
+    pub retry: RetryPolicy,
+    pub run_id: String,
+    /// Becomes `true` to stop reading (signals): in-flight units finish, the checkpoint holds.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl SyncOptions {
+    /// Defaults: units of 256 documents, resume from checkpoints, no prune, default retries.
+    pub fn new(stop: watch::Receiver<bool>) -> Self {
+        Self {
+            batch_docs: 256,
+            fresh: false,
+            dry_run: false,
+            prune: false,
+            recreate: false,
+            chunking: None,
+            retry: RetryPolicy::default(),
+            run_id: Uuid::new_v4().to_string(),
+            stop,
+        }
+    }
+}
+
+/// Sync every job into `sink`, concurrently, sharing one embedding worker. Every call to the
+/// target goes through the retry policy of `opts`.
+pub async fn sync<S: Sink>(
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    jobs: Vec<Job>,
+    opts: SyncOptions,
+    stats: Arc<Stats>,
+) -> Result<RunReport, PipelineError> {
+    let sink = Arc::new(Retrying::new(sink, opts.retry));
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let log = Arc::new(RunLog::new(stats));
+    prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    for job in &jobs {
+        if let Some(n) = job.source.estimated_count().await {
+            log.stats
+                .expected
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    // Jobs that write the same points (one source, one target, several named vectors) run one
+    // after the other; all others concurrently.
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|g| {
+            g[0].target == job.target && g[0].source.namespace() == job.source.namespace()
+        }) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    let mut tasks = Vec::new();
+    for group in groups {
+        let (sink, worker, opts, log) = (sink.clone(), worker.clone(), opts.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut reports = Vec::new();
+            for job in group {
+                let r = sync_namespace(&sink, &worker, job, &opts, &log).await?;
+                reports.push(r);
+            }
+            Ok::<_, PipelineError>(reports)
+        }));
+    }
+    let mut namespaces = Vec::new();
+    let mut first_error = None;
+    for t in tasks {
+        match t.await.expect("namespace task panicked") {
+            Ok(r) => namespaces.extend(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if !opts.dry_run {
+        sink.flush().await?;
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let interrupted = *opts.stop.borrow();
+    Ok(RunReport {
+        run_id: opts.run_id.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        seconds: started.elapsed().as_secs_f64(),
+        dry_run: opts.dry_run,
+        interrupted,
+        counts: log.stats.snapshot(),
+        namespaces,
+        failures: log.failures(),
+        embedding: log.embedding(),
+        status: if interrupted {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Ok
+        },
+        exit_status: 0,
+        error: None,
+    })
+}
+
+/// Make every job's target collection fit (a dry run only checks), and open the records
+/// collection. `--recreate` drops a collection once, not again for its next vector.
+async fn prepare_targets<S: Sink>(
+    sink: &S,
+    jobs: &[Job],
+    opts: &SyncOptions,
+    dimension: usize,
+) -> Result<(), PipelineError> {
+    let mut checked = HashSet::new();
+    let mut recreated = HashSet::new();
+    for job in jobs {
+        if !checked.insert((job.target.clone(), job.vector_name.clone())) {
+            continue;
+        }
+        let vectors = VectorSpec {
+            name: job.vector_name.clone(),
+            dimension,
+        };
+        let mode = if opts.dry_run {
+            Ensure::Check
+        } else if opts.recreate && recreated.insert(job.target.clone()) {
+            Ensure::Recreate
+        } else {
+            Ensure::Create
+        };
+        crate::sink::ensure_collection(sink, &job.target, &vectors, mode).await?;
+    }
+    StateStore::open(sink, !opts.dry_run).await?;
+    Ok(())
+}
+
+/// One job: the stages wired together, then prune and the final checkpoint.
+async fn sync_namespace<S: Sink>(
+    sink: &Arc<S>,
+    worker: &EmbedWorker,
+    job: Job,
+    opts: &SyncOptions,
+    log: &Arc<RunLog>,
+) -> Result<NamespaceReport, PipelineError> {
+    let ns_text = job.source.namespace().to_string();
+    let embedder = worker.embedder().clone();
+    let model = embedder.model_id().to_owned();
+    let key = PassKey {
+        target: job.target.clone(),
+        namespace: ns_text.clone(),
+        vector: job.vector_name.clone(),
+        settings: settings_hash(&model, &job, opts.chunking),
+        model,
+        dimension: embedder.dimension(),
+        run_id: opts.run_id.clone(),
+    };
+    let store = StateStore::open(sink.as_ref(), false).await?;
+    let holder = Holder::me(&opts.run_id);
+    let renewer = if sink.needs_lease() && !opts.dry_run {
+        lease::acquire(&store, &job.target, &ns_text, &holder).await?;
+        let (s, t, n) = (sink.clone(), job.target.clone(), ns_text.clone());
+        Some(Renewer::start(s, t, n, holder.clone()))
+    } else {
+        None
+    };
+    let mut cursor =
+        Cursor::open(store, key, opts.fresh, job.source.resumable(), opts.dry_run).await?;
+    let after = cursor.resume_after().cloned();
+    if let Some(a) = &after {
+        tracing::info!(namespace = %ns_text, "resuming after _id {}", id_text(a));
+    }
+    let writer = (!opts.dry_run)
+        .then(|| Writer::new(sink.as_ref(), &job.target, job.vector_name.as_deref()));
+
+    let (doc_tx, doc_rx) = mpsc::channel::<SourceItem>(opts.batch_docs * 2);
+    let (unit_tx, unit_rx) = mpsc::channel::<Unit>(2);
+    let (out_tx, mut out_rx) = mpsc::channel::<EmbeddedUnit>(2);
+    let seen: Arc<Mutex<HashSet<Uuid>>> = Arc::new(Mutex::new(HashSet::new()));
+    let reader = tokio::spawn(stages::read(
+        job.source.clone(),
+        after.clone(),
+        doc_tx,
+        opts.clone(),
+    ));
+    let preparer = Preparer {
+        sink: sink.clone(),
+        job: job.clone(),
+        opts: opts.clone(),
+        log: log.clone(),
+        embedder,
+        seen: seen.clone(),
+    };
+    let prepare = tokio::spawn(preparer.run(doc_rx, unit_tx));
+    let embed = tokio::spawn(stages::embed(
+        worker.clone(),
+        log.clone(),
+        opts.dry_run,
+        unit_rx,
+        out_tx,
+    ));
+
+    // Write, then advance the cursor, unit by unit.
+    let mut totals = Counts::default();
+    let mut write_error = None;
+    while let Some(unit) = out_rx.recv().await {
+        let mut counts = unit.counts.clone();
+        if let Some(w) = &writer {
+            if let Err(e) = w.write(&unit.writes).await {
+                write_error = Some(e);
+                break;
+            }
+            counts.upserted = unit.writes.points.len() as u64;
+        }
+        counts.deleted = unit.writes.deletes.len() as u64;
+        log.stats.add(&counts);
+        totals.add(&counts);
+        if let Some(last) = unit.last_id {
+            cursor.advance(last, &totals).await?;
+            tracing::debug!(namespace = %ns_text, read = totals.read, "checkpoint advanced");
+        }
+    }
+    drop(out_rx);
+    if let Some(e) = write_error {
+        reader.abort();
+        return Err(e.into());
+    }
+    let read_to_end = reader.await.expect("reader task panicked")?;
+    prepare.await.expect("prepare task panicked")?;
+    embed.await.expect("embed task panicked")?;
+
+    let complete = read_to_end && !*opts.stop.borrow();
+    let from_start = after.is_none();
+    let mut pruned = 0;
+    if opts.prune {
+        if complete && from_start && totals.failed == 0 {
+            let keep = std::mem::take(&mut *seen.lock().expect("seen"));
+            let stale = stale_points(sink.as_ref(), &job, &keep).await?;
+            if let Some(w) = &writer {
+                for ids in stale.chunks(512) {
+                    w.remove(ids).await?;
+                }
+            }
+            pruned = stale.len() as u64;
+            let c = Counts {
+                deleted: pruned,
+                ..Counts::default()
+            };
+            log.stats.add(&c);
+            totals.add(&c);
+        } else {
+            tracing::warn!(
+                namespace = %ns_text,
+                "not pruning: the pass {}",
+                if !complete { "did not reach the end" } else if !from_start { "resumed from a checkpoint (rerun to prune after a full pass)" } else { "had failed documents" }
+            );
+        }
+    }
+    cursor.finish(complete, &totals).await?;
+    if let Some(r) = renewer {
+        drop(r);
+        lease::release(cursor.store(), &job.target, &ns_text, &holder).await?;
+    }
+    Ok(NamespaceReport {
+        namespace: ns_text,
+        target: job.target,
+        vector: job.vector_name,
+        counts: totals,
+        complete,
+        resumed_after: after.map(|a| id_text(&a)),
+        pruned,
+    })
+}
+
+/// The points of `job`'s namespace that hold its vector but that this complete pass did not
+/// produce (`keep`): what prune removes.
+async fn stale_points<S: Sink>(
+    sink: &S,
+    job: &Job,
+    keep: &HashSet<Uuid>,
+) -> Result<Vec<Uuid>, SinkError> {
+    if !sink.exists(&job.target).await? {
+        return Ok(Vec::new());
+    }
+    let filter = MatchFilter {
+        key: keys::NAMESPACE.into(),
+        value: job.source.namespace().to_string(),
+    };
+    Ok(scroll_all(sink, &job.target, Some(&filter))
+        .await?
+        .into_iter()
+        .filter(|p| !keep.contains(&p.id) && job.owns(&p.payload))
+        .map(|p| p.id)
+        .collect())
+}

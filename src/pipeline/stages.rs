@@ -1,0 +1,300 @@
+//! The stages of one namespace's pass: [`read`] the source into a bounded channel, [`Preparer`]
+//! turns documents into units (text, ids, hashes, and the unchanged check against the target),
+//! [`embed`] runs the model on what changed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use mongodb::bson::Bson;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{PipelineError, SyncOptions};
+use crate::embed::Embedder;
+use crate::embed::worker::EmbedWorker;
+use crate::ids::point_id;
+use crate::point::{Job, Prepared, hash_context, keys, prepare_doc};
+use crate::report::{Counts, RunLog};
+use crate::sink::{Point, Sink};
+use crate::source::{Source, SourceError, SourceItem};
+use crate::writer::Writes;
+
+/// Documents on their way to the embedder, in `_id` order.
+pub(super) struct Unit {
+    /// Documents to embed.
+    docs: Vec<Prepared>,
+    /// Documents whose text is current but whose copied payload changed.
+    payload_only: Vec<Prepared>,
+    /// Points that must go (surplus chunks, documents that lost their text).
+    deletes: Vec<Uuid>,
+    /// Last `_id` of the unit.
+    last_id: Option<Bson>,
+    counts: Counts,
+}
+
+/// A unit ready for the writer.
+pub(super) struct EmbeddedUnit {
+    pub writes: Writes,
+    pub last_id: Option<Bson>,
+    pub counts: Counts,
+}
+
+/// Read the source into `tx`, retrying transient errors right after the last `_id` sent.
+/// Returns whether the source was read to its end (not stopped).
+pub(super) async fn read(
+    source: Source,
+    after: Option<Bson>,
+    tx: mpsc::Sender<SourceItem>,
+    opts: SyncOptions,
+) -> Result<bool, PipelineError> {
+    let mut stop = opts.stop.clone();
+    let mut last: Option<Bson> = None;
+    let mut attempt = 0;
+    loop {
+        let from = last.clone().or_else(|| after.clone());
+        let outcome = tokio::select! {
+            r = source.stream(from.as_ref(), &tx, &mut last) => r,
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        };
+        match outcome {
+            Ok(_) => return Ok(true),
+            Err(SourceError::Closed) => return Ok(false),
+            Err(e) if source.resumable() && opts.retry.allows(attempt, &e) => {
+                attempt += 1;
+                let d = opts.retry.delay(attempt);
+                tracing::warn!(
+                    "reading {} failed ({e}); retry {attempt} in {d:?}",
+                    source.namespace()
+                );
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Embed each unit's changed documents on the shared worker, in order.
+pub(super) async fn embed(
+    worker: EmbedWorker,
+    log: Arc<RunLog>,
+    dry_run: bool,
+    mut rx: mpsc::Receiver<Unit>,
+    tx: mpsc::Sender<EmbeddedUnit>,
+) -> Result<(), PipelineError> {
+    while let Some(unit) = rx.recv().await {
+        let mut counts = unit.counts;
+        counts.embedded = unit.docs.len() as u64;
+        let texts: Vec<String> = unit
+            .docs
+            .iter()
+            .flat_map(|d| d.chunks.iter().map(|(_, t)| t.clone()))
+            .collect();
+        let mut points = Vec::with_capacity(texts.len());
+        if !texts.is_empty() && !dry_run {
+            let (vectors, stats) = worker.embed(texts).await?;
+            log.embedded(&stats);
+            let mut vectors = vectors.into_iter();
+            for doc in unit.docs {
+                for (i, (id, _)) in doc.chunks.into_iter().enumerate() {
+                    let mut payload = doc.payload.clone();
+                    payload.insert(keys::CHUNK.into(), Value::from(i));
+                    points.push(Point {
+                        id,
+                        vector: vectors.next().expect("one vector per text"),
+                        payload,
+                    });
+                }
+            }
+        }
+        let out = EmbeddedUnit {
+            writes: Writes {
+                points,
+                payload_only: unit.payload_only,
+                deletes: unit.deletes,
+            },
+            last_id: unit.last_id,
+            counts,
+        };
+        if tx.send(out).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What chunk 0 of a stored document says about it (for one vector).
+struct StoredState {
+    hash: Option<String>,
+    chunks: u32,
+    payload_hash: Option<String>,
+}
+
+struct Candidate {
+    id: Bson,
+    first: Uuid,
+    /// The prepared document; `None` when it has no text.
+    prepared: Option<Prepared>,
+}
+
+/// Prepare: documents into units with text, ids and hashes; unchanged ones are settled here
+/// with one lookup per unit.
+pub(super) struct Preparer<S> {
+    pub sink: Arc<S>,
+    pub job: Job,
+    pub opts: SyncOptions,
+    pub log: Arc<RunLog>,
+    pub embedder: Arc<dyn Embedder>,
+    /// Point ids this pass produced (for prune).
+    pub seen: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl<S: Sink> Preparer<S> {
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<SourceItem>,
+        tx: mpsc::Sender<Unit>,
+    ) -> Result<(), PipelineError> {
+        let batch = self.opts.batch_docs;
+        let target_exists = self.sink.exists(&self.job.target).await?;
+        let mut items = Vec::with_capacity(batch);
+        loop {
+            items.clear();
+            while items.len() < batch {
+                let room = batch - items.len();
+                if rx.recv_many(&mut items, room).await == 0 {
+                    break;
+                }
+            }
+            if items.is_empty() {
+                return Ok(());
+            }
+            let unit = self.unit(items.drain(..), target_exists).await?;
+            if tx.send(unit).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One unit from `items`: each document prepared and compared with what the target holds.
+    async fn unit(
+        &self,
+        items: impl Iterator<Item = SourceItem>,
+        target_exists: bool,
+    ) -> Result<Unit, PipelineError> {
+        let job = &self.job;
+        let ns = job.source.namespace();
+        let ns_text = ns.to_string();
+        let model = self.embedder.model_id().to_owned();
+        let context = hash_context(job, self.opts.chunking);
+        let mut unit = Unit {
+            docs: Vec::new(),
+            payload_only: Vec::new(),
+            deletes: Vec::new(),
+            last_id: None,
+            counts: Counts::default(),
+        };
+        let mut candidates = Vec::new();
+        for item in items {
+            unit.counts.read += 1;
+            let doc = match item {
+                SourceItem::Bad { at, reason } => {
+                    unit.counts.failed += 1;
+                    self.log.fail(&ns_text, at, reason);
+                    continue;
+                }
+                SourceItem::Doc(d) => d,
+            };
+            unit.last_id = Some(doc.id.clone());
+            let first = point_id(&ns.database, &ns.collection, &doc.id, 0);
+            let prepared = prepare_doc(
+                job,
+                &model,
+                &context,
+                self.opts.chunking,
+                self.embedder.as_ref(),
+                &doc,
+            );
+            if prepared.is_none() {
+                unit.counts.skipped_no_text += 1;
+            }
+            candidates.push(Candidate {
+                id: doc.id,
+                first,
+                prepared,
+            });
+        }
+
+        let stored = if target_exists || !self.opts.dry_run {
+            let ids: Vec<Uuid> = candidates.iter().map(|c| c.first).collect();
+            self.stored_states(&ids).await?
+        } else {
+            HashMap::new()
+        };
+        for c in candidates {
+            let old = stored.get(&c.first);
+            let old_n = old.map_or(0, |s| s.chunks);
+            let new_n = c.prepared.as_ref().map_or(0, |d| d.chunks.len() as u32);
+            // Surplus chunks of a document that shrank or lost its text.
+            unit.deletes
+                .extend((new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i)));
+            let Some(doc) = c.prepared else {
+                continue;
+            };
+            if self.opts.prune {
+                self.seen
+                    .lock()
+                    .expect("seen")
+                    .extend(doc.chunks.iter().map(|(id, _)| *id));
+            }
+            let text_current = old
+                .is_some_and(|s| s.hash.as_deref() == Some(doc.hash.as_str()) && s.chunks == new_n);
+            if !text_current {
+                unit.docs.push(doc);
+            } else if old.is_some_and(|s| s.payload_hash == doc.payload_hash) {
+                unit.counts.skipped_unchanged += 1;
+            } else {
+                unit.counts.payload_updated += 1;
+                unit.payload_only.push(doc);
+            }
+        }
+        Ok(unit)
+    }
+
+    /// One lookup per unit: stored hash and chunk count of each document's chunk 0. A point of
+    /// a named vector may exist for another job's vector only: then it holds neither hash nor
+    /// chunk count of this one.
+    async fn stored_states(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, StoredState>, PipelineError> {
+        let vector = self.job.vector_name.as_deref();
+        let (hash_key, chunks_key, payload_hash_key) = (
+            keys::hash(vector),
+            keys::chunks(vector),
+            keys::payload_hash(vector),
+        );
+        let text = |p: &Map<String, Value>, key: &str| {
+            p.get(key).and_then(Value::as_str).map(str::to_owned)
+        };
+        let stored = self.sink.retrieve(&self.job.target, ids, false).await?;
+        Ok(stored
+            .into_iter()
+            .map(|p| {
+                let hash = text(&p.payload, &hash_key);
+                let chunks = p
+                    .payload
+                    .get(&chunks_key)
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::from(hash.is_some())) as u32;
+                let payload_hash = text(&p.payload, &payload_hash_key);
+                let state = StoredState {
+                    hash,
+                    chunks,
+                    payload_hash,
+                };
+                (p.id, state)
+            })
+            .collect())
+    }
+}

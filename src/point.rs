@@ -1,0 +1,184 @@
+//! What a point is: the payload keys this tool writes ([`keys`]), the job that produces points
+//! ([`Job`]), and a document turned into its points' ids, texts, payload and hashes
+//! ([`prepare_doc`]). Pure functions: sync, verify and the tests share them.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::embed::Embedder;
+use crate::ids::{content_hash, point_id};
+use crate::source::{Source, SourceDoc};
+use crate::text::{Template, payload_fields};
+
+/// Payload keys written on every point.
+pub mod keys {
+    pub const NAMESPACE: &str = "namespace";
+    pub const ID: &str = "_id";
+    pub const HASH: &str = "content_hash";
+    pub const PAYLOAD_HASH: &str = "payload_hash";
+    pub const CHUNK: &str = "chunk";
+    pub const CHUNKS: &str = "chunk_count";
+
+    /// Key of the content hash behind `vector`: [`HASH`] for the unnamed vector,
+    /// `content_hash_<name>` for a named one (each named vector of a point is current or stale
+    /// on its own).
+    pub fn hash(vector: Option<&str>) -> String {
+        per_vector(HASH, vector)
+    }
+
+    /// Key of the hash of the copied payload fields behind `vector`, like [`hash`].
+    pub fn payload_hash(vector: Option<&str>) -> String {
+        per_vector(PAYLOAD_HASH, vector)
+    }
+
+    /// Key of the chunk count behind `vector`, like [`hash`].
+    pub fn chunks(vector: Option<&str>) -> String {
+        per_vector(CHUNKS, vector)
+    }
+
+    fn per_vector(base: &str, vector: Option<&str>) -> String {
+        match vector {
+            None => base.to_owned(),
+            Some(v) => format!("{base}_{v}"),
+        }
+    }
+
+    /// Whether `key` is one of the bookkeeping keys above (of any vector).
+    pub fn is_internal(key: &str) -> bool {
+        [NAMESPACE, ID, CHUNK].contains(&key)
+            || [HASH, PAYLOAD_HASH, CHUNKS]
+                .iter()
+                .any(|base| key.starts_with(base))
+    }
+}
+
+/// One source namespace synced into one target collection.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: Source,
+    /// Target collection.
+    pub target: String,
+    pub template: Template,
+    /// Fields copied into the payload.
+    pub payload_fields: Vec<String>,
+    /// The filter as given (part of the settings a resume must match).
+    pub filter_text: String,
+    /// The named vector written (`None`: the collection's single unnamed vector). Jobs with
+    /// different names can share a target collection and a source: each point then carries one
+    /// vector per job.
+    pub vector_name: Option<String>,
+}
+
+impl Job {
+    /// Whether a point of this job's namespace holds this job's vector: every point for the
+    /// unnamed vector; for a named one, the points that carry its hash.
+    pub fn owns(&self, payload: &Map<String, Value>) -> bool {
+        match &self.vector_name {
+            None => true,
+            Some(v) => payload.contains_key(&keys::hash(Some(v))),
+        }
+    }
+
+    /// `NAMESPACE -> TARGET`, with ` (vector NAME)` for a named vector: how every command names
+    /// a job.
+    pub fn route(&self) -> String {
+        route(
+            &self.source.namespace().to_string(),
+            &self.target,
+            self.vector_name.as_deref(),
+        )
+    }
+}
+
+/// `NAMESPACE -> TARGET`, with ` (vector NAME)` for a named vector.
+pub fn route(namespace: &str, target: &str, vector: Option<&str>) -> String {
+    match vector {
+        Some(v) => format!("{namespace} -> {target} (vector {v})"),
+        None => format!("{namespace} -> {target}"),
+    }
+}
+
+/// Token windows for long texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    pub size: usize,
+    pub overlap: usize,
+}
+
+/// A document ready for embedding: its chunks with their point ids, the payload shared by its
+/// points, and the hashes that say whether the stored points are current.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub chunks: Vec<(Uuid, String)>,
+    pub payload: Map<String, Value>,
+    /// Over model, settings and text: a change means embedding again.
+    pub hash: String,
+    /// Over the copied payload fields (`None` without any): a change alone means rewriting the
+    /// payload, not embedding.
+    pub payload_hash: Option<String>,
+}
+
+/// What is hashed besides the model and the text: anything that changes the points.
+pub fn hash_context(job: &Job, chunking: Option<Chunking>) -> String {
+    format!(
+        "{}|payload={:?}|chunk={:?}|vector={:?}",
+        job.template.source(),
+        job.payload_fields,
+        chunking.map(|c| (c.size, c.overlap)),
+        job.vector_name
+    )
+}
+
+/// The settings a resume must match: what goes into the content hash, the model, and the
+/// filter (which decides what a pass covers).
+pub fn settings_hash(model: &str, job: &Job, chunking: Option<Chunking>) -> String {
+    let parts = [model, &hash_context(job, chunking), &job.filter_text];
+    crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
+}
+
+/// Text, chunks, point ids, payload and content hash of one document; `None` without text.
+pub fn prepare_doc(
+    job: &Job,
+    model: &str,
+    hash_context: &str,
+    chunking: Option<Chunking>,
+    embedder: &dyn Embedder,
+    doc: &SourceDoc,
+) -> Option<Prepared> {
+    let ns = job.source.namespace();
+    let text = job.template.render(&doc.doc)?;
+    let mut payload = payload_fields(&doc.doc, &job.payload_fields);
+    let hash = content_hash(model, hash_context, &text);
+    let payload_hash = (!payload.is_empty())
+        .then(|| crate::ids::payload_hash(&Value::Object(payload.clone()).to_string()));
+    let pieces = match chunking {
+        Some(c) => embedder.chunk(&text, c.size, c.overlap),
+        None => vec![text],
+    };
+    let vector = job.vector_name.as_deref();
+    if vector.is_some() {
+        // A named vector's payload is merged into the point's: a field the document lost must
+        // be overwritten (null), not left with its old value.
+        for f in &job.payload_fields {
+            payload.entry(f.clone()).or_insert(Value::Null);
+        }
+    }
+    payload.insert(keys::NAMESPACE.into(), Value::String(ns.to_string()));
+    payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
+    payload.insert(keys::hash(vector), Value::String(hash.clone()));
+    if let Some(h) = &payload_hash {
+        payload.insert(keys::payload_hash(vector), Value::String(h.clone()));
+    }
+    payload.insert(keys::chunks(vector), Value::from(pieces.len()));
+    let chunks = pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (point_id(&ns.database, &ns.collection, &doc.id, i as u32), t))
+        .collect();
+    Some(Prepared {
+        chunks,
+        payload,
+        hash,
+        payload_hash,
+    })
+}

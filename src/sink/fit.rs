@@ -1,0 +1,200 @@
+//! Does a target collection fit the model? One decision for every backend: [`fit`] is a pure
+//! function over (what exists, what is wanted, what may be done); [`ensure_collection`] carries
+//! it out with the backend's primitives.
+
+use super::{Shape, Sink, SinkError, VectorParams, VectorSpec};
+
+/// What [`ensure_collection`] may do to make a collection fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensure {
+    /// Create the collection, or add the named vector; refuse an incompatible collection.
+    Create,
+    /// As `Create`, but drop an incompatible collection (all of its vectors) and create it anew.
+    Recreate,
+    /// Write nothing; only refuse an incompatible collection (dry runs).
+    Check,
+}
+
+/// What to do about a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// It fits (or, in a check, would be made to fit): nothing to do.
+    Ready,
+    /// It does not exist: create it.
+    Create,
+    /// A collection of named vectors lacks this name: add it.
+    AddVector,
+    /// It is incompatible and may be dropped: drop and create it.
+    Recreate,
+}
+
+const DISTANCE: &str = "Cosine";
+
+fn describe(dimension: usize, distance: &str) -> String {
+    format!("dimension {dimension} and {distance} distance")
+}
+
+/// The decision for `collection` as it exists (`None`: it does not), given the wanted vector
+/// and the mode. An incompatible collection is refused with a message naming the fix.
+pub fn fit(
+    collection: &str,
+    existing: Option<&Shape>,
+    wanted: &VectorSpec,
+    mode: Ensure,
+) -> Result<Fit, SinkError> {
+    let Some(shape) = existing else {
+        return Ok(if mode == Ensure::Check {
+            Fit::Ready
+        } else {
+            Fit::Create
+        });
+    };
+    let found: Option<&VectorParams> = match (shape, &wanted.name) {
+        (Shape::Unnamed(p), None) => Some(p),
+        (Shape::Named(m), Some(name)) => m.get(name),
+        _ => None,
+    };
+    if found.is_some_and(|p| p.dimension == wanted.dimension && p.distance == DISTANCE) {
+        return Ok(Fit::Ready);
+    }
+    // A collection of named vectors takes another name; the unnamed vector stays alone.
+    if found.is_none() && matches!(shape, Shape::Named(_)) && wanted.name.is_some() {
+        return Ok(if mode == Ensure::Check {
+            Fit::Ready
+        } else {
+            Fit::AddVector
+        });
+    }
+    if mode == Ensure::Recreate {
+        return Ok(Fit::Recreate);
+    }
+    Err(SinkError::Incompatible {
+        collection: collection.to_owned(),
+        found: match found {
+            Some(p) => describe(p.dimension, &p.distance),
+            None if wanted.name.is_none() => "named vectors (pass --vector-name)".into(),
+            None => "one unnamed vector (drop --vector-name)".into(),
+        },
+        wanted: describe(wanted.dimension, DISTANCE),
+    })
+}
+
+/// Create `collection` for `vectors`, or check that the existing one fits; a named vector that
+/// an existing collection of named vectors lacks is added to it. An incompatible collection is
+/// refused and left untouched, except under [`Ensure::Recreate`].
+pub async fn ensure_collection<S: Sink + ?Sized>(
+    sink: &S,
+    collection: &str,
+    vectors: &VectorSpec,
+    mode: Ensure,
+) -> Result<(), SinkError> {
+    let shape = sink.shape(collection).await?;
+    match fit(collection, shape.as_ref(), vectors, mode)? {
+        Fit::Ready => Ok(()),
+        Fit::Create => sink.create_collection(collection, vectors).await,
+        Fit::AddVector => {
+            let name = vectors.name.as_deref().unwrap_or_default();
+            sink.add_vector(collection, name, vectors.dimension).await
+        }
+        Fit::Recreate => {
+            sink.drop_collection(collection).await?;
+            sink.create_collection(collection, vectors).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn params(dimension: usize, distance: &str) -> VectorParams {
+        VectorParams {
+            dimension,
+            distance: distance.into(),
+        }
+    }
+
+    fn spec(name: Option<&str>, dimension: usize) -> VectorSpec {
+        VectorSpec {
+            name: name.map(str::to_owned),
+            dimension,
+        }
+    }
+
+    fn named(names: &[&str]) -> Shape {
+        Shape::Named(
+            names
+                .iter()
+                .map(|n| (n.to_string(), params(384, "Cosine")))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn a_missing_collection_is_created_except_in_a_check() {
+        let s = spec(None, 384);
+        assert_eq!(fit("c", None, &s, Ensure::Create).unwrap(), Fit::Create);
+        assert_eq!(fit("c", None, &s, Ensure::Check).unwrap(), Fit::Ready);
+    }
+
+    #[test]
+    fn a_matching_collection_is_ready() {
+        let shape = Shape::Unnamed(params(384, "Cosine"));
+        let s = spec(None, 384);
+        for mode in [Ensure::Create, Ensure::Recreate, Ensure::Check] {
+            assert_eq!(fit("c", Some(&shape), &s, mode).unwrap(), Fit::Ready);
+        }
+        let s = spec(Some("title"), 384);
+        assert_eq!(
+            fit("c", Some(&named(&["title"])), &s, Ensure::Create).unwrap(),
+            Fit::Ready
+        );
+    }
+
+    #[test]
+    fn another_dimension_is_refused_naming_both_and_the_fix() {
+        let shape = Shape::Unnamed(params(768, "Cosine"));
+        let e = fit("c", Some(&shape), &spec(None, 384), Ensure::Create).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("dimension 768") && msg.contains("dimension 384"),
+            "{msg}"
+        );
+        assert!(msg.contains("--recreate"), "{msg}");
+        assert_eq!(
+            fit("c", Some(&shape), &spec(None, 384), Ensure::Recreate).unwrap(),
+            Fit::Recreate
+        );
+        let dot = Shape::Unnamed(params(384, "Dot"));
+        assert!(fit("c", Some(&dot), &spec(None, 384), Ensure::Check).is_err());
+    }
+
+    #[test]
+    fn a_new_name_is_added_to_named_vectors_only() {
+        let s = spec(Some("plot"), 384);
+        assert_eq!(
+            fit("c", Some(&named(&["title"])), &s, Ensure::Create).unwrap(),
+            Fit::AddVector
+        );
+        assert_eq!(
+            fit("c", Some(&named(&["title"])), &s, Ensure::Check).unwrap(),
+            Fit::Ready
+        );
+        let unnamed = Shape::Unnamed(params(384, "Cosine"));
+        let msg = fit("c", Some(&unnamed), &s, Ensure::Create)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("drop --vector-name"), "{msg}");
+        let msg = fit(
+            "c",
+            Some(&named(&["title"])),
+            &spec(None, 384),
+            Ensure::Create,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("pass --vector-name"), "{msg}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The retry policy as a layer: every call through [`Retrying`] is retried on transient errors,
+//! so the code above it (writer, pipeline, state) calls the target plainly.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec};
+use crate::retry::RetryPolicy;
+
+/// `inner` with `policy` applied around every call.
+pub struct Retrying<S> {
+    inner: Arc<S>,
+    policy: RetryPolicy,
+}
+
+impl<S> Retrying<S> {
+    pub fn new(inner: Arc<S>, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+}
+
+impl<S: Sink> Sink for Retrying<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn needs_lease(&self) -> bool {
+        self.inner.needs_lease()
+    }
+
+    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.shape(c))
+            .await
+    }
+
+    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+        self.policy
+            .run("create collection", || self.inner.create_collection(c, v))
+            .await
+    }
+
+    async fn add_vector(&self, c: &str, name: &str, dimension: usize) -> Result<(), SinkError> {
+        self.policy
+            .run("add vector", || self.inner.add_vector(c, name, dimension))
+            .await
+    }
+
+    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
+        self.policy
+            .run("drop collection", || self.inner.drop_collection(c))
+            .await
+    }
+
+    async fn exists(&self, c: &str) -> Result<bool, SinkError> {
+        self.policy
+            .run("collection exists", || self.inner.exists(c))
+            .await
+    }
+
+    async fn upsert(&self, c: &str, name: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
+        self.policy
+            .run("upsert", || self.inner.upsert(c, name, p.clone()))
+            .await
+    }
+
+    async fn retrieve(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        self.policy
+            .run("lookup", || self.inner.retrieve(c, ids, with_vectors))
+            .await
+    }
+
+    async fn update_vectors(
+        &self,
+        c: &str,
+        name: &str,
+        v: Vec<(Uuid, Vec<f32>)>,
+    ) -> Result<(), SinkError> {
+        self.policy
+            .run("update vectors", || {
+                self.inner.update_vectors(c, name, v.clone())
+            })
+            .await
+    }
+
+    async fn set_payload(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        p: Map<String, Value>,
+        replace: bool,
+    ) -> Result<(), SinkError> {
+        self.policy
+            .run("set payload", || {
+                self.inner.set_payload(c, ids, p.clone(), replace)
+            })
+            .await
+    }
+
+    async fn remove_vector(
+        &self,
+        c: &str,
+        name: &str,
+        ids: &[Uuid],
+        keys: &[String],
+    ) -> Result<(), SinkError> {
+        self.policy
+            .run("remove vector", || {
+                self.inner.remove_vector(c, name, ids, keys)
+            })
+            .await
+    }
+
+    async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
+        self.policy
+            .run("delete", || self.inner.delete(c, ids))
+            .await
+    }
+
+    async fn scroll(
+        &self,
+        c: &str,
+        f: Option<&MatchFilter>,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+        self.policy
+            .run("scroll", || self.inner.scroll(c, f, offset, limit))
+            .await
+    }
+
+    async fn search(
+        &self,
+        c: &str,
+        name: Option<&str>,
+        v: Vec<f32>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, SinkError> {
+        self.policy
+            .run("search", || self.inner.search(c, name, v.clone(), limit))
+            .await
+    }
+
+    async fn count(&self, c: &str) -> Result<u64, SinkError> {
+        self.policy.run("count", || self.inner.count(c)).await
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        self.policy.run("flush", || self.inner.flush()).await
+    }
+}

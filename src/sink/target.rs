@@ -1,0 +1,155 @@
+//! The target chosen once from the settings: the commands use one [`Target`] and never match on
+//! its kind again.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{
+    EdgeSink, GrpcSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
+};
+
+/// Where points go, as configured.
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    Grpc {
+        url: String,
+        api_key: Option<String>,
+    },
+    Embedded {
+        path: PathBuf,
+    },
+}
+
+/// An open target: the embedded store or a Qdrant server.
+pub enum Target {
+    Edge(EdgeSink),
+    Grpc(GrpcSink),
+}
+
+impl Target {
+    /// Open the target `kind` describes (a server is reached lazily, on the first call).
+    pub fn open(kind: &TargetKind) -> Result<Self, SinkError> {
+        Ok(match kind {
+            TargetKind::Grpc { url, api_key } => {
+                Target::Grpc(GrpcSink::connect(url, api_key.clone())?)
+            }
+            TargetKind::Embedded { path } => Target::Edge(EdgeSink::open(path)?),
+        })
+    }
+}
+
+/// Forward a call to whichever backend this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Target::Edge($s) => $call,
+            Target::Grpc($s) => $call,
+        }
+    };
+}
+
+impl Sink for Target {
+    fn describe(&self) -> String {
+        each!(self, s => s.describe())
+    }
+
+    fn needs_lease(&self) -> bool {
+        each!(self, s => s.needs_lease())
+    }
+
+    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
+        each!(self, s => s.shape(c).await)
+    }
+
+    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+        each!(self, s => s.create_collection(c, v).await)
+    }
+
+    async fn add_vector(&self, c: &str, name: &str, dimension: usize) -> Result<(), SinkError> {
+        each!(self, s => s.add_vector(c, name, dimension).await)
+    }
+
+    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
+        each!(self, s => s.drop_collection(c).await)
+    }
+
+    async fn exists(&self, c: &str) -> Result<bool, SinkError> {
+        each!(self, s => s.exists(c).await)
+    }
+
+    async fn upsert(&self, c: &str, name: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
+        each!(self, s => s.upsert(c, name, p).await)
+    }
+
+    async fn retrieve(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        each!(self, s => s.retrieve(c, ids, with_vectors).await)
+    }
+
+    async fn update_vectors(
+        &self,
+        c: &str,
+        name: &str,
+        v: Vec<(Uuid, Vec<f32>)>,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.update_vectors(c, name, v).await)
+    }
+
+    async fn set_payload(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        p: Map<String, Value>,
+        replace: bool,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.set_payload(c, ids, p, replace).await)
+    }
+
+    async fn remove_vector(
+        &self,
+        c: &str,
+        name: &str,
+        ids: &[Uuid],
+        keys: &[String],
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.remove_vector(c, name, ids, keys).await)
+    }
+
+    async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
+        each!(self, s => s.delete(c, ids).await)
+    }
+
+    async fn scroll(
+        &self,
+        c: &str,
+        f: Option<&MatchFilter>,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+        each!(self, s => s.scroll(c, f, offset, limit).await)
+    }
+
+    async fn search(
+        &self,
+        c: &str,
+        name: Option<&str>,
+        v: Vec<f32>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, SinkError> {
+        each!(self, s => s.search(c, name, v, limit).await)
+    }
+
+    async fn count(&self, c: &str) -> Result<u64, SinkError> {
+        each!(self, s => s.count(c).await)
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        each!(self, s => s.flush().await)
+    }
+}

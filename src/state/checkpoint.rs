@@ -1,0 +1,157 @@
+//! Checkpoints: one record per (target collection, source namespace, named vector) saying up to
+//! which `_id` everything of an unfinished pass is acknowledged by the target. A [`Cursor`] is
+//! the one handle a pass uses: where to resume, and advancing only after the target acknowledged
+//! what the new position covers. A finished pass is marked `complete`, so the next run starts a
+//! new full pass (unchanged documents then cost a hash lookup, not an embedding).
+
+use mongodb::bson::Bson;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{StateError, StateStore, now_rfc3339};
+use crate::ids::named_uuid;
+use crate::report::Counts;
+use crate::sink::Sink;
+
+/// Where a namespace's pass stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub target: String,
+    pub namespace: String,
+    /// The named vector the pass writes (`None`: the collection's unnamed vector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
+    /// Canonical Extended JSON of the last acknowledged `_id` of the current pass.
+    pub last_id: Option<Value>,
+    /// The pass reached the end of the source.
+    pub complete: bool,
+    /// Hash of what decides the points (model, template, chunking, filter): a resume is only
+    /// valid under the same settings.
+    pub settings: String,
+    pub run_id: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub model: String,
+    pub dimension: usize,
+    pub counts: Counts,
+}
+
+impl Checkpoint {
+    /// The `_id` to resume after, if this record describes an unfinished pass under `settings`.
+    pub fn resume_after(&self, settings: &str) -> Option<Bson> {
+        if self.complete || self.settings != settings {
+            return None;
+        }
+        self.last_id.clone().and_then(|v| Bson::try_from(v).ok())
+    }
+}
+
+/// Record id of the checkpoint of `namespace` into `target` (and its named `vector`).
+pub fn checkpoint_id(target: &str, namespace: &str, vector: Option<&str>) -> Uuid {
+    match vector {
+        None => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace]),
+        Some(v) => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace, v]),
+    }
+}
+
+/// What identifies a pass: its route, the settings hash and what made the vectors.
+#[derive(Debug, Clone)]
+pub struct PassKey {
+    pub target: String,
+    pub namespace: String,
+    pub vector: Option<String>,
+    pub settings: String,
+    pub model: String,
+    pub dimension: usize,
+    pub run_id: String,
+}
+
+/// A pass's position: where it resumes, and its checkpoint writes. A read-only cursor (dry
+/// runs) knows where it would resume but writes nothing.
+pub struct Cursor<'a, S: Sink + ?Sized> {
+    store: StateStore<'a, S>,
+    record: Checkpoint,
+    resume_after: Option<Bson>,
+    read_only: bool,
+}
+
+impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
+    /// The cursor of `key`'s pass: resuming after the stored checkpoint when it describes an
+    /// unfinished pass under the same settings (and `resumable`), else from the start.
+    pub async fn open(
+        store: StateStore<'a, S>,
+        key: PassKey,
+        fresh: bool,
+        resumable: bool,
+        read_only: bool,
+    ) -> Result<Self, StateError> {
+        let previous = if fresh {
+            None
+        } else {
+            store
+                .checkpoint(&key.target, &key.namespace, key.vector.as_deref())
+                .await?
+        };
+        let resume_after = previous
+            .as_ref()
+            .filter(|_| resumable)
+            .and_then(|cp| cp.resume_after(&key.settings));
+        let started_at = match (&previous, &resume_after) {
+            (Some(cp), Some(_)) => cp.started_at.clone(),
+            _ => now_rfc3339(),
+        };
+        let record = Checkpoint {
+            target: key.target,
+            namespace: key.namespace,
+            vector: key.vector,
+            last_id: resume_after.clone().map(Bson::into_canonical_extjson),
+            complete: false,
+            settings: key.settings,
+            run_id: key.run_id,
+            started_at,
+            updated_at: now_rfc3339(),
+            model: key.model,
+            dimension: key.dimension,
+            counts: Counts::default(),
+        };
+        Ok(Self {
+            store,
+            record,
+            resume_after,
+            read_only,
+        })
+    }
+
+    /// The `_id` this pass resumes after (`None`: from the start).
+    pub fn resume_after(&self) -> Option<&Bson> {
+        self.resume_after.as_ref()
+    }
+
+    /// The store this cursor writes to.
+    pub fn store(&self) -> &StateStore<'a, S> {
+        &self.store
+    }
+
+    /// Everything up to `last` is acknowledged by the target: move the checkpoint there.
+    pub async fn advance(&mut self, last: Bson, totals: &Counts) -> Result<(), StateError> {
+        self.record.last_id = Some(last.into_canonical_extjson());
+        self.write(totals).await
+    }
+
+    /// The pass ended; `complete` when it covered the whole source.
+    pub async fn finish(&mut self, complete: bool, totals: &Counts) -> Result<(), StateError> {
+        self.record.complete = complete;
+        self.write(totals).await
+    }
+
+    async fn write(&mut self, totals: &Counts) -> Result<(), StateError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.record.updated_at = now_rfc3339();
+        self.record.counts = totals.clone();
+        self.store.save_checkpoint(&self.record).await
+    }
+}
