@@ -115,6 +115,7 @@ fn sync_end_to_end(c: &mut Criterion) {
                     database: None,
                     collections: vec![],
                     files: vec![file.clone()],
+                    namespace: None,
                     filter: None,
                     projection: None,
                     cursor_batch: 1000,

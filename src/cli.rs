@@ -57,10 +57,14 @@ pub struct SourceArgs {
     /// Source collection(s), comma-separated or repeated; one reader task each.
     #[arg(long = "collection", env = "M2Q_COLLECTIONS", value_delimiter = ',')]
     pub collections: Vec<String>,
-    /// mongoexport JSON or JSONL file(s) to read instead of MongoDB (namespace: --database,
-    /// default `file`, and the file stem).
+    /// mongoexport JSON or JSONL file(s) to read instead of MongoDB (namespace: --namespace, or
+    /// --database, default `file`, and the file stem).
     #[arg(long = "file", env = "M2Q_FILES", value_delimiter = ',')]
     pub files: Vec<PathBuf>,
+    /// The namespace of --file's documents as DATABASE.COLLECTION: give the live collection's,
+    /// and a dump feeds the same points as the collection (successive dumps too).
+    #[arg(long, env = "M2Q_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Only documents matching this filter (Extended JSON), e.g. '{"year": {"$gte": 2000}}'.
     #[arg(long, env = "M2Q_FILTER")]
     pub filter: Option<String>,
@@ -169,6 +173,11 @@ pub struct SyncArgs {
     /// Drop and rebuild a target collection whose vectors do not fit the model.
     #[arg(long, env = "M2Q_RECREATE")]
     pub recreate: bool,
+    /// The most a run may delete of a namespace's points, as a share (`50%`) or a count
+    /// (`1000`): a run that would delete more (documents that lost their text, prune) deletes
+    /// nothing and exits 1. `100%` allows any deletion.
+    #[arg(long, env = "M2Q_MAX_DELETE", default_value = "50%")]
+    pub max_delete: crate::pipeline::guard::MaxDelete,
     /// Attempts for transient MongoDB / Qdrant failures (exponential backoff with jitter).
     #[arg(long, env = "M2Q_RETRIES", default_value_t = 6)]
     pub retries: u32,

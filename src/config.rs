@@ -36,6 +36,18 @@ pub enum ConfigError {
         "vector name `{0}`: use letters, digits, `_` and `-` only (for example `title` or `plot-minilm`)"
     )]
     VectorName(String),
+    #[error(
+        "{first} and {second} both write {route}: their points would overwrite, re-embed and prune each other. Give each its own `target` or `vector_name`, or a file its own `namespace` (--namespace DB.COLLECTION)"
+    )]
+    SharedRoute {
+        route: String,
+        first: String,
+        second: String,
+    },
+    #[error("namespace `{0}`: write it as DATABASE.COLLECTION, for example shop.products")]
+    Namespace(String),
+    #[error("target collection `{name}`: {reason}; choose another --collection-name")]
+    CollectionName { name: String, reason: &'static str },
 }
 
 /// Default MongoDB URI.
@@ -82,6 +94,10 @@ pub struct FileConfig {
 pub struct SyncEntry {
     pub collection: Option<String>,
     pub file: Option<PathBuf>,
+    /// The namespace of a file's documents (`db.collection`): the same as the live collection's
+    /// makes a dump and the collection feed the same points. Default: `database` (or `file`) and
+    /// the file's stem.
+    pub namespace: Option<String>,
     pub database: Option<String>,
     /// Target collection (default: the source collection's name).
     pub target: Option<String>,
@@ -97,15 +113,32 @@ pub struct SyncEntry {
 
 impl FileConfig {
     /// Read and parse `path`.
+    /// Relative paths in it (`file`, `qdrant_path`) are relative to the file's own directory, so
+    /// a run from anywhere reads the same files and writes the same store.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
+        let mut config: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.display().to_string(),
             reason: e.to_string(),
-        })
+        })?;
+        let base = path.parent().unwrap_or(std::path::Path::new(""));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = config.qdrant_path.as_mut() {
+            resolve(p);
+        }
+        for e in &mut config.sync {
+            if let Some(f) = e.file.as_mut() {
+                resolve(f);
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -122,11 +155,28 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
     let mut source = args.source.clone();
     source.mongo_uri = source.mongo_uri.or(file.mongo_uri.clone());
 
-    // From the file: one entry per [[sync]]; from flags: one per --collection / --file.
-    let entries = if !source.collections.is_empty() || !source.files.is_empty() {
-        flag_entries(&source)
-    } else {
+    // From the file: one entry per [[sync]]; --collection / --file select the file's entries
+    // of that collection or file (flags still override their settings), and add an entry of
+    // their own only for a source the file does not name.
+    let flags = flag_entries(&source);
+    let entries: Vec<SyncEntry> = if flags.is_empty() {
         file.sync.clone()
+    } else {
+        flags
+            .into_iter()
+            .flat_map(|f| {
+                let named: Vec<SyncEntry> = file
+                    .sync
+                    .iter()
+                    .filter(|e| {
+                        (f.collection.is_some() && e.collection == f.collection)
+                            || (f.file.is_some() && e.file == f.file)
+                    })
+                    .cloned()
+                    .collect();
+                if named.is_empty() { vec![f] } else { named }
+            })
+            .collect()
     };
     let mut specs = Vec::new();
     for e in entries {
@@ -153,6 +203,7 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
                 .or(file.database.clone()),
             collection: e.collection.clone(),
             file: e.file.clone(),
+            namespace: source.namespace.clone().or(e.namespace.clone()),
             target: args.target.collection_name.clone().or(e.target.clone()),
             text,
             payload,
@@ -178,6 +229,8 @@ pub struct JobSpec {
     pub database: Option<String>,
     pub collection: Option<String>,
     pub file: Option<PathBuf>,
+    /// A file's namespace (`db.collection`), when given.
+    pub namespace: Option<String>,
     pub target: Option<String>,
     pub text: String,
     pub payload: Vec<String>,
@@ -231,21 +284,28 @@ impl JobSpec {
                 (Source::Mongo(src), c.clone())
             }
             (None, Some(f)) => {
-                let stem = f
-                    .file_stem()
-                    .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
-                let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_owned();
-                let namespace = Namespace {
-                    database: self.database.clone().unwrap_or_else(|| "file".into()),
-                    collection: stem.clone(),
+                let namespace = match &self.namespace {
+                    Some(ns) => parse_namespace(ns)?,
+                    None => {
+                        let stem = f
+                            .file_stem()
+                            .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
+                        Namespace {
+                            database: self.database.clone().unwrap_or_else(|| "file".into()),
+                            collection: stem.strip_suffix(".json").unwrap_or(&stem).to_owned(),
+                        }
+                    }
                 };
-                (Source::File(FileSource::new(f.clone(), namespace)), stem)
+                let name = namespace.collection.clone();
+                (Source::File(FileSource::new(f.clone(), namespace)), name)
             }
             _ => return Err(ConfigError::EntrySource),
         };
+        let target = self.target.unwrap_or(name);
+        check_collection_name(&target)?;
         Ok(Job {
             source,
-            target: self.target.unwrap_or(name),
+            target,
             template,
             payload_fields: self.payload,
             filter_text,
@@ -288,6 +348,34 @@ pub fn check_vector_name(name: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::VectorName(name.to_owned()))
     }
+}
+
+/// A target collection name must be one Qdrant accepts (it is a directory of the embedded
+/// store) and not the records collection, which holds every checkpoint.
+pub fn check_collection_name(name: &str) -> Result<(), ConfigError> {
+    let bad = |reason| {
+        Err(ConfigError::CollectionName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name == crate::state::RECORDS_COLLECTION {
+        return bad("it is reserved for the checkpoints, leases and run records");
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("a name has 1 to 255 bytes");
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| "/\\:*?\"<>|".contains(c) || c.is_control())
+    {
+        return bad(
+            "a name cannot be `.` or `..` nor contain / \\ : * ? \" < > | or control characters",
+        );
+    }
+    Ok(())
 }
 
 /// Chunking settings from the flags.
@@ -335,6 +423,7 @@ pub async fn jobs(
         database: source.database.clone(),
         collection: None,
         file: None,
+        namespace: source.namespace.clone(),
         target: target_name.map(str::to_owned),
         text: text.to_owned(),
         payload: payload.to_vec(),
@@ -366,12 +455,32 @@ fn flag_entries(source: &SourceArgs) -> Vec<SyncEntry> {
         .collect()
 }
 
-/// Build every job, sharing one MongoDB client per URI; no job at all is an error.
+/// `db.collection` as a namespace (the collection may contain dots, the database may not).
+fn parse_namespace(text: &str) -> Result<Namespace, ConfigError> {
+    match text.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(Namespace {
+            database: db.to_owned(),
+            collection: coll.to_owned(),
+        }),
+        _ => Err(ConfigError::Namespace(text.to_owned())),
+    }
+}
+
+/// Build every job, sharing one MongoDB client per URI; no job at all is an error, and so are
+/// two jobs that would write the same points (same namespace, target and vector).
 async fn into_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<Job>, ConfigError> {
     let mut clients = std::collections::HashMap::new();
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for spec in specs {
-        jobs.push(spec.into_job(&mut clients).await?);
+        let job = spec.into_job(&mut clients).await?;
+        if let Some(other) = jobs.iter().find(|j| j.route() == job.route()) {
+            return Err(ConfigError::SharedRoute {
+                route: job.route(),
+                first: other.source.describe(),
+                second: job.source.describe(),
+            });
+        }
+        jobs.push(job);
     }
     if jobs.is_empty() {
         return Err(ConfigError::NoSource);

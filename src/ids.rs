@@ -19,8 +19,17 @@ pub fn canonical_id_bytes(id: &Bson) -> Vec<u8> {
     doc.insert("_id", normalised);
     let mut out = Vec::with_capacity(32);
     doc.to_writer(&mut out)
-        .expect("writing BSON into a Vec cannot fail");
+        .expect("sources pass only _ids that encode (ids::check_id)");
     out
+}
+
+/// Whether `id` can be encoded as BSON: every `_id` a MongoDB server returns can, but a file
+/// can hold one that cannot (a key with a NUL byte). Sources refuse such a document as bad
+/// input, so that [`canonical_id_bytes`] never meets one.
+pub fn check_id(id: &Bson) -> Result<(), String> {
+    let mut doc = Document::new();
+    doc.insert("_id", id.clone());
+    doc.to_writer(&mut Vec::new()).map_err(|e| e.to_string())
 }
 
 /// The deterministic point id of chunk `chunk` of document `id` in `database.collection`.

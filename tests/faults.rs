@@ -261,3 +261,47 @@ async fn leases_refuse_live_holders_and_expire() {
     );
     acquire(&store, "films", "db.gone", &a).await.unwrap();
 }
+
+/// After a kill -9 the lease of the dead run is still live for up to a minute; a rerun on the
+/// same host takes it over at once when that process no longer exists (a restarted Kubernetes
+/// pod), but never from a live process, and never from another host before expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_a_dead_process_on_this_host_is_taken_over() {
+    use mongo2qdrant::state::StateStore;
+    use mongo2qdrant::state::lease::{Holder, acquire, read_lease};
+
+    let (_dir, sink) = common::edge_sink();
+    let store = StateStore::open(sink.as_ref(), true).await.unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    // The holder is another process of this host (`sleep` stands in for it).
+    let mut alive = Holder::me("run-alive");
+    alive.pid = other.id();
+    alive.process = "another process".into();
+    acquire(&store, "films", "db.films", &alive).await.unwrap();
+    let me = Holder::me("run-me");
+    assert!(
+        acquire(&store, "films", "db.films", &me).await.is_err(),
+        "a live process keeps its lease"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+    acquire(&store, "films", "db.films", &me).await.unwrap();
+    let held = read_lease(&store, "films", "db.films")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.run_id, "run-me");
+
+    // Another host's lease is judged by its expiry only.
+    let mut remote = Holder::me("run-remote");
+    remote.host = "elsewhere".into();
+    remote.pid = 999_999;
+    remote.process = "a process elsewhere".into();
+    acquire(&store, "films", "db.remote", &remote)
+        .await
+        .unwrap();
+    assert!(acquire(&store, "films", "db.remote", &me).await.is_err());
+}

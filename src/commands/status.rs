@@ -32,6 +32,7 @@ pub enum Status {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let kind = args.target.kind();
+    super::existing_store(&kind)?;
     let status = match &kind {
         TargetKind::Embedded { path } => match lock_store(path, "status") {
             Ok(_lock) => records(&kind).await?,
@@ -45,7 +46,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         TargetKind::Grpc { .. } => records(&kind).await?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::out!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print_status(&status);
     }
@@ -76,7 +77,7 @@ fn print_status(s: &Status) {
         Status::Locked {
             store, locked_by, ..
         } => {
-            println!("{store}: locked by {locked_by}");
+            crate::out!("{store}: locked by {locked_by}");
             return;
         }
         Status::Records {
@@ -86,16 +87,15 @@ fn print_status(s: &Status) {
             last_run,
         } => (target, checkpoints, leases, last_run),
     };
-    println!("{target}");
+    crate::out!("{target}");
     if checkpoints.is_empty() {
-        println!("  no checkpoints yet (nothing synced)");
+        crate::out!("  no checkpoints yet (nothing synced)");
     }
     for c in checkpoints {
         let at = c
-            .last_id
-            .as_ref()
-            .map_or_else(|| "null".to_owned(), |v| v.to_string());
-        println!(
+            .last_id()
+            .map_or_else(|| "none".to_owned(), |id| crate::source::id_text(&id));
+        crate::out!(
             "  {}: {} at _id {at}, updated {}, run {}, model {}",
             route(&c.namespace, &c.target, c.vector.as_deref()),
             if c.complete {
@@ -113,7 +113,7 @@ fn print_status(s: &Status) {
         .map_or(0, |d| d.as_secs());
     for l in leases {
         let h = &l.holder;
-        println!(
+        crate::out!(
             "  lease {} -> {}: {} by run {} (pid {} on {})",
             l.namespace,
             l.target,
@@ -128,8 +128,8 @@ fn print_status(s: &Status) {
         );
     }
     match last_run {
-        None => println!("  no run recorded"),
-        Some(r) => println!(
+        None => crate::out!("  no run recorded"),
+        Some(r) => crate::out!(
             "  last run {}: {} .. {}, read {}, embedded {}, unchanged {}, upserted {}, failed {}{}",
             r.run_id,
             r.started_at,

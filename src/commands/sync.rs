@@ -16,34 +16,13 @@ use crate::sink::Target;
 use crate::state::{StateStore, now_rfc3339};
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let (jobs, target) = config::sync_plan(&args).await?;
-    let chunking = config::chunking(&args)?;
-    let stop = install_signals()?;
-    let opts = sync_options(&args, chunking, stop);
-    let run_id = opts.run_id.clone();
+    let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = now_rfc3339();
-    // Take the embedded store's lock before loading the model: a refused run costs nothing.
-    let lock = lock_target(&target.kind(), &run_id)?;
-    let embedder = load_embedder(&args.model).await?;
-    let worker = EmbedWorker::spawn(embedder, 2);
     let stats = Arc::new(Stats::default());
-    let mode = if args.quiet {
-        ProgressMode::Off
-    } else {
-        ProgressMode::Auto
-    };
-    let progress = Progress::start(stats.clone(), mode);
-    let outcome = match open_target(&target.kind()) {
-        Ok(t) => finish_run(t, worker, jobs, opts, stats.clone()).await,
-        Err(e) => Err(e),
-    };
-    progress.finish().await;
-    drop(lock);
+    let outcome = run(&args, &run_id, stats.clone()).await;
+    // Every way out writes the report (a cron job must not keep showing the last good one).
     let report = match &outcome {
-        Ok(report) => {
-            print_summary(report);
-            report.clone()
-        }
+        Ok(report) => report.clone(),
         Err(e) => RunReport {
             run_id,
             started_at,
@@ -60,6 +39,33 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     }
     outcome?;
     Ok(ExitCode::from(report.exit_status))
+}
+
+async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result<RunReport> {
+    let (jobs, target) = config::sync_plan(args).await?;
+    let chunking = config::chunking(args)?;
+    let stop = install_signals()?;
+    let mut opts = sync_options(args, chunking, stop);
+    opts.run_id = run_id.to_owned();
+    // Take the embedded store's lock before loading the model: a refused run costs nothing.
+    let lock = lock_target(&target.kind(), run_id)?;
+    let embedder = load_embedder(&args.model).await?;
+    let worker = EmbedWorker::spawn(embedder, 2);
+    let mode = if args.quiet {
+        ProgressMode::Off
+    } else {
+        ProgressMode::Auto
+    };
+    let progress = Progress::start(stats.clone(), mode);
+    let outcome = match open_target(&target.kind()) {
+        Ok(t) => finish_run(t, worker, jobs, opts, stats).await,
+        Err(e) => Err(e),
+    };
+    progress.finish().await;
+    drop(lock);
+    let report = outcome?;
+    print_summary(&report);
+    Ok(report)
 }
 
 /// Run the pipeline, then record the run's report next to the checkpoints (for `status`).
@@ -94,6 +100,7 @@ pub fn sync_options(
         dry_run: args.dry_run,
         prune: args.prune,
         recreate: args.recreate,
+        max_delete: args.max_delete,
         chunking,
         retry: RetryPolicy {
             attempts: args.retries.max(1),
@@ -106,7 +113,7 @@ pub fn sync_options(
 fn print_summary(r: &RunReport) {
     let c = &r.counts;
     let verb = if r.dry_run { "would embed" } else { "embedded" };
-    println!(
+    crate::out!(
         "{} documents read in {:.1}s: {verb} {}, unchanged {}, payload only {}, no text {}, upserted {} points, deleted {}, failed {}",
         c.read,
         r.seconds,
@@ -119,7 +126,7 @@ fn print_summary(r: &RunReport) {
         c.failed
     );
     for ns in &r.namespaces {
-        println!(
+        crate::out!(
             "  {}: read {}, embedded {}, unchanged {}{}",
             route(&ns.namespace, &ns.target, ns.vector.as_deref()),
             ns.counts.read,
@@ -133,6 +140,6 @@ fn print_summary(r: &RunReport) {
         );
     }
     for f in &r.failures {
-        println!("  failed {} {}: {}", f.namespace, f.at, f.reason);
+        crate::out!("  failed {} {}: {}", f.namespace, f.at, f.reason);
     }
 }

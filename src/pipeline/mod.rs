@@ -13,6 +13,7 @@
 //! point is, in [`crate::point`]; how it is written, in [`crate::writer`]; where a pass stands,
 //! in [`crate::state`].
 
+pub mod guard;
 mod stages;
 
 use std::collections::HashSet;
@@ -49,6 +50,8 @@ pub enum PipelineError {
     State(#[from] StateError),
     #[error(transparent)]
     Locked(#[from] LockError),
+    #[error(transparent)]
+    MassDelete(#[from] guard::MassDelete),
 }
 
 /// Settings of a run.
@@ -64,6 +67,8 @@ pub struct SyncOptions {
     pub prune: bool,
     /// Drop and rebuild a target collection with incompatible vectors.
     pub recreate: bool,
+    /// The most a pass may delete of a namespace's points ([`guard`]).
+    pub max_delete: guard::MaxDelete,
     pub chunking: Option<Chunking>,
     pub retry: RetryPolicy,
     pub run_id: String,
@@ -80,6 +85,7 @@ impl SyncOptions {
             dry_run: false,
             prune: false,
             recreate: false,
+            max_delete: guard::MaxDelete::default(),
             chunking: None,
             retry: RetryPolicy::default(),
             run_id: Uuid::new_v4().to_string(),
@@ -202,8 +208,41 @@ async fn prepare_targets<S: Sink>(
     Ok(())
 }
 
-/// One job: the stages wired together, then prune and the final checkpoint.
+/// One job under its lease (a Qdrant server; the embedded store is locked as a whole): the
+/// lease is renewed while the pass runs and released on every way out, so that a retry (a
+/// restarted pod) need not wait for it to expire.
 async fn sync_namespace<S: Sink>(
+    sink: &Arc<S>,
+    worker: &EmbedWorker,
+    job: Job,
+    opts: &SyncOptions,
+    log: &Arc<RunLog>,
+) -> Result<NamespaceReport, PipelineError> {
+    if !sink.needs_lease() || opts.dry_run {
+        return pass(sink, worker, job, opts, log).await;
+    }
+    let (target, namespace) = (job.target.clone(), job.source.namespace().to_string());
+    let store = StateStore::open(sink.as_ref(), false).await?;
+    let holder = Holder::me(&opts.run_id);
+    lease::acquire(&store, &target, &namespace, &holder).await?;
+    let renewer = Renewer::start(
+        sink.clone(),
+        target.clone(),
+        namespace.clone(),
+        holder.clone(),
+    );
+    let result = pass(sink, worker, job, opts, log).await;
+    drop(renewer);
+    if let Err(e) = lease::release(&store, &target, &namespace, &holder).await {
+        tracing::warn!(
+            "releasing the lease of {namespace} -> {target} failed ({e}); it expires by itself"
+        );
+    }
+    result
+}
+
+/// One pass of one job: the stages wired together, then deletions and the final checkpoint.
+async fn pass<S: Sink>(
     sink: &Arc<S>,
     worker: &EmbedWorker,
     job: Job,
@@ -223,14 +262,6 @@ async fn sync_namespace<S: Sink>(
         run_id: opts.run_id.clone(),
     };
     let store = StateStore::open(sink.as_ref(), false).await?;
-    let holder = Holder::me(&opts.run_id);
-    let renewer = if sink.needs_lease() && !opts.dry_run {
-        lease::acquire(&store, &job.target, &ns_text, &holder).await?;
-        let (s, t, n) = (sink.clone(), job.target.clone(), ns_text.clone());
-        Some(Renewer::start(s, t, n, holder.clone()))
-    } else {
-        None
-    };
     let mut cursor =
         Cursor::open(store, key, opts.fresh, job.source.resumable(), opts.dry_run).await?;
     let after = cursor.resume_after().cloned();
@@ -267,8 +298,11 @@ async fn sync_namespace<S: Sink>(
         out_tx,
     ));
 
-    // Write, then advance the cursor, unit by unit.
+    // Write, then advance the cursor, unit by unit. Points of documents that lost their text
+    // wait for the end of the pass (the guard); the cursor stays before the first of them, so
+    // that a run that ends early finds them again.
     let mut totals = Counts::default();
+    let mut lost: Vec<Uuid> = Vec::new();
     let mut write_error = None;
     while let Some(unit) = out_rx.recv().await {
         let mut counts = unit.counts.clone();
@@ -282,9 +316,17 @@ async fn sync_namespace<S: Sink>(
         counts.deleted = unit.writes.deletes.len() as u64;
         log.stats.add(&counts);
         totals.add(&counts);
-        if let Some(last) = unit.last_id {
+        lost.extend(unit.lost);
+        if let Some(last) = unit.last_id
+            && lost.is_empty()
+        {
             cursor.advance(last, &totals).await?;
-            tracing::debug!(namespace = %ns_text, read = totals.read, "checkpoint advanced");
+            tracing::debug!(
+                namespace = %ns_text,
+                upserted = totals.upserted,
+                read = totals.read,
+                "checkpoint advanced"
+            );
         }
     }
     drop(out_rx);
@@ -298,36 +340,51 @@ async fn sync_namespace<S: Sink>(
 
     let complete = read_to_end && !*opts.stop.borrow();
     let from_start = after.is_none();
+    let prune = opts.prune && complete && from_start && totals.failed == 0;
+    if opts.prune && !prune {
+        tracing::warn!(
+            namespace = %ns_text,
+            "not pruning: the pass {}",
+            if !complete { "did not reach the end" } else if !from_start { "resumed from a checkpoint (rerun to prune after a full pass)" } else { "had failed documents" }
+        );
+    }
     let mut pruned = 0;
-    if opts.prune {
-        if complete && from_start && totals.failed == 0 {
-            let keep = std::mem::take(&mut *seen.lock().expect("seen"));
-            let stale = stale_points(sink.as_ref(), &job, &keep).await?;
-            if let Some(w) = &writer {
-                for ids in stale.chunks(512) {
-                    w.remove(ids).await?;
-                }
-            }
-            pruned = stale.len() as u64;
-            let c = Counts {
-                deleted: pruned,
-                ..Counts::default()
-            };
-            log.stats.add(&c);
-            totals.add(&c);
+    if complete && (prune || !lost.is_empty()) {
+        // Everything this pass deletes, checked against the guard before any of it goes.
+        let points = namespace_points(sink.as_ref(), &job).await?;
+        let lost_set: HashSet<Uuid> = lost.iter().copied().collect();
+        let keep = std::mem::take(&mut *seen.lock().expect("seen"));
+        let stale: Vec<Uuid> = if prune {
+            let stale = points
+                .iter()
+                .filter(|id| !keep.contains(id) && !lost_set.contains(id));
+            stale.copied().collect()
         } else {
-            tracing::warn!(
-                namespace = %ns_text,
-                "not pruning: the pass {}",
-                if !complete { "did not reach the end" } else if !from_start { "resumed from a checkpoint (rerun to prune after a full pass)" } else { "had failed documents" }
-            );
+            Vec::new()
+        };
+        let present: HashSet<&Uuid> = points.iter().collect();
+        lost.retain(|id| present.contains(id));
+        let doomed = guard::Doomed {
+            lost: lost.len() as u64,
+            pruned: stale.len() as u64,
+            total: points.len() as u64,
+            no_text_at_all: totals.read > 0 && totals.skipped_no_text == totals.read,
+        };
+        opts.max_delete.check(&job.route(), &doomed)?;
+        if let Some(w) = &writer {
+            for ids in lost.chunks(512).chain(stale.chunks(512)) {
+                w.remove(ids).await?;
+            }
         }
+        pruned = stale.len() as u64;
+        let c = Counts {
+            deleted: (lost.len() + stale.len()) as u64,
+            ..Counts::default()
+        };
+        log.stats.add(&c);
+        totals.add(&c);
     }
     cursor.finish(complete, &totals).await?;
-    if let Some(r) = renewer {
-        drop(r);
-        lease::release(cursor.store(), &job.target, &ns_text, &holder).await?;
-    }
     Ok(NamespaceReport {
         namespace: ns_text,
         target: job.target,
@@ -339,13 +396,8 @@ async fn sync_namespace<S: Sink>(
     })
 }
 
-/// The points of `job`'s namespace that hold its vector but that this complete pass did not
-/// produce (`keep`): what prune removes.
-async fn stale_points<S: Sink>(
-    sink: &S,
-    job: &Job,
-    keep: &HashSet<Uuid>,
-) -> Result<Vec<Uuid>, SinkError> {
+/// The points of `job`'s namespace that hold its vector.
+async fn namespace_points<S: Sink>(sink: &S, job: &Job) -> Result<Vec<Uuid>, SinkError> {
     if !sink.exists(&job.target).await? {
         return Ok(Vec::new());
     }
@@ -356,7 +408,7 @@ async fn stale_points<S: Sink>(
     Ok(scroll_all(sink, &job.target, Some(&filter))
         .await?
         .into_iter()
-        .filter(|p| !keep.contains(&p.id) && job.owns(&p.payload))
+        .filter(|p| job.owns(&p.payload))
         .map(|p| p.id)
         .collect())
 }

@@ -26,8 +26,11 @@ pub(super) struct Unit {
     docs: Vec<Prepared>,
     /// Documents whose text is current but whose copied payload changed.
     payload_only: Vec<Prepared>,
-    /// Points that must go (surplus chunks, documents that lost their text).
+    /// Surplus chunks of documents that shrank: they go with the unit.
     deletes: Vec<Uuid>,
+    /// Points of documents that lost their text: they go at the end of a complete pass, after
+    /// the mass-deletion guard ([`super::guard`]).
+    lost: Vec<Uuid>,
     /// Last `_id` of the unit.
     last_id: Option<Bson>,
     counts: Counts,
@@ -36,6 +39,7 @@ pub(super) struct Unit {
 /// A unit ready for the writer.
 pub(super) struct EmbeddedUnit {
     pub writes: Writes,
+    pub lost: Vec<Uuid>,
     pub last_id: Option<Bson>,
     pub counts: Counts,
 }
@@ -113,6 +117,7 @@ pub(super) async fn embed(
                 payload_only: unit.payload_only,
                 deletes: unit.deletes,
             },
+            lost: unit.lost,
             last_id: unit.last_id,
             counts,
         };
@@ -191,6 +196,7 @@ impl<S: Sink> Preparer<S> {
             docs: Vec::new(),
             payload_only: Vec::new(),
             deletes: Vec::new(),
+            lost: Vec::new(),
             last_id: None,
             counts: Counts::default(),
         };
@@ -235,12 +241,14 @@ impl<S: Sink> Preparer<S> {
             let old = stored.get(&c.first);
             let old_n = old.map_or(0, |s| s.chunks);
             let new_n = c.prepared.as_ref().map_or(0, |d| d.chunks.len() as u32);
-            // Surplus chunks of a document that shrank or lost its text.
-            unit.deletes
-                .extend((new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i)));
+            let ids = (new_n..old_n).map(|i| point_id(&ns.database, &ns.collection, &c.id, i));
             let Some(doc) = c.prepared else {
+                // A document that lost its text: all its points.
+                unit.lost.extend(ids);
                 continue;
             };
+            // Surplus chunks of a document that shrank.
+            unit.deletes.extend(ids);
             if self.opts.prune {
                 self.seen
                     .lock()

@@ -123,10 +123,16 @@ impl FileSource {
 fn to_item(value: serde_json::Value, at: String) -> SourceItem {
     match Bson::try_from(value) {
         Ok(Bson::Document(doc)) => match doc.get("_id") {
-            Some(id) => SourceItem::Doc(SourceDoc {
-                id: id.clone(),
-                doc,
-            }),
+            Some(id) => match crate::ids::check_id(id) {
+                Ok(()) => SourceItem::Doc(SourceDoc {
+                    id: id.clone(),
+                    doc,
+                }),
+                Err(e) => SourceItem::Bad {
+                    at,
+                    reason: format!("the _id cannot be stored in MongoDB or hashed ({e})"),
+                },
+            },
             None => SourceItem::Bad {
                 at,
                 reason: "document has no _id; export with mongoexport, which always writes it"

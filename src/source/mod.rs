@@ -155,6 +155,14 @@ impl Source {
         }
     }
 
+    /// What is read, for messages: `collection db.coll` or `file PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Mongo(s) => format!("collection {}", s.namespace),
+            Source::File(s) => format!("file {}", s.path.display()),
+        }
+    }
+
     /// Whether `after` (resume from a checkpoint) is honoured: MongoDB cursors are sorted by
     /// `_id`; files are read in file order and rely on content hashes instead.
     pub fn resumable(&self) -> bool {

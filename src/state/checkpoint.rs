@@ -23,7 +23,10 @@ pub struct Checkpoint {
     /// The named vector the pass writes (`None`: the collection's unnamed vector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<String>,
-    /// Canonical Extended JSON of the last acknowledged `_id` of the current pass.
+    /// The last acknowledged `_id` of the current pass, as the text of its canonical Extended
+    /// JSON ([`Checkpoint::set_last_id`]): a string, because a Qdrant server keeps payload objects as
+    /// protobuf maps and would lose the field order of a compound `_id`. Records of earlier
+    /// versions hold the Extended JSON object itself; they are still read.
     pub last_id: Option<Value>,
     /// The pass reached the end of the source.
     pub complete: bool,
@@ -39,12 +42,27 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Set the last acknowledged `_id`.
+    pub fn set_last_id(&mut self, id: &Bson) {
+        let text = id.clone().into_canonical_extjson().to_string();
+        self.last_id = Some(Value::String(text));
+    }
+
+    /// The last acknowledged `_id`, if any (and if it reads back).
+    pub fn last_id(&self) -> Option<Bson> {
+        let value = match self.last_id.as_ref()? {
+            Value::String(text) => serde_json::from_str(text).ok()?,
+            other => other.clone(),
+        };
+        Bson::try_from(value).ok()
+    }
+
     /// The `_id` to resume after, if this record describes an unfinished pass under `settings`.
     pub fn resume_after(&self, settings: &str) -> Option<Bson> {
         if self.complete || self.settings != settings {
             return None;
         }
-        self.last_id.clone().and_then(|v| Bson::try_from(v).ok())
+        self.last_id()
     }
 }
 
@@ -102,11 +120,11 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             (Some(cp), Some(_)) => cp.started_at.clone(),
             _ => now_rfc3339(),
         };
-        let record = Checkpoint {
+        let mut record = Checkpoint {
             target: key.target,
             namespace: key.namespace,
             vector: key.vector,
-            last_id: resume_after.clone().map(Bson::into_canonical_extjson),
+            last_id: None,
             complete: false,
             settings: key.settings,
             run_id: key.run_id,
@@ -116,6 +134,9 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             dimension: key.dimension,
             counts: Counts::default(),
         };
+        if let Some(id) = &resume_after {
+            record.set_last_id(id);
+        }
         Ok(Self {
             store,
             record,
@@ -136,7 +157,7 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
 
     /// Everything up to `last` is acknowledged by the target: move the checkpoint there.
     pub async fn advance(&mut self, last: Bson, totals: &Counts) -> Result<(), StateError> {
-        self.record.last_id = Some(last.into_canonical_extjson());
+        self.record.set_last_id(&last);
         self.write(totals).await
     }
 

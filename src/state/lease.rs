@@ -26,6 +26,16 @@ pub struct Holder {
     /// Unix seconds after which a lease is void (leases only).
     #[serde(default)]
     pub expires_at: u64,
+    /// A random id of the holding process: tells a process that reuses a pid (a restarted
+    /// container) from the one that held the lease.
+    #[serde(default)]
+    pub process: String,
+}
+
+/// This process's random id (see [`Holder::process`]).
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
 }
 
 impl Holder {
@@ -36,8 +46,25 @@ impl Holder {
             pid: std::process::id(),
             since: now_rfc3339(),
             expires_at: 0,
+            process: process_id().to_owned(),
         }
     }
+
+    /// Whether this holder is a process of `me`'s host that no longer runs: its pid is gone, or
+    /// is `me`'s own in another process (a restarted container whose process got the same
+    /// pid). A holder on another host is judged by its lease's expiry alone.
+    pub fn is_gone(&self, me: &Holder) -> bool {
+        let other_process = self.process != me.process;
+        self.host == me.host && other_process && (self.pid == me.pid || !pid_alive(self.pid))
+    }
+}
+
+/// Whether a process `pid` exists on this host (Linux `/proc`; elsewhere assumed alive).
+fn pid_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl std::fmt::Display for Holder {
@@ -187,7 +214,12 @@ pub async fn acquire<S: Sink + ?Sized>(
         && h.run_id != holder.run_id
         && h.expires_at > now_secs()
     {
-        return Err(held(h));
+        if !h.is_gone(holder) {
+            return Err(held(h));
+        }
+        tracing::warn!(
+            "taking over the lease of {namespace} -> {target} from {h}: that process no longer runs on this host"
+        );
     }
     renew(store, target, namespace, holder).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;

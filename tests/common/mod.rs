@@ -77,16 +77,23 @@ pub struct Mongo {
     child: Option<Child>,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Mongo {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra flags (e.g. `--enable-test-commands` for fail points).
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut m = Mongo {
             child: None,
             port,
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         m.spawn();
         m
@@ -104,6 +111,7 @@ impl Mongo {
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--storage-path")
             .arg(self.dir.path().join("data"))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -199,6 +207,8 @@ pub struct SyncOf<'a> {
     m: &'a Mongo,
     db: String,
     colls: Vec<String>,
+    cursor_batch: u32,
+    filter: Option<String>,
     target: Option<String>,
     template: String,
     payload: Vec<String>,
@@ -212,6 +222,8 @@ pub fn sync_of<'a>(m: &'a Mongo, db: &str, colls: &[&str]) -> SyncOf<'a> {
         m,
         db: db.to_owned(),
         colls: colls.iter().map(|c| c.to_string()).collect(),
+        cursor_batch: 100,
+        filter: None,
         target: None,
         template: "{text}".into(),
         payload: Vec::new(),
@@ -243,11 +255,24 @@ impl SyncOf<'_> {
         self.opts = o;
         self
     }
+    /// Only documents matching this filter (Extended JSON).
+    pub fn filter(mut self, f: &str) -> Self {
+        self.filter = Some(f.to_owned());
+        self
+    }
+    /// Documents per MongoDB cursor batch (each further batch is a `getMore`).
+    pub fn cursor_batch(mut self, n: u32) -> Self {
+        self.cursor_batch = n;
+        self
+    }
     /// The jobs this sync runs.
     pub async fn jobs(&self) -> Vec<mongo2qdrant::pipeline::Job> {
         let colls: Vec<&str> = self.colls.iter().map(String::as_str).collect();
+        let mut source = source_args(self.m, &self.db, &colls);
+        source.cursor_batch = self.cursor_batch;
+        source.filter = self.filter.clone();
         let mut jobs = mongo2qdrant::config::jobs(
-            &source_args(self.m, &self.db, &colls),
+            &source,
             self.target.as_deref(),
             &self.template,
             &self.payload,
@@ -266,6 +291,17 @@ impl SyncOf<'_> {
     ) -> Result<mongo2qdrant::report::RunReport, mongo2qdrant::pipeline::PipelineError> {
         sync_jobs(sink, self.jobs().await, self.opts.clone()).await
     }
+}
+
+/// Assert that `verify` finds the target in step with the source for `jobs`.
+pub async fn verify<S: mongo2qdrant::sink::Sink>(
+    sink: &Arc<S>,
+    jobs: Vec<mongo2qdrant::pipeline::Job>,
+) {
+    let report = mongo2qdrant::verify::verify(sink.clone(), embedder(), jobs, &options())
+        .await
+        .unwrap();
+    assert!(report.in_sync, "{report:#?}");
 }
 
 /// Sync options for tests: small units, no stop requested.
@@ -439,6 +475,7 @@ pub fn source_args(m: &Mongo, db: &str, collections: &[&str]) -> mongo2qdrant::c
         database: Some(db.into()),
         collections: collections.iter().map(|c| c.to_string()).collect(),
         files: vec![],
+        namespace: None,
         filter: None,
         projection: None,
         cursor_batch: 100,

@@ -1,0 +1,178 @@
+//! The mass-deletion guard, as rsync's `--max-delete`: a pass that would delete more than a
+//! bounded share of a namespace's points deletes nothing and says why. Deletions come from
+//! documents that lost their text (a template typo, a projection that drops the text field) and
+//! from prune (a filter that matches nothing); both are counted together, before any is made.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The most a pass may delete of a namespace's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDelete {
+    /// A percentage of the namespace's points (100: no limit).
+    Share(u32),
+    /// A number of points.
+    Count(u64),
+}
+
+impl Default for MaxDelete {
+    fn default() -> Self {
+        MaxDelete::Share(50)
+    }
+}
+
+impl fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxDelete::Share(p) => write!(f, "{p}%"),
+            MaxDelete::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for MaxDelete {
+    type Err = String;
+
+    /// `50%`, `100%` (or `all`), or a number of points such as `1000`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = || format!("`{s}` is not a share or a count: use e.g. 50%, 100% or 1000");
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(MaxDelete::Share(100));
+        }
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u32>() {
+                Ok(p) if p <= 100 => Ok(MaxDelete::Share(p)),
+                _ => Err(bad()),
+            },
+            None => s.parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+/// Refused: the pass would delete too much.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{route}: refusing to delete {doomed} of its {total} points (more than --max-delete {limit}){why}; nothing was deleted. If the deletions are intended, rerun with --max-delete {allow}"
+)]
+pub struct MassDelete {
+    pub route: String,
+    pub doomed: u64,
+    pub total: u64,
+    pub limit: MaxDelete,
+    pub why: String,
+    pub allow: String,
+}
+
+/// What a pass is about to delete, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Doomed {
+    /// Points of documents that lost their text.
+    pub lost: u64,
+    /// Points whose document is gone (prune).
+    pub pruned: u64,
+    /// The namespace's points in the target now.
+    pub total: u64,
+    /// Every document the pass read rendered no text.
+    pub no_text_at_all: bool,
+}
+
+impl MaxDelete {
+    /// Whether `doomed` deletions out of `total` stay within this limit.
+    pub fn allows(&self, doomed: u64, total: u64) -> bool {
+        match *self {
+            MaxDelete::Share(p) => doomed * 100 <= total * u64::from(p),
+            MaxDelete::Count(n) => doomed <= n,
+        }
+    }
+
+    /// Refuse `d` on `route` unless it stays within this limit.
+    pub fn check(&self, route: &str, d: &Doomed) -> Result<(), MassDelete> {
+        let doomed = d.lost + d.pruned;
+        if doomed == 0 || self.allows(doomed, d.total) {
+            return Ok(());
+        }
+        let mut why = String::new();
+        if d.lost > 0 {
+            why.push_str(&format!(
+                "; {} points belong to documents that now render no text",
+                d.lost
+            ));
+            if d.no_text_at_all {
+                why.push_str(
+                    " (every document of the pass: check the --text template's field names and the --projection)",
+                );
+            }
+        }
+        if d.pruned > 0 {
+            why.push_str(&format!(
+                "; {} points belong to documents the pass did not find (deleted, or outside the --filter: check it)",
+                d.pruned
+            ));
+        }
+        let share = (doomed * 100).div_ceil(d.total.max(1)).min(100);
+        Err(MassDelete {
+            route: route.to_owned(),
+            doomed,
+            total: d.total,
+            limit: *self,
+            why,
+            allow: format!("{share}%"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doomed(lost: u64, pruned: u64, total: u64) -> Doomed {
+        Doomed {
+            lost,
+            pruned,
+            total,
+            no_text_at_all: false,
+        }
+    }
+
+    #[test]
+    fn shares_and_counts_parse() {
+        assert_eq!("50%".parse::<MaxDelete>().unwrap(), MaxDelete::Share(50));
+        assert_eq!("all".parse::<MaxDelete>().unwrap(), MaxDelete::Share(100));
+        assert_eq!("1000".parse::<MaxDelete>().unwrap(), MaxDelete::Count(1000));
+        assert!("150%".parse::<MaxDelete>().is_err());
+        assert!("half".parse::<MaxDelete>().is_err());
+    }
+
+    #[test]
+    fn up_to_the_limit_passes_beyond_it_is_refused() {
+        let half = MaxDelete::Share(50);
+        assert!(half.check("r", &doomed(5, 0, 10)).is_ok());
+        assert!(half.check("r", &doomed(3, 3, 10)).is_err());
+        assert!(MaxDelete::Share(100).check("r", &doomed(10, 0, 10)).is_ok());
+        assert!(MaxDelete::Count(2).check("r", &doomed(0, 3, 1000)).is_err());
+        assert!(half.check("r", &doomed(0, 0, 0)).is_ok());
+    }
+
+    #[test]
+    fn the_refusal_says_how_many_why_and_the_flag() {
+        let d = Doomed {
+            lost: 270,
+            pruned: 0,
+            total: 270,
+            no_text_at_all: true,
+        };
+        let msg = MaxDelete::default()
+            .check("shop.products -> products", &d)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "270 of its 270",
+            "--text",
+            "--max-delete 100%",
+            "nothing was deleted",
+        ] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Exactness against an adversary, on both targets: each test is a scenario that lost or
+//! wrongly deleted points before its fix. Mixed `_id` types (MongoDB orders them by type
+//! bracket, and a `$gt` matches only within one), dropped cursors and failed runs injected with
+//! `configureFailPoint`, a compound `_id` as the resume point.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Mongo, unique};
+use mongo2qdrant::pipeline::PipelineError;
+use mongo2qdrant::pipeline::guard::MaxDelete;
+use mongo2qdrant::sink::Sink;
+use mongo2qdrant::state::{Checkpoint, StateStore};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, DateTime, Document, Timestamp, doc};
+
+/// Documents with every kind of `_id` MongoDB allows as a key of `n` documents each (numbers of
+/// three types, strings, documents with unsorted keys, ObjectIds, binary, dates, timestamps),
+/// plus null, both booleans, MinKey and MaxKey: `8 * n + 5` documents, inserted shuffled.
+fn mixed_docs(n: usize) -> Vec<Document> {
+    let mut ids: Vec<Bson> = vec![
+        Bson::Null,
+        Bson::Boolean(false),
+        Bson::Boolean(true),
+        Bson::MinKey,
+        Bson::MaxKey,
+    ];
+    for i in 0..n {
+        let k = i as i64;
+        ids.push(match i % 3 {
+            0 => Bson::Int32(i as i32),
+            1 => Bson::Int64(k),
+            _ => Bson::Double(k as f64 + 0.5),
+        });
+        ids.push(Bson::String(format!("s{i:03}")));
+        ids.push(Bson::Document(doc! {"z": i as i32, "a": "x"}));
+        ids.push(Bson::ObjectId(ObjectId::new()));
+        ids.push(Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: vec![1, i as u8, 7],
+        }));
+        ids.push(Bson::DateTime(DateTime::from_millis(1_600_000_000_000 + k)));
+        ids.push(Bson::Timestamp(Timestamp {
+            time: 1_700_000_000,
+            increment: i as u32 + 1,
+        }));
+        ids.push(Bson::Int32(1000 + i as i32));
+    }
+    // A fixed shuffle: insertion order must not matter.
+    ids.sort_by_key(|id| blake3::hash(id.to_string().as_bytes()).to_hex().to_string());
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| doc! {"_id": id, "text": format!("note {i}: a short text about topic {}", i % 7)})
+        .collect()
+}
+
+/// Arm MongoDB's `failCommand` fail point once, after `skip` matching commands.
+async fn fail_once(m: &Mongo, skip: i32, data: Document) {
+    m.client()
+        .await
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"skip": skip, "times": 1},
+            "data": data,
+        })
+        .await
+        .unwrap();
+}
+
+async fn count<S: Sink>(sink: &S, c: &str) -> u64 {
+    sink.count(c).await.unwrap()
+}
+
+/// A dropped connection mid-pass, then `--prune`: the reader continues after the last `_id` it
+/// sent, which must include every later type bracket, or prune deletes the points of the
+/// documents it skipped (70 of 270 in the review's reproduction).
+async fn mixed_id_types_and_a_dropped_cursor_never_prune_live_points<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let c = unique("mixed");
+    let docs = mixed_docs(12);
+    let n = docs.len() as u64;
+    m.insert("x", &c, docs).await;
+    let run = |prune| {
+        let mut o = common::options();
+        o.batch_docs = 8;
+        o.prune = prune;
+        common::sync_of(&m, "x", &[&c]).cursor_batch(10).opts(o)
+    };
+    run(false).run(&sink).await.unwrap();
+    assert_eq!(count(sink.as_ref(), &c).await, n);
+
+    fail_once(
+        &m,
+        1,
+        doc! {"failCommands": ["getMore"], "closeConnection": true},
+    )
+    .await;
+    let r = run(true).run(&sink).await.unwrap();
+    assert_eq!(r.counts.read, n, "every document read once");
+    assert_eq!(r.namespaces[0].pruned, 0, "{r:#?}");
+    assert_eq!(count(sink.as_ref(), &c).await, n);
+    common::verify(&sink, run(false).jobs().await).await;
+}
+
+/// A run that fails mid-pass leaves a checkpoint inside one type bracket; the resumed run must
+/// read the rest of the collection, every later bracket included.
+async fn a_resumed_pass_reads_every_later_id_type<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let c = unique("resume");
+    let docs = mixed_docs(12);
+    let n = docs.len() as u64;
+    m.insert("x", &c, docs).await;
+    let run = || {
+        let mut o = common::options();
+        o.batch_docs = 8;
+        common::sync_of(&m, "x", &[&c]).cursor_batch(10).opts(o)
+    };
+    fail_once(&m, 2, doc! {"failCommands": ["getMore"], "errorCode": 2}).await;
+    assert!(
+        run().run(&sink).await.is_err(),
+        "the injected error ends the run"
+    );
+    let first = count(sink.as_ref(), &c).await;
+    assert!(
+        first > 0 && first < n,
+        "the first run stopped midway ({first} of {n})"
+    );
+
+    let r = run().run(&sink).await.unwrap();
+    assert!(r.namespaces[0].resumed_after.is_some(), "{r:#?}");
+    assert_eq!(count(sink.as_ref(), &c).await, n);
+    common::verify(&sink, run().jobs().await).await;
+}
+
+/// A compound `_id` as the resume point comes back exactly (field order included): a Qdrant
+/// server returns payload objects as protobuf maps, which keep no order.
+async fn a_compound_id_checkpoint_keeps_its_field_order<S: Sink>(sink: Arc<S>) {
+    let id = Bson::Document(doc! {"z": 1, "a": {"y": 2, "b": [3, "x"]}, "m": 1.5});
+    let store = StateStore::open(sink.as_ref(), true).await.unwrap();
+    let target = unique("compound");
+    let mut cp = Checkpoint {
+        target: target.clone(),
+        namespace: "x.y".into(),
+        vector: None,
+        last_id: None,
+        complete: false,
+        settings: "s".into(),
+        run_id: "r".into(),
+        started_at: "t".into(),
+        updated_at: "t".into(),
+        model: "m".into(),
+        dimension: 384,
+        counts: Default::default(),
+    };
+    cp.set_last_id(&id);
+    store.save_checkpoint(&cp).await.unwrap();
+    let back = store
+        .checkpoint(&target, "x.y", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let got = back.resume_after("s").unwrap();
+    assert_eq!(got, id, "{got} != {id}");
+    // The same bytes, so the same point ids and the same cursor position.
+    assert_eq!(
+        mongo2qdrant::ids::canonical_id_bytes(&got),
+        mongo2qdrant::ids::canonical_id_bytes(&id)
+    );
+}
+
+both_targets!(
+    mixed_id_types_and_a_dropped_cursor_never_prune_live_points,
+    a_resumed_pass_reads_every_later_id_type,
+    a_compound_id_checkpoint_keeps_its_field_order,
+);
+
+/// `n` short documents with integer `_id`s and a `text` field.
+fn notes(n: usize) -> Vec<Document> {
+    (0..n)
+        .map(
+            |i| doc! {"_id": i as i32, "kind": "a", "text": format!("note {i} on topic {}", i % 5)},
+        )
+        .collect()
+}
+
+/// A template whose field names nothing (`{txet}`) makes every document "lose its text": the
+/// run must delete nothing, exit with an error that says how many, why and the flag, and a dry
+/// run must say the same. An explicit `--max-delete 100%` allows it.
+async fn a_template_typo_deletes_nothing_and_names_the_fix<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("typo");
+    m.insert("x", &c, notes(20)).await;
+    common::sync_of(&m, "x", &[&c]).run(&sink).await.unwrap();
+    assert_eq!(count(sink.as_ref(), &c).await, 20);
+
+    let typo = |o| common::sync_of(&m, "x", &[&c]).template("{txet}").opts(o);
+    let err = typo(common::options()).run(&sink).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, PipelineError::MassDelete(_)), "{msg}");
+    for needle in [
+        "20 of its 20",
+        "--text",
+        "--max-delete 100%",
+        "nothing was deleted",
+    ] {
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    assert_eq!(count(sink.as_ref(), &c).await, 20);
+
+    let mut dry = common::options();
+    dry.dry_run = true;
+    let err = typo(dry).run(&sink).await.unwrap_err();
+    assert!(matches!(err, PipelineError::MassDelete(_)), "{err}");
+
+    let mut allow = common::options();
+    allow.max_delete = MaxDelete::Share(100);
+    let r = typo(allow).run(&sink).await.unwrap();
+    assert_eq!(r.counts.deleted, 20);
+    assert_eq!(count(sink.as_ref(), &c).await, 0);
+}
+
+/// `--prune` with a filter that matches nothing (a typo in a field name) would delete the whole
+/// namespace: refused, and the message points at the filter.
+async fn a_filter_that_matches_nothing_prunes_nothing<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("filter");
+    m.insert("x", &c, notes(20)).await;
+    let mut prune = common::options();
+    prune.prune = true;
+    common::sync_of(&m, "x", &[&c])
+        .opts(prune.clone())
+        .run(&sink)
+        .await
+        .unwrap();
+    let err = common::sync_of(&m, "x", &[&c])
+        .filter(r#"{"knid": "a"}"#)
+        .opts(prune)
+        .run(&sink)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--filter") && msg.contains("20 of its 20"),
+        "{msg}"
+    );
+    assert_eq!(count(sink.as_ref(), &c).await, 20);
+}
+
+/// A few deletions stay below the guard: documents deleted at the source are pruned, and a
+/// document that lost its text loses its points, in the same run.
+async fn ordinary_deletions_pass_the_guard<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("ordinary");
+    m.insert("x", &c, notes(20)).await;
+    let mut prune = common::options();
+    prune.prune = true;
+    let run = || common::sync_of(&m, "x", &[&c]).opts(prune.clone());
+    run().run(&sink).await.unwrap();
+    let coll = m.client().await.database("x").collection::<Document>(&c);
+    coll.delete_many(doc! {"_id": {"$in": [1, 2, 3]}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 4}, doc! {"$unset": {"text": ""}})
+        .await
+        .unwrap();
+    let r = run().run(&sink).await.unwrap();
+    assert_eq!(r.counts.deleted, 4, "{r:#?}");
+    assert_eq!(r.namespaces[0].pruned, 3);
+    assert_eq!(count(sink.as_ref(), &c).await, 16);
+    common::verify(&sink, run().jobs().await).await;
+}
+
+both_targets!(
+    a_template_typo_deletes_nothing_and_names_the_fix,
+    a_filter_that_matches_nothing_prunes_nothing,
+    ordinary_deletions_pass_the_guard,
+);
+
+/// Run the binary's `sync` on `files` into the embedded store at `store`, with `args`.
+fn sync_files(
+    store: &std::path::Path,
+    files: &[&std::path::Path],
+    args: &[&str],
+) -> std::process::Output {
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    common::bin()
+        .args(["sync", "--quiet", "--file", &files.join(",")])
+        .arg("--qdrant-path")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write_lines(path: &std::path::Path, lines: &[&str]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Two files with the same stem would share a namespace, so the second's prune deleted the
+/// first's points: refused before anything runs, naming `--namespace`.
+#[test]
+fn two_files_with_one_stem_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("a/products.jsonl"),
+        dir.path().join("b/products.jsonl"),
+    );
+    write_lines(
+        &a,
+        &[
+            r#"{"_id": 1, "text": "red shoes"}"#,
+            r#"{"_id": 2, "text": "blue hat"}"#,
+        ],
+    );
+    write_lines(&b, &[r#"{"_id": 3, "text": "green scarf"}"#]);
+    let out = sync_files(
+        &dir.path().join("store"),
+        &[&a, &b],
+        &["--database", "shop", "--prune"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("both write") && e.contains("--namespace"), "{e}");
+}
+
+/// A document whose `_id` cannot be encoded (a NUL in a key) crashed every run: now it is one
+/// failed document in the report, and the others are synced.
+#[test]
+fn a_nul_in_an_id_key_is_counted_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("odd.jsonl");
+    write_lines(
+        &f,
+        &[
+            r#"{"_id": {"a\u0000b": 1}, "text": "hi"}"#,
+            r#"{"_id": 2, "text": "fine"}"#,
+        ],
+    );
+    let report = dir.path().join("report.json");
+    let out = sync_files(
+        &dir.path().join("store"),
+        &[&f],
+        &["--report-json", &report.display().to_string()],
+    );
+    common::assert_ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["failed"], 1, "{r}");
+    assert_eq!(r["embedded"], 1, "{r}");
+    assert!(r["failures"].to_string().contains("_id"), "{r}");
+}
+
+/// Successive dumps of one collection under one `--namespace` are one set of points (the live
+/// collection's ids): the second dump updates and prunes the first's, never duplicates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_dumps_with_one_namespace_share_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let day1 = dir.path().join("products-2026-01-01.jsonl");
+    let day2 = dir.path().join("products-2026-01-02.jsonl");
+    write_lines(
+        &day1,
+        &[
+            r#"{"_id": 1, "text": "red shoes"}"#,
+            r#"{"_id": 2, "text": "blue hat"}"#,
+            r#"{"_id": 3, "text": "green scarf"}"#,
+        ],
+    );
+    write_lines(
+        &day2,
+        &[
+            r#"{"_id": 1, "text": "red shoes"}"#,
+            r#"{"_id": 2, "text": "blue hat, wool"}"#,
+            r#"{"_id": 4, "text": "yellow gloves"}"#,
+        ],
+    );
+    let args = [
+        "--namespace",
+        "shop.products",
+        "--collection-name",
+        "products",
+        "--prune",
+    ];
+    common::assert_ok(&sync_files(&store, &[&day1], &args));
+    common::assert_ok(&sync_files(&store, &[&day2], &args));
+    let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
+    let mut got: Vec<uuid::Uuid> = mongo2qdrant::sink::scroll_all(&sink, "products", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    got.sort();
+    // The ids a sync of the live collection shop.products writes.
+    let mut want: Vec<uuid::Uuid> = [1, 2, 4]
+        .iter()
+        .map(|i| mongo2qdrant::ids::point_id("shop", "products", &Bson::Int32(*i), 0))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
