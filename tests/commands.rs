@@ -46,15 +46,15 @@ async fn status_and_search_after_a_sync() {
     load_movies(&m, "s", "films", 30).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    // Before any sync the store does not exist: said so, not shown as an empty store.
     let out = bin()
         .args(["status", "--json"])
         .arg("--qdrant-path")
         .arg(&store)
         .output()
         .unwrap();
-    common::assert_ok(&out);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s["checkpoints"].as_array().unwrap().len(), 0);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"));
 
     assert!(
         sync_cmd(&m, "s", "films", &store)

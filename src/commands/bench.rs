@@ -41,7 +41,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = crate::bench::run(&plan, texts, read_secs).await;
     let _ = std::fs::remove_dir_all(&scratch);
     let report = report?;
-    print!("{}", crate::bench::table(&report));
+    crate::out!("{}", crate::bench::table(&report).trim_end());
     if let Some(path) = &args.json {
         super::write_json(path, "--json", &report)?;
     }

@@ -21,6 +21,16 @@ use crate::pipeline::PipelineError;
 use crate::sink::{Target, TargetKind};
 use crate::state::{LockError, StoreLock, lock_store};
 
+/// `println!` that never panics: a closed stdout (`mongo2qdrant verify | head`, a cron job
+/// without a reader) loses the rest of the text, never the exit code or the report.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Documented exit codes.
 pub mod exit {
     pub const FAILURE: u8 = 1;
@@ -67,6 +77,20 @@ pub fn lock_target(target: &TargetKind, holder: &str) -> Result<Option<StoreLock
         TargetKind::Embedded { path } => Some(lock_store(path, holder)?),
         TargetKind::Grpc { .. } => None,
     })
+}
+
+/// For commands that only read: an embedded store that does not exist is a mistyped path, not
+/// an empty store.
+pub fn existing_store(kind: &TargetKind) -> anyhow::Result<()> {
+    if let TargetKind::Embedded { path } = kind
+        && !path.is_dir()
+    {
+        anyhow::bail!(
+            "no embedded store at {}: check --qdrant-path (or M2Q_QDRANT_PATH); `mongo2qdrant sync` creates it",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Open the target `kind` describes.

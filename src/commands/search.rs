@@ -15,6 +15,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .collection_name
         .clone()
         .context("search needs --collection-name (the target collection)")?;
+    super::existing_store(&args.target.kind())?;
     // Opening a shard may replay and flush it: never beside a running sync.
     let _lock = lock_target(&args.target.kind(), "search")?;
     let embedder = load_embedder(&args.model).await?;
@@ -41,7 +42,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
 fn print_hits(hits: &[Hit], json: bool) {
     for (i, h) in hits.iter().enumerate() {
         if json {
-            println!(
+            crate::out!(
                 "{}",
                 serde_json::json!({"rank": i + 1, "id": h.id, "score": h.score, "payload": h.payload})
             );
@@ -54,7 +55,7 @@ fn print_hits(hits: &[Hit], json: bool) {
         let chunk = chunk
             .filter(|c| c.as_u64() != Some(0))
             .map_or_else(String::new, |c| format!(" chunk {c}"));
-        println!(
+        crate::out!(
             "{:>2}. {:.4}  _id {id}{chunk}  {}",
             i + 1,
             h.score,

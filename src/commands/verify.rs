@@ -12,6 +12,7 @@ use crate::verify::VerifyReport;
 pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
+    super::existing_store(&target.kind())?;
     let embedder = load_embedder(&args.model).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let opts = super::sync::sync_options(&args, chunking, stop);
@@ -31,7 +32,7 @@ pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(report: &VerifyReport) {
     for ns in &report.namespaces {
-        println!(
+        crate::out!(
             "{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
             route(&ns.namespace, &ns.target, ns.vector.as_deref()),
             ns.documents,
@@ -50,7 +51,7 @@ fn print_report(report: &VerifyReport) {
             ("duplicate", &ns.duplicate_ids),
         ] {
             for d in list {
-                println!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
+                crate::out!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
             }
         }
     }

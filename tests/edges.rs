@@ -1,0 +1,236 @@
+//! Exact at the edges, on the real binary: config entries and flags, files and their paths,
+//! names, reports and closed pipes. Each test is named after the scenario that went wrong.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::{Mongo, bin};
+use mongodb::bson::{Document, doc};
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn notes(n: usize, kind: &str) -> Vec<Document> {
+    (0..n)
+        .map(|i| doc! {"_id": format!("{kind}{i}"), "kind": kind, "text": format!("{kind} note {i}")})
+        .collect()
+}
+
+/// `sync` with `args` against `m`, into the embedded store `store`.
+fn sync(m: &Mongo, store: &Path, args: &[&str]) -> Output {
+    bin()
+        .args(["sync", "--quiet", "--mongo-uri", &m.uri()])
+        .arg("--qdrant-path")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Two `[[sync]]` entries on one collection and one target without distinct vector names
+/// (one per document kind) pruned each other's points: refused at load time, naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_on_one_collection_and_target_are_refused() {
+    let m = Mongo::start();
+    m.insert("pm", "t1", notes(4, "a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pm.toml");
+    std::fs::write(
+        &config,
+        r#"
+database = "pm"
+[[sync]]
+collection = "t1"
+filter = '{"kind": "a"}'
+[[sync]]
+collection = "t1"
+filter = '{"kind": "b"}'
+"#,
+    )
+    .unwrap();
+    let out = sync(&m, &dir.path().join("store"), &["--config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let e = stderr(&out);
+    assert!(e.contains("both write") && e.contains("vector_name"), "{e}");
+}
+
+/// `--config pm.toml --collection t1` built the job from the flags alone (template `{text}`,
+/// no payload, default target), and every document "lost its text": the flag now selects the
+/// file's entry, whose settings stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_flag_selects_the_config_entry() {
+    let m = Mongo::start();
+    let docs: Vec<Document> = (0..6)
+        .map(|i| doc! {"_id": i, "body": format!("task {i}: fix the build"), "owner": "ann"})
+        .collect();
+    m.insert("pm", "t1", docs.clone()).await;
+    m.insert("pm", "t2", docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pm.toml");
+    std::fs::write(
+        &config,
+        r#"
+database = "pm"
+[[sync]]
+collection = "t1"
+target = "tasks"
+text = "{body}"
+payload = ["owner"]
+[[sync]]
+collection = "t2"
+target = "tasks2"
+text = "{body}"
+"#,
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let r = dir.path().join("r.json");
+    let cfg = config.display().to_string();
+    let rep = r.display().to_string();
+    common::assert_ok(&sync(&m, &store, &["--config", &cfg]));
+    let out = sync(&m, &store, &["--config", &cfg, "--collection", "t1", "--report-json", &rep]);
+    common::assert_ok(&out);
+    let r = report(&r);
+    assert_eq!(r["skipped_no_text"], 0, "{r}");
+    assert_eq!(r["skipped_unchanged"], 6, "{r}");
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert_eq!(r["namespaces"].as_array().unwrap().len(), 1, "only t1: {r}");
+    assert_eq!(r["namespaces"][0]["target"], "tasks");
+}
+
+/// `file` and `qdrant_path` in a config file are relative to the file, not to where the run
+/// starts: a run from elsewhere reads the same file and writes the same store.
+#[test]
+fn config_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.jsonl"), "{\"_id\": 1, \"text\": \"hello\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "qdrant_path = \"store\"\n[[sync]]\nfile = \"notes.jsonl\"\n",
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(elsewhere.path())
+        .args(["sync", "--quiet", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    assert!(dir.path().join("store").is_dir(), "the store beside the config");
+    assert!(!elsewhere.path().join("store").exists());
+}
+
+/// The records collection as a target was met with "pass --recreate", which wiped every
+/// checkpoint; a name with `..` wrote outside the store. Both are usage errors now.
+#[test]
+fn reserved_and_path_like_collection_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n.jsonl");
+    std::fs::write(&f, "{\"_id\": 1, \"text\": \"hello\"}\n").unwrap();
+    for name in ["mongo2qdrant_checkpoints", "../x", "a/b"] {
+        let out = bin()
+            .args(["sync", "--quiet", "--file"])
+            .arg(&f)
+            .args(["--collection-name", name, "--qdrant-path"])
+            .arg(dir.path().join("store"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        assert!(stderr(&out).contains("--collection-name"), "{name}: {}", stderr(&out));
+    }
+    assert!(!dir.path().join("x").exists());
+}
+
+/// `status`, `search` and `verify` on a mistyped `--qdrant-path` created an empty store and
+/// said "no checkpoints yet", exit 0: now they say the store does not exist.
+#[test]
+fn a_mistyped_store_path_is_an_error_not_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("qdrant-dtaa");
+    for args in [
+        vec!["status"],
+        vec!["search", "hello", "--collection-name", "c"],
+        vec!["verify", "--file", "x.jsonl"],
+    ] {
+        let out = bin().args(&args).arg("--qdrant-path").arg(&missing).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(stderr(&out).contains("no embedded store"), "{args:?}: {}", stderr(&out));
+        assert!(!missing.exists(), "{args:?} created it");
+    }
+}
+
+/// A closed stdout (`sync ... | true`, `verify | head`) panicked (exit 101, no report): the
+/// exit code and the report do not depend on anyone reading.
+#[test]
+fn a_closed_stdout_changes_neither_exit_code_nor_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n.jsonl");
+    std::fs::write(&f, "{\"_id\": 1, \"text\": \"hello\"}\n{\"_id\": 2, \"text\": \"world\"}\n").unwrap();
+    let store = dir.path().join("store");
+    let r = dir.path().join("r.json");
+    let run = |args: &[&str]| {
+        let mut child = bin()
+            .args(args)
+            .arg("--file")
+            .arg(&f)
+            .arg("--qdrant-path")
+            .arg(&store)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["sync", "--quiet", "--report-json", &r.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report(&r)["embedded"], 2);
+    // verify against another template differs: exit 3, whoever reads.
+    let out = run(&["verify", "--text", "{text}!"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+/// A usage error, a store locked by another run and a missing model wrote no report, so a cron
+/// job kept showing the last good one: every way out writes it, with its exit status.
+#[test]
+fn every_failure_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n.jsonl");
+    std::fs::write(&f, "{\"_id\": 1, \"text\": \"hello\"}\n").unwrap();
+    let store = dir.path().join("store");
+    let r = dir.path().join("r.json");
+    let rep = r.display().to_string();
+    let sync = |extra: &[&str]| {
+        bin()
+            .args(["sync", "--quiet", "--file"])
+            .arg(&f)
+            .arg("--qdrant-path")
+            .arg(&store)
+            .args(["--report-json", &rep])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = sync(&["--text", "{unclosed"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(report(&r)["exit_status"], 2);
+    assert_eq!(report(&r)["status"], "failed");
+
+    let out = sync(&["--model", "/nonexistent/model"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report(&r)["exit_status"], 1);
+
+    let _held = mongo2qdrant::state::lock_store(&store, "someone-else").unwrap();
+    let out = sync(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let rep = report(&r);
+    assert_eq!(rep["exit_status"], 4);
+    assert!(rep["error"].as_str().unwrap().contains("someone-else"), "{rep}");
+}
