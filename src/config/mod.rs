@@ -1,17 +1,21 @@
 //! Turns command-line arguments into validated, immutable settings: jobs, embedding layout,
-//! target. Everything that can be checked before connecting is checked here.
+//! target. Everything that can be checked before connecting is checked here: [`file`] reads a
+//! config file, [`job`] resolves and validates one job.
+
+mod file;
+mod job;
 
 use std::path::PathBuf;
 
-use mongodb::bson::Document;
+pub use file::{FileConfig, SyncEntry};
+pub use job::{JobSpec, check_collection_name, check_vector_name};
 
 use crate::cli::{ModelArgs, SourceArgs, SyncArgs, TargetArgs};
 use crate::embed::{EmbedConfig, available_cores, default_layout};
 use crate::point::{Chunking, Job};
 pub use crate::sink::TargetKind;
-use crate::source::mongo::connect;
-use crate::source::{FileSource, MongoSource, Namespace, Source, SourceError, parse_ext_json_doc};
-use crate::text::{Template, TemplateError};
+use crate::source::SourceError;
+use crate::text::TemplateError;
 
 /// Errors in the settings themselves (exit code "usage").
 #[derive(Debug, thiserror::Error)]
@@ -71,74 +75,6 @@ impl TargetArgs {
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_QDRANT_PATH)),
             },
         }
-    }
-}
-
-/// A TOML config file: shared settings, then one `[[sync]]` table per source collection or file.
-/// Unknown keys are an error.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub mongo_uri: Option<String>,
-    pub database: Option<String>,
-    pub qdrant_url: Option<String>,
-    pub qdrant_path: Option<PathBuf>,
-    pub vector_name: Option<String>,
-    #[serde(default)]
-    pub sync: Vec<SyncEntry>,
-}
-
-/// One source collection (or file) into one target collection.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncEntry {
-    pub collection: Option<String>,
-    pub file: Option<PathBuf>,
-    /// The namespace of a file's documents (`db.collection`): the same as the live collection's
-    /// makes a dump and the collection feed the same points. Default: `database` (or `file`) and
-    /// the file's stem.
-    pub namespace: Option<String>,
-    pub database: Option<String>,
-    /// Target collection (default: the source collection's name).
-    pub target: Option<String>,
-    pub text: Option<String>,
-    #[serde(default)]
-    pub payload: Vec<String>,
-    pub filter: Option<String>,
-    pub projection: Option<String>,
-    /// Named vector of this entry; entries with different names may share a source and a
-    /// target (one point per document, one vector per entry).
-    pub vector_name: Option<String>,
-}
-
-impl FileConfig {
-    /// Read and parse `path`.
-    /// Relative paths in it (`file`, `qdrant_path`) are relative to the file's own directory, so
-    /// a run from anywhere reads the same files and writes the same store.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut config: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let base = path.parent().unwrap_or(std::path::Path::new(""));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        if let Some(p) = config.qdrant_path.as_mut() {
-            resolve(p);
-        }
-        for e in &mut config.sync {
-            if let Some(f) = e.file.as_mut() {
-                resolve(f);
-            }
-        }
-        Ok(config)
     }
 }
 
@@ -222,98 +158,6 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
     Ok((jobs, target))
 }
 
-/// Everything one job needs, resolved.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
-    pub mongo_uri: String,
-    pub database: Option<String>,
-    pub collection: Option<String>,
-    pub file: Option<PathBuf>,
-    /// A file's namespace (`db.collection`), when given.
-    pub namespace: Option<String>,
-    pub target: Option<String>,
-    pub text: String,
-    pub payload: Vec<String>,
-    pub filter: Option<String>,
-    pub projection: Option<String>,
-    pub cursor_batch: u32,
-    pub vector_name: Option<String>,
-}
-
-impl JobSpec {
-    /// Validate and build the job (one MongoDB client per URI).
-    pub async fn into_job(
-        self,
-        clients: &mut std::collections::HashMap<String, mongodb::Client>,
-    ) -> Result<Job, ConfigError> {
-        let template = Template::parse(&self.text)?;
-        if let Some(v) = &self.vector_name {
-            check_vector_name(v)?;
-        }
-        let filter_text = self.filter.clone().unwrap_or_default();
-        let filter = match &self.filter {
-            Some(f) => parse_ext_json_doc("filter", f, r#"{"year": {"$gte": 2000}}"#)?,
-            None => Document::new(),
-        };
-        let projection = match &self.projection {
-            Some(p) => parse_ext_json_doc("projection", p, r#"{"title": 1, "body": 1}"#)?,
-            None => derived_projection(&template, &self.payload),
-        };
-        let (source, name) = match (&self.collection, &self.file) {
-            (Some(c), None) => {
-                let database = self.database.clone().ok_or(ConfigError::NoDatabase)?;
-                let client = match clients.get(&self.mongo_uri) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = connect(&self.mongo_uri, "mongo2qdrant").await?;
-                        clients.insert(self.mongo_uri.clone(), c.clone());
-                        c
-                    }
-                };
-                let namespace = Namespace {
-                    database,
-                    collection: c.clone(),
-                };
-                let src = MongoSource::new(
-                    client,
-                    namespace,
-                    filter,
-                    Some(projection),
-                    self.cursor_batch,
-                );
-                (Source::Mongo(src), c.clone())
-            }
-            (None, Some(f)) => {
-                let namespace = match &self.namespace {
-                    Some(ns) => parse_namespace(ns)?,
-                    None => {
-                        let stem = f
-                            .file_stem()
-                            .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
-                        Namespace {
-                            database: self.database.clone().unwrap_or_else(|| "file".into()),
-                            collection: stem.strip_suffix(".json").unwrap_or(&stem).to_owned(),
-                        }
-                    }
-                };
-                let name = namespace.collection.clone();
-                (Source::File(FileSource::new(f.clone(), namespace)), name)
-            }
-            _ => return Err(ConfigError::EntrySource),
-        };
-        let target = self.target.unwrap_or(name);
-        check_collection_name(&target)?;
-        Ok(Job {
-            source,
-            target,
-            template,
-            payload_fields: self.payload,
-            filter_text,
-            vector_name: self.vector_name,
-        })
-    }
-}
-
 impl ModelArgs {
     /// The embedding configuration these flags describe.
     pub fn embed_config(&self) -> Result<EmbedConfig, ConfigError> {
@@ -336,48 +180,6 @@ impl ModelArgs {
     }
 }
 
-/// A vector name must be a plain payload key suffix (`content_hash_<name>`): letters, digits,
-/// `_` and `-`.
-pub fn check_vector_name(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::VectorName(name.to_owned()))
-    }
-}
-
-/// A target collection name must be one Qdrant accepts (it is a directory of the embedded
-/// store) and not the records collection, which holds every checkpoint.
-pub fn check_collection_name(name: &str) -> Result<(), ConfigError> {
-    let bad = |reason| {
-        Err(ConfigError::CollectionName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name == crate::state::RECORDS_COLLECTION {
-        return bad("it is reserved for the checkpoints, leases and run records");
-    }
-    if name.is_empty() || name.len() > 255 {
-        return bad("a name has 1 to 255 bytes");
-    }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| "/\\:*?\"<>|".contains(c) || c.is_control())
-    {
-        return bad(
-            "a name cannot be `.` or `..` nor contain / \\ : * ? \" < > | or control characters",
-        );
-    }
-    Ok(())
-}
-
 /// Chunking settings from the flags.
 pub fn chunking(args: &SyncArgs) -> Result<Option<Chunking>, ConfigError> {
     match args.chunk_size {
@@ -395,17 +197,6 @@ pub fn chunking(args: &SyncArgs) -> Result<Option<Chunking>, ConfigError> {
             overlap: args.chunk_overlap,
         })),
     }
-}
-
-/// The projection a template and payload need (top-level fields), plus `_id`.
-fn derived_projection(template: &Template, payload: &[String]) -> Document {
-    let mut p = Document::new();
-    for f in template.fields().chain(payload.iter().cloned()) {
-        let top = f.split('.').next().unwrap_or(&f).to_owned();
-        p.insert(top, 1);
-    }
-    p.insert("_id", 1);
-    p
 }
 
 /// Jobs for plain flags (no config file): one per `--collection` or `--file`.
@@ -453,17 +244,6 @@ fn flag_entries(source: &SourceArgs) -> Vec<SyncEntry> {
         .map(|c| one(Some(c.clone()), None))
         .chain(source.files.iter().map(|f| one(None, Some(f.clone()))))
         .collect()
-}
-
-/// `db.collection` as a namespace (the collection may contain dots, the database may not).
-fn parse_namespace(text: &str) -> Result<Namespace, ConfigError> {
-    match text.split_once('.') {
-        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(Namespace {
-            database: db.to_owned(),
-            collection: coll.to_owned(),
-        }),
-        _ => Err(ConfigError::Namespace(text.to_owned())),
-    }
 }
 
 /// Build every job, sharing one MongoDB client per URI; no job at all is an error, and so are

@@ -1,0 +1,168 @@
+//! One job's settings, resolved and validated into a [`Job`]: template, filter, projection,
+//! source, namespace, target name and vector name.
+
+use std::path::PathBuf;
+
+use mongodb::bson::Document;
+
+use super::ConfigError;
+use crate::point::Job;
+use crate::source::mongo::connect;
+use crate::source::{FileSource, MongoSource, Namespace, Source, parse_ext_json_doc};
+use crate::text::Template;
+
+/// Everything one job needs, resolved.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub mongo_uri: String,
+    pub database: Option<String>,
+    pub collection: Option<String>,
+    pub file: Option<PathBuf>,
+    /// A file's namespace (`db.collection`), when given.
+    pub namespace: Option<String>,
+    pub target: Option<String>,
+    pub text: String,
+    pub payload: Vec<String>,
+    pub filter: Option<String>,
+    pub projection: Option<String>,
+    pub cursor_batch: u32,
+    pub vector_name: Option<String>,
+}
+
+impl JobSpec {
+    /// Validate and build the job (one MongoDB client per URI).
+    pub async fn into_job(
+        self,
+        clients: &mut std::collections::HashMap<String, mongodb::Client>,
+    ) -> Result<Job, ConfigError> {
+        let template = Template::parse(&self.text)?;
+        if let Some(v) = &self.vector_name {
+            check_vector_name(v)?;
+        }
+        let filter_text = self.filter.clone().unwrap_or_default();
+        let filter = match &self.filter {
+            Some(f) => parse_ext_json_doc("filter", f, r#"{"year": {"$gte": 2000}}"#)?,
+            None => Document::new(),
+        };
+        let projection = match &self.projection {
+            Some(p) => parse_ext_json_doc("projection", p, r#"{"title": 1, "body": 1}"#)?,
+            None => derived_projection(&template, &self.payload),
+        };
+        let (source, name) = match (&self.collection, &self.file) {
+            (Some(c), None) => {
+                let database = self.database.clone().ok_or(ConfigError::NoDatabase)?;
+                let client = match clients.get(&self.mongo_uri) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = connect(&self.mongo_uri, "mongo2qdrant").await?;
+                        clients.insert(self.mongo_uri.clone(), c.clone());
+                        c
+                    }
+                };
+                let namespace = Namespace {
+                    database,
+                    collection: c.clone(),
+                };
+                let src = MongoSource::new(
+                    client,
+                    namespace,
+                    filter,
+                    Some(projection),
+                    self.cursor_batch,
+                );
+                (Source::Mongo(src), c.clone())
+            }
+            (None, Some(f)) => {
+                let namespace = match &self.namespace {
+                    Some(ns) => parse_namespace(ns)?,
+                    None => {
+                        let stem = f
+                            .file_stem()
+                            .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
+                        Namespace {
+                            database: self.database.clone().unwrap_or_else(|| "file".into()),
+                            collection: stem.strip_suffix(".json").unwrap_or(&stem).to_owned(),
+                        }
+                    }
+                };
+                let name = namespace.collection.clone();
+                (Source::File(FileSource::new(f.clone(), namespace)), name)
+            }
+            _ => return Err(ConfigError::EntrySource),
+        };
+        let target = self.target.unwrap_or(name);
+        check_collection_name(&target)?;
+        Ok(Job {
+            source,
+            target,
+            template,
+            payload_fields: self.payload,
+            filter_text,
+            vector_name: self.vector_name,
+        })
+    }
+}
+
+/// A vector name must be a plain payload key suffix (`content_hash_<name>`): letters, digits,
+/// `_` and `-`.
+pub fn check_vector_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::VectorName(name.to_owned()))
+    }
+}
+
+/// A target collection name must be one Qdrant accepts (it is a directory of the embedded
+/// store) and not the records collection, which holds every checkpoint.
+pub fn check_collection_name(name: &str) -> Result<(), ConfigError> {
+    let bad = |reason| {
+        Err(ConfigError::CollectionName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name == crate::state::RECORDS_COLLECTION {
+        return bad("it is reserved for the checkpoints, leases and run records");
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("a name has 1 to 255 bytes");
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| "/\\:*?\"<>|".contains(c) || c.is_control())
+    {
+        return bad(
+            "a name cannot be `.` or `..` nor contain / \\ : * ? \" < > | or control characters",
+        );
+    }
+    Ok(())
+}
+
+/// The projection a template and payload need (top-level fields), plus `_id`.
+pub(super) fn derived_projection(template: &Template, payload: &[String]) -> Document {
+    let mut p = Document::new();
+    for f in template.fields().chain(payload.iter().cloned()) {
+        let top = f.split('.').next().unwrap_or(&f).to_owned();
+        p.insert(top, 1);
+    }
+    p.insert("_id", 1);
+    p
+}
+
+/// `db.collection` as a namespace (the collection may contain dots, the database may not).
+pub(super) fn parse_namespace(text: &str) -> Result<Namespace, ConfigError> {
+    match text.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(Namespace {
+            database: db.to_owned(),
+            collection: coll.to_owned(),
+        }),
+        _ => Err(ConfigError::Namespace(text.to_owned())),
+    }
+}
