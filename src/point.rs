@@ -71,11 +71,16 @@ pub struct Job {
 
 impl Job {
     /// Whether a point of this job's namespace holds this job's vector: every point for the
-    /// unnamed vector; for a named one, the points that carry its hash.
+    /// unnamed vector; for a named one, the points that carry its chunk count or its hash. A
+    /// new point gets its chunk count with the vector and its hash last, so a run that died in
+    /// between leaves a point that is still this job's (prune and verify must see it).
     pub fn owns(&self, payload: &Map<String, Value>) -> bool {
         match &self.vector_name {
             None => true,
-            Some(v) => payload.contains_key(&keys::hash(Some(v))),
+            Some(v) => {
+                payload.contains_key(&keys::hash(Some(v)))
+                    || payload.contains_key(&keys::chunks(Some(v)))
+            }
         }
     }
 
@@ -166,8 +171,15 @@ pub fn prepare_doc(
     payload.insert(keys::NAMESPACE.into(), Value::String(ns.to_string()));
     payload.insert(keys::ID.into(), doc.id.clone().into_relaxed_extjson());
     payload.insert(keys::hash(vector), Value::String(hash.clone()));
-    if let Some(h) = &payload_hash {
-        payload.insert(keys::payload_hash(vector), Value::String(h.clone()));
+    match &payload_hash {
+        Some(h) => {
+            payload.insert(keys::payload_hash(vector), Value::String(h.clone()));
+        }
+        // Merged into the point: a hash left from when the document had copied fields must go.
+        None if vector.is_some() => {
+            payload.insert(keys::payload_hash(vector), Value::Null);
+        }
+        None => {}
     }
     payload.insert(keys::chunks(vector), Value::from(pieces.len()));
     let chunks = pieces

@@ -55,7 +55,11 @@ filter = '{"kind": "b"}'
 "#,
     )
     .unwrap();
-    let out = sync(&m, &dir.path().join("store"), &["--config", &config.display().to_string()]);
+    let out = sync(
+        &m,
+        &dir.path().join("store"),
+        &["--config", &config.display().to_string()],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let e = stderr(&out);
     assert!(e.contains("both write") && e.contains("vector_name"), "{e}");
@@ -95,7 +99,18 @@ text = "{body}"
     let cfg = config.display().to_string();
     let rep = r.display().to_string();
     common::assert_ok(&sync(&m, &store, &["--config", &cfg]));
-    let out = sync(&m, &store, &["--config", &cfg, "--collection", "t1", "--report-json", &rep]);
+    let out = sync(
+        &m,
+        &store,
+        &[
+            "--config",
+            &cfg,
+            "--collection",
+            "t1",
+            "--report-json",
+            &rep,
+        ],
+    );
     common::assert_ok(&out);
     let r = report(&r);
     assert_eq!(r["skipped_no_text"], 0, "{r}");
@@ -110,7 +125,11 @@ text = "{body}"
 #[test]
 fn config_paths_are_relative_to_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("notes.jsonl"), "{\"_id\": 1, \"text\": \"hello\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("notes.jsonl"),
+        "{\"_id\": 1, \"text\": \"hello\"}\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("c.toml"),
         "qdrant_path = \"store\"\n[[sync]]\nfile = \"notes.jsonl\"\n",
@@ -124,7 +143,10 @@ fn config_paths_are_relative_to_the_config_file() {
         .output()
         .unwrap();
     common::assert_ok(&out);
-    assert!(dir.path().join("store").is_dir(), "the store beside the config");
+    assert!(
+        dir.path().join("store").is_dir(),
+        "the store beside the config"
+    );
     assert!(!elsewhere.path().join("store").exists());
 }
 
@@ -144,7 +166,11 @@ fn reserved_and_path_like_collection_names_are_refused() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
-        assert!(stderr(&out).contains("--collection-name"), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--collection-name"),
+            "{name}: {}",
+            stderr(&out)
+        );
     }
     assert!(!dir.path().join("x").exists());
 }
@@ -160,9 +186,18 @@ fn a_mistyped_store_path_is_an_error_not_an_empty_store() {
         vec!["search", "hello", "--collection-name", "c"],
         vec!["verify", "--file", "x.jsonl"],
     ] {
-        let out = bin().args(&args).arg("--qdrant-path").arg(&missing).output().unwrap();
+        let out = bin()
+            .args(&args)
+            .arg("--qdrant-path")
+            .arg(&missing)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert!(stderr(&out).contains("no embedded store"), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no embedded store"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert!(!missing.exists(), "{args:?} created it");
     }
 }
@@ -173,7 +208,11 @@ fn a_mistyped_store_path_is_an_error_not_an_empty_store() {
 fn a_closed_stdout_changes_neither_exit_code_nor_report() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("n.jsonl");
-    std::fs::write(&f, "{\"_id\": 1, \"text\": \"hello\"}\n{\"_id\": 2, \"text\": \"world\"}\n").unwrap();
+    std::fs::write(
+        &f,
+        "{\"_id\": 1, \"text\": \"hello\"}\n{\"_id\": 2, \"text\": \"world\"}\n",
+    )
+    .unwrap();
     let store = dir.path().join("store");
     let r = dir.path().join("r.json");
     let run = |args: &[&str]| {
@@ -232,5 +271,8 @@ fn every_failure_writes_its_report() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let rep = report(&r);
     assert_eq!(rep["exit_status"], 4);
-    assert!(rep["error"].as_str().unwrap().contains("someone-else"), "{rep}");
+    assert!(
+        rep["error"].as_str().unwrap().contains("someone-else"),
+        "{rep}"
+    );
 }

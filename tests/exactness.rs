@@ -402,3 +402,188 @@ async fn successive_dumps_with_one_namespace_share_points() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A named vector's payload hash stayed behind when its document lost every copied field:
+/// "payload only 1" on every run and `verify` stale for ever. The third run must settle.
+async fn a_named_vector_that_loses_its_payload_fields_settles<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("lostpayload");
+    m.insert("x", &c, notes(6)).await;
+    let run = || {
+        common::sync_of(&m, "x", &[&c])
+            .payload(&["kind"])
+            .vector(Some("body"))
+    };
+    run().run(&sink).await.unwrap();
+    m.client()
+        .await
+        .database("x")
+        .collection::<Document>(&c)
+        .update_one(doc! {"_id": 2}, doc! {"$unset": {"kind": ""}})
+        .await
+        .unwrap();
+    let r = run().run(&sink).await.unwrap();
+    assert_eq!(r.counts.payload_updated, 1, "{r:#?}");
+    let r = run().run(&sink).await.unwrap();
+    assert_eq!(r.counts.payload_updated, 0, "{r:#?}");
+    assert_eq!(r.counts.skipped_unchanged, 6);
+    common::verify(&sink, run().jobs().await).await;
+}
+
+/// A cursor the server dropped (CursorNotFound, 43) ended the run; a new cursor after the last
+/// `_id` read continues it.
+async fn a_lost_cursor_is_continued<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let c = unique("lostcursor");
+    let docs = mixed_docs(6);
+    let n = docs.len() as u64;
+    m.insert("x", &c, docs).await;
+    fail_once(&m, 1, doc! {"failCommands": ["getMore"], "errorCode": 43}).await;
+    let mut o = common::options();
+    o.batch_docs = 8;
+    let r = common::sync_of(&m, "x", &[&c])
+        .cursor_batch(10)
+        .opts(o)
+        .run(&sink)
+        .await
+        .unwrap();
+    assert_eq!(r.counts.read, n);
+    assert_eq!(count(sink.as_ref(), &c).await, n);
+}
+
+/// A dry run predicts the real run's counts exactly: surplus chunks of a document that shrank
+/// were counted once as surplus and again by prune.
+async fn a_dry_run_predicts_the_real_run<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("predict");
+    let long = |i: i32| {
+        (0..40)
+            .map(|k| format!("sentence {k} of document {i} about rivers and mountains"))
+            .collect::<Vec<_>>()
+            .join(". ")
+    };
+    let docs: Vec<Document> = (0..8).map(|i| doc! {"_id": i, "text": long(i)}).collect();
+    m.insert("x", &c, docs).await;
+    let opts = |dry_run: bool| {
+        let mut o = common::options();
+        o.chunking = Some(mongo2qdrant::pipeline::Chunking {
+            size: 64,
+            overlap: 8,
+        });
+        o.prune = true;
+        o.dry_run = dry_run;
+        o
+    };
+    let run = |dry| common::sync_of(&m, "x", &[&c]).opts(opts(dry));
+    run(false).run(&sink).await.unwrap();
+    let coll = m.client().await.database("x").collection::<Document>(&c);
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"text": "now short"}})
+        .await
+        .unwrap();
+    coll.delete_one(doc! {"_id": 2}).await.unwrap();
+    let predicted = run(true).run(&sink).await.unwrap();
+    let real = run(false).run(&sink).await.unwrap();
+    let c1 = &predicted.counts;
+    let c2 = &real.counts;
+    assert_eq!(
+        (c1.read, c1.embedded, c1.skipped_unchanged, c1.deleted),
+        (c2.read, c2.embedded, c2.skipped_unchanged, c2.deleted),
+        "predicted {c1:?}, real {c2:?}"
+    );
+    assert_eq!(predicted.namespaces[0].pruned, real.namespaces[0].pruned);
+    assert!(c2.deleted > 1, "{c2:?}");
+}
+
+both_targets!(
+    a_named_vector_that_loses_its_payload_fields_settles,
+    a_lost_cursor_is_continued,
+    a_dry_run_predicts_the_real_run,
+);
+
+/// The same `_id` twice in one file: both copies were written in turn, and every run embedded
+/// both again. The first is kept, the second reported.
+#[test]
+fn duplicate_ids_in_a_file_are_reported_and_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("dup.jsonl");
+    write_lines(
+        &f,
+        &[
+            r#"{"_id": 1, "text": "first copy"}"#,
+            r#"{"_id": 2, "text": "other"}"#,
+            r#"{"_id": 1, "text": "second copy"}"#,
+        ],
+    );
+    let store = dir.path().join("store");
+    let r = dir.path().join("r.json");
+    let rep = r.display().to_string();
+    for (run, embedded) in [(1, 2), (2, 0)] {
+        common::assert_ok(&sync_files(&store, &[&f], &["--report-json", &rep]));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
+        assert_eq!(v["embedded"], embedded, "run {run}: {v}");
+        assert_eq!(v["failed"], 1, "run {run}: {v}");
+        assert!(v["failures"].to_string().contains("duplicate _id"), "{v}");
+    }
+}
+
+/// A JSON array with a byte that is not UTF-8 was decoded lossily (a JSONL line is refused):
+/// now the array is refused too, with its line.
+#[test]
+fn a_json_array_that_is_not_utf8_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.json");
+    std::fs::write(&f, b"[\n{\"_id\": 1, \"text\": \"caf\xe9\"}\n]\n").unwrap();
+    let out = sync_files(&dir.path().join("store"), &[&f], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("not valid UTF-8") && e.contains("line 2"), "{e}");
+}
+
+/// The model's identity is what decides its vectors: a renamed model directory re-embeds
+/// nothing; a changed tokenizer re-embeds everything.
+#[test]
+fn model_identity_is_its_files_not_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n.jsonl");
+    write_lines(
+        &f,
+        &[
+            r#"{"_id": 1, "text": "alpha"}"#,
+            r#"{"_id": 2, "text": "beta"}"#,
+        ],
+    );
+    let model = common::embed_config().model_dir;
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&model).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        to
+    };
+    let store = dir.path().join("store");
+    let r = dir.path().join("r.json");
+    let rep = r.display().to_string();
+    let embedded = |model_dir: &std::path::Path| {
+        let m = model_dir.display().to_string();
+        common::assert_ok(&sync_files(
+            &store,
+            &[&f],
+            &["--model", &m, "--report-json", &rep],
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
+        v["embedded"].as_u64().unwrap()
+    };
+    assert_eq!(embedded(&model), 2);
+    assert_eq!(
+        embedded(&copy("renamed-model")),
+        0,
+        "a new directory name changes nothing"
+    );
+    let edited = copy("edited-tokenizer");
+    let tok = edited.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tok).unwrap();
+    std::fs::write(&tok, text + "\n").unwrap();
+    assert_eq!(embedded(&edited), 2, "another tokenizer file re-embeds");
+}

@@ -115,12 +115,17 @@ impl OnnxEmbedder {
             sessions.push(Mutex::new(session));
         }
 
-        let name = config
-            .model_dir
-            .file_name()
-            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        // What decides the vectors: the graph and weights, the tokenizer, the token limit; not
+        // where the files happen to be (a renamed directory must not re-embed anything).
         let digest = file_digest(&model_path).map_err(|_| EmbedError::ModelMissing(model_path))?;
-        let model_id = format!("{name}@{}/max{}", &digest[..16], config.max_tokens);
+        let tok = file_digest(&tokenizer_path)
+            .map_err(|_| EmbedError::ModelMissing(tokenizer_path.clone()))?;
+        let model_id = format!(
+            "onnx-{}/tokenizer-{}/max{}",
+            &digest[..16],
+            &tok[..16],
+            config.max_tokens
+        );
 
         let mut me = Self {
             tokenizer,

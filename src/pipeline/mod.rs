@@ -303,6 +303,9 @@ async fn pass<S: Sink>(
     // that a run that ends early finds them again.
     let mut totals = Counts::default();
     let mut lost: Vec<Uuid> = Vec::new();
+    // Surplus chunks this pass removed (in a dry run: would remove), so that prune does not
+    // count them again.
+    let mut removed: HashSet<Uuid> = HashSet::new();
     let mut write_error = None;
     while let Some(unit) = out_rx.recv().await {
         let mut counts = unit.counts.clone();
@@ -314,6 +317,7 @@ async fn pass<S: Sink>(
             counts.upserted = unit.writes.points.len() as u64;
         }
         counts.deleted = unit.writes.deletes.len() as u64;
+        removed.extend(unit.writes.deletes.iter().copied());
         log.stats.add(&counts);
         totals.add(&counts);
         lost.extend(unit.lost);
@@ -357,7 +361,7 @@ async fn pass<S: Sink>(
         let stale: Vec<Uuid> = if prune {
             let stale = points
                 .iter()
-                .filter(|id| !keep.contains(id) && !lost_set.contains(id));
+                .filter(|id| !keep.contains(id) && !lost_set.contains(id) && !removed.contains(id));
             stale.copied().collect()
         } else {
             Vec::new()

@@ -2,6 +2,7 @@
 //! document per line. A malformed or non-UTF-8 line is reported with its line number and
 //! counted; the other documents still flow.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use mongodb::bson::{Bson, Document};
@@ -61,6 +62,7 @@ impl FileSource {
         let mut line = Vec::new();
         let mut line_no = 0usize;
         let mut sent = 0u64;
+        let mut once = Once::default();
         loop {
             line.clear();
             if reader
@@ -84,7 +86,7 @@ impl FileSource {
                         at: at(),
                         reason: format!("line {line_no}: malformed JSON: {e}"),
                     },
-                    Ok(v) => to_item(v, at()),
+                    Ok(v) => once.check(to_item(v, at()), at()),
                 },
             };
             tx.send(item).await.map_err(|_| SourceError::Closed)?;
@@ -102,21 +104,66 @@ impl FileSource {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| self.io(e))?;
-        let text = String::from_utf8_lossy(&bytes);
+        // Like a JSONL line, an array is read as UTF-8 or refused: never decoded lossily.
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            SourceError::Malformed {
+                path: self.path.display().to_string(),
+                line,
+                column: 0,
+                reason: format!("not valid UTF-8 ({e})"),
+            }
+        })?;
         let values: Vec<serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| SourceError::Malformed {
+            serde_json::from_str(text).map_err(|e| SourceError::Malformed {
                 path: self.path.display().to_string(),
                 line: e.line(),
                 column: e.column(),
                 reason: e.to_string(),
             })?;
         let mut sent = 0u64;
+        let mut once = Once::default();
         for (i, v) in values.into_iter().enumerate() {
-            let item = to_item(v, format!("{}[{i}]", self.path.display()));
+            let at = format!("{}[{i}]", self.path.display());
+            let item = once.check(to_item(v, at.clone()), at);
             tx.send(item).await.map_err(|_| SourceError::Closed)?;
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+/// Each `_id` once per file: a second document with the same `_id` is bad input (the first is
+/// kept). Two would overwrite each other's points in turn, and every run would embed both.
+#[derive(Default)]
+struct Once {
+    first: HashMap<[u8; 32], String>,
+}
+
+impl Once {
+    /// `item`, read at `position`, or bad input when its `_id` was seen before.
+    fn check(&mut self, item: SourceItem, position: String) -> SourceItem {
+        let SourceItem::Doc(d) = &item else {
+            return item;
+        };
+        let key = *blake3::hash(&crate::ids::canonical_id_bytes(&d.id)).as_bytes();
+        match self.first.get(&key) {
+            Some(first) => SourceItem::Bad {
+                reason: format!(
+                    "duplicate _id {}: the document at {first} has it too and is kept",
+                    super::id_text(&d.id)
+                ),
+                at: position,
+            },
+            None => {
+                self.first.insert(key, position);
+                item
+            }
+        }
     }
 }
 

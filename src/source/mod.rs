@@ -89,12 +89,15 @@ impl crate::retry::Transient for SourceError {
         match self {
             SourceError::Query { source, .. } => {
                 use mongodb::error::ErrorKind;
+                // 43 CursorNotFound: the server dropped an idle cursor; a new one continues
+                // after the last `_id` read.
                 matches!(
                     *source.kind,
                     ErrorKind::Io(_)
                         | ErrorKind::ConnectionPoolCleared { .. }
                         | ErrorKind::ServerSelection { .. }
-                ) || source.contains_label("RetryableReadError")
+                ) || matches!(&*source.kind, ErrorKind::Command(c) if c.code == 43)
+                    || source.contains_label("RetryableReadError")
                     || source.contains_label("ResumableChangeStreamError")
             }
             SourceError::Connect { .. } => true,

@@ -1,0 +1,539 @@
+//! A randomized, seeded, model-based fault harness (in the spirit of FoundationDB's simulation
+//! and Jepsen's checked histories). Each iteration builds a random collection (every kind of
+//! `_id`, texts long enough to chunk, a copied field, the unnamed or a named vector), then runs
+//! rounds of random mutations (inserts, updates of text and payload, lost texts, deletes, also
+//! below the checkpoint) and syncs under random faults: MongoDB fail points (dropped
+//! connections, lost cursors, failing commands), failing target writes (transient and
+//! permanent), a stop request, and a crash (the run abandoned at a random moment). A last clean
+//! run with prune must leave the target equal to an oracle computed from the source alone:
+//! the same point ids, hashes and copied values, this job's vector on every point, no orphan,
+//! and `verify` in sync.
+//!
+//! Every iteration prints its seed; `M2Q_HARNESS_SEED=S M2Q_HARNESS_ITERATIONS=1` replays one.
+//! CI runs a few iterations per target; set `M2Q_HARNESS_ITERATIONS` for more.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Mongo, unique};
+use mongo2qdrant::pipeline::guard::MaxDelete;
+use mongo2qdrant::pipeline::{Chunking, SyncOptions};
+use mongo2qdrant::point::{hash_context, keys, prepare_doc};
+use mongo2qdrant::sink::{
+    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec, scroll_all,
+};
+use mongo2qdrant::source::SourceDoc;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// xorshift64*: small, seeded, the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "river", "mountain", "harbour", "engine", "violin", "garden", "comet", "ledger", "falcon",
+    "lantern", "orchard", "glacier", "market", "thunder", "canyon", "meadow",
+];
+
+fn text(rng: &mut Rng) -> String {
+    let n = if rng.chance(25) {
+        60 + rng.below(80)
+    } else {
+        3 + rng.below(12)
+    };
+    (0..n)
+        .map(|_| *rng.pick(WORDS))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A random `_id` of a random BSON type; `k` keeps them distinct.
+fn id(rng: &mut Rng, k: u64) -> Bson {
+    match rng.below(7) {
+        0 => Bson::Int32(k as i32),
+        1 => Bson::Int64(1_000_000 + k as i64),
+        2 => Bson::Double(k as f64 + 0.25),
+        3 => Bson::String(format!("s{k:05}")),
+        4 => Bson::Document(doc! {"z": k as i64, "a": "x"}),
+        5 => Bson::ObjectId(ObjectId::from_bytes({
+            let mut b = [7u8; 12];
+            b[4..12].copy_from_slice(&k.to_be_bytes());
+            b
+        })),
+        _ => Bson::DateTime(DateTime::from_millis(1_600_000_000_000 + k as i64)),
+    }
+}
+
+fn new_doc(rng: &mut Rng, k: u64) -> Document {
+    let mut d = doc! {"_id": id(rng, k), "text": text(rng)};
+    if rng.chance(70) {
+        d.insert("tag", *rng.pick(WORDS));
+    }
+    d
+}
+
+/// Which target writes fail (counting every write: upsert, update-vectors, set-payload,
+/// remove-vector, delete, of the data and of the records).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The n-th write fails once, as a timeout would (the retry policy tries again).
+    Transient(u64),
+    /// From the n-th write on, every write fails: the process is gone (a kill -9 at that
+    /// point, as the target sees it).
+    Crash(u64),
+}
+
+/// The real target with one injected failure (unit-level fault injection around real parts).
+struct Faulty<S> {
+    inner: Arc<S>,
+    writes: AtomicU64,
+    fault: std::sync::Mutex<Option<Fault>>,
+}
+
+impl<S: Sink> Faulty<S> {
+    fn trip(&self, collection: &str) -> Result<(), SinkError> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut f = self.fault.lock().unwrap();
+        let transient = match *f {
+            Some(Fault::Transient(k)) if k == n => {
+                *f = None;
+                true
+            }
+            Some(Fault::Crash(k)) if n >= k => false,
+            _ => return Ok(()),
+        };
+        Err(SinkError::Request {
+            op: "injected",
+            collection: collection.into(),
+            reason: "injected failure".into(),
+            transient,
+        })
+    }
+}
+
+impl<S: Sink> Sink for Faulty<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn needs_lease(&self) -> bool {
+        self.inner.needs_lease()
+    }
+    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
+        self.inner.shape(c).await
+    }
+    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+        self.inner.create_collection(c, v).await
+    }
+    async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
+        self.inner.add_vector(c, n, d).await
+    }
+    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
+        self.inner.drop_collection(c).await
+    }
+    async fn exists(&self, c: &str) -> Result<bool, SinkError> {
+        self.inner.exists(c).await
+    }
+    async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
+        self.trip(c)?;
+        self.inner.upsert(c, n, p).await
+    }
+    async fn retrieve(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        v: bool,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        self.inner.retrieve(c, ids, v).await
+    }
+    async fn update_vectors(
+        &self,
+        c: &str,
+        n: &str,
+        v: Vec<(Uuid, Vec<f32>)>,
+    ) -> Result<(), SinkError> {
+        self.trip(c)?;
+        self.inner.update_vectors(c, n, v).await
+    }
+    async fn set_payload(
+        &self,
+        c: &str,
+        ids: &[Uuid],
+        p: Map<String, Value>,
+        r: bool,
+    ) -> Result<(), SinkError> {
+        self.trip(c)?;
+        self.inner.set_payload(c, ids, p, r).await
+    }
+    async fn remove_vector(
+        &self,
+        c: &str,
+        n: &str,
+        ids: &[Uuid],
+        k: &[String],
+    ) -> Result<(), SinkError> {
+        self.trip(c)?;
+        self.inner.remove_vector(c, n, ids, k).await
+    }
+    async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
+        self.trip(c)?;
+        self.inner.delete(c, ids).await
+    }
+    async fn scroll(
+        &self,
+        c: &str,
+        f: Option<&MatchFilter>,
+        o: Option<Uuid>,
+        l: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+        self.inner.scroll(c, f, o, l).await
+    }
+    async fn search(
+        &self,
+        c: &str,
+        n: Option<&str>,
+        v: Vec<f32>,
+        l: usize,
+    ) -> Result<Vec<Hit>, SinkError> {
+        self.inner.search(c, n, v, l).await
+    }
+    async fn count(&self, c: &str) -> Result<u64, SinkError> {
+        self.inner.count(c).await
+    }
+    async fn flush(&self) -> Result<(), SinkError> {
+        self.inner.flush().await
+    }
+}
+
+/// Faults injected, by kind, over all iterations.
+#[derive(Default, Debug)]
+struct Tally(BTreeMap<&'static str, u64>);
+
+impl Tally {
+    fn add(&mut self, kind: &'static str) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+}
+
+async fn fail_point(m: &Mongo, mode: Document, data: Document) {
+    let cmd = doc! {"configureFailPoint": "failCommand", "mode": mode, "data": data};
+    m.client()
+        .await
+        .database("admin")
+        .run_command(cmd)
+        .await
+        .unwrap();
+}
+
+/// One iteration: a random source, rounds of mutations and faulty syncs, a clean run, and the
+/// comparison with the oracle. Panics (naming the seed) on any divergence.
+async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tally) {
+    let mut rng = Rng::new(seed);
+    let c = unique("h");
+    let coll = m.client().await.database("h").collection::<Document>(&c);
+    let mut next_key = 0u64;
+    let n = 8 + rng.below(40);
+    let docs: Vec<Document> = (0..n)
+        .map(|_| {
+            next_key += 1;
+            new_doc(&mut rng, next_key)
+        })
+        .collect();
+    coll.insert_many(docs).await.unwrap();
+    let vector = rng.chance(40).then_some("v");
+    let chunking = rng.chance(50).then_some(Chunking {
+        size: 32,
+        overlap: 4,
+    });
+    let run_id = format!("harness-{seed}");
+    let faulty = Arc::new(Faulty {
+        inner: sink.clone(),
+        writes: AtomicU64::new(0),
+        fault: std::sync::Mutex::new(None),
+    });
+    let job = || {
+        common::sync_of(m, "h", &[&c])
+            .template("{text}")
+            .payload(&["tag"])
+            .vector(vector)
+    };
+
+    for _round in 0..(2 + rng.below(4)) {
+        // Mutations: a few of each kind, any `_id` (also below the checkpoint).
+        let all: Vec<Document> = {
+            use futures_util::TryStreamExt;
+            coll.find(doc! {})
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap()
+        };
+        for d in &all {
+            let id = d.get("_id").unwrap().clone();
+            match rng.below(100) {
+                0..=5 => {
+                    coll.delete_one(doc! {"_id": id}).await.unwrap();
+                }
+                6..=14 => {
+                    let t = text(&mut rng);
+                    coll.update_one(doc! {"_id": id}, doc! {"$set": {"text": t}})
+                        .await
+                        .unwrap();
+                }
+                15..=20 => {
+                    let t = *rng.pick(WORDS);
+                    coll.update_one(doc! {"_id": id}, doc! {"$set": {"tag": t}})
+                        .await
+                        .unwrap();
+                }
+                21..=22 => {
+                    coll.update_one(doc! {"_id": id}, doc! {"$unset": {"tag": ""}})
+                        .await
+                        .unwrap();
+                }
+                23 => {
+                    coll.update_one(doc! {"_id": id}, doc! {"$unset": {"text": ""}})
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..rng.below(6) {
+            next_key += 1;
+            coll.insert_one(new_doc(&mut rng, next_key)).await.unwrap();
+        }
+
+        // A sync under a random fault.
+        let mut o: SyncOptions = common::options();
+        o.run_id = run_id.clone();
+        o.batch_docs = 3 + rng.below(12) as usize;
+        o.prune = rng.chance(50);
+        o.chunking = chunking;
+        o.retry.base = Duration::from_millis(5);
+        o.retry.max = Duration::from_millis(20);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        o.stop = stop;
+        *faulty.fault.lock().unwrap() = None;
+        faulty.writes.store(0, Ordering::SeqCst);
+        match rng.below(8) {
+            0 => {
+                tally.add("mongo: dropped connection on getMore");
+                let skip = rng.below(3) as i32;
+                fail_point(
+                    m,
+                    doc! {"skip": skip, "times": 1},
+                    doc! {"failCommands": ["getMore"], "closeConnection": true},
+                )
+                .await;
+            }
+            1 => {
+                tally.add("mongo: cursor lost (43) on getMore");
+                let skip = rng.below(3) as i32;
+                fail_point(
+                    m,
+                    doc! {"skip": skip, "times": 1},
+                    doc! {"failCommands": ["getMore"], "errorCode": 43},
+                )
+                .await;
+            }
+            2 => {
+                tally.add("mongo: failing find/getMore (fatal)");
+                let skip = rng.below(4) as i32;
+                fail_point(
+                    m,
+                    doc! {"skip": skip, "times": 1},
+                    doc! {"failCommands": ["getMore", "find"], "errorCode": 2},
+                )
+                .await;
+            }
+            3 | 4 => {
+                tally.add("target: transient write failure");
+                *faulty.fault.lock().unwrap() = Some(Fault::Transient(rng.below(12)));
+            }
+            5 => {
+                tally.add("stop request (SIGTERM)");
+                let ms = rng.below(300);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = stop_tx.send(true);
+                });
+            }
+            6 => {
+                tally.add("crash (every write from a random one on fails)");
+                *faulty.fault.lock().unwrap() = Some(Fault::Crash(rng.below(16)));
+            }
+            _ => tally.add("none"),
+        }
+        let cursor_batch = 2 + rng.below(10) as u32;
+        let _ = job().cursor_batch(cursor_batch).opts(o).run(&faulty).await;
+        fail_point(m, doc! {"off": 1}, doc! {}).await;
+    }
+
+    // A clean run with prune, then the target must match the oracle.
+    let mut o = common::options();
+    o.run_id = run_id;
+    o.prune = true;
+    o.chunking = chunking;
+    o.max_delete = MaxDelete::Share(100);
+    let r = job().opts(o.clone()).run(sink).await;
+    let r = r.unwrap_or_else(|e| panic!("seed {seed}: the clean run failed: {e}"));
+    // A resumed pass does not prune: one more full pass does.
+    if r.namespaces.iter().any(|n| n.resumed_after.is_some()) {
+        job().opts(o.clone()).run(sink).await.unwrap();
+    }
+    check(sink, m, &c, vector, chunking, seed).await;
+    let report =
+        mongo2qdrant::verify::verify(sink.clone(), common::embedder(), job().jobs().await, &o)
+            .await
+            .unwrap();
+    assert!(report.in_sync, "seed {seed}: verify: {report:#?}");
+}
+
+/// The target against the oracle: every document's expected points (from the source alone, by
+/// the pure preparation) and nothing else.
+async fn check<S: Sink>(
+    sink: &Arc<S>,
+    m: &Mongo,
+    c: &str,
+    vector: Option<&str>,
+    chunking: Option<Chunking>,
+    seed: u64,
+) {
+    let job = common::sync_of(m, "h", &[c])
+        .template("{text}")
+        .payload(&["tag"])
+        .vector(vector)
+        .jobs()
+        .await
+        .remove(0);
+    let embedder = common::embedder();
+    let model = mongo2qdrant::embed::Embedder::model_id(embedder.as_ref()).to_owned();
+    let context = hash_context(&job, chunking);
+    let docs: Vec<Document> = {
+        use futures_util::TryStreamExt;
+        let coll = m.client().await.database("h").collection::<Document>(c);
+        coll.find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    let mut want: BTreeMap<Uuid, (String, Option<String>, Value)> = BTreeMap::new();
+    for d in docs {
+        let sd = SourceDoc {
+            id: d.get("_id").unwrap().clone(),
+            doc: d,
+        };
+        let Some(p) = prepare_doc(&job, &model, &context, chunking, embedder.as_ref(), &sd) else {
+            continue;
+        };
+        let tag = sd
+            .doc
+            .get("tag")
+            .map_or(Value::Null, |t| Value::from(t.as_str().unwrap()));
+        for (id, _) in p.chunks {
+            want.insert(id, (p.hash.clone(), p.payload_hash.clone(), tag.clone()));
+        }
+    }
+    let filter = MatchFilter {
+        key: keys::NAMESPACE.into(),
+        value: job.source.namespace().to_string(),
+    };
+    let points = scroll_all(sink.as_ref(), c, Some(&filter)).await.unwrap();
+    let ids: Vec<Uuid> = points.iter().map(|p| p.id).collect();
+    let with_vectors = sink.retrieve(c, &ids, true).await.unwrap();
+    let mut got: BTreeMap<Uuid, (String, Option<String>, Value)> = BTreeMap::new();
+    for p in with_vectors {
+        let name = vector.unwrap_or("");
+        assert!(
+            p.vectors.iter().any(|v| v == name),
+            "seed {seed}: point {} lacks its vector `{name}`: {:?}",
+            p.id,
+            p.vectors
+        );
+        let text = |k: &str| p.payload.get(k).and_then(Value::as_str).map(str::to_owned);
+        got.insert(
+            p.id,
+            (
+                text(&keys::hash(vector)).unwrap_or_default(),
+                text(&keys::payload_hash(vector)),
+                p.payload.get("tag").cloned().unwrap_or(Value::Null),
+            ),
+        );
+    }
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).collect();
+    for p in points.iter().filter(|p| extra.contains(&&p.id)) {
+        eprintln!("seed {seed}: orphan {} {:?}", p.id, p.payload);
+    }
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "seed {seed}: {} missing {missing:?}, {} orphaned {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+    for (id, w) in &want {
+        assert_eq!(&got[id], w, "seed {seed}: point {id} differs");
+    }
+}
+
+async fn harness<S: Sink>(sink: Arc<S>) {
+    let iterations: u64 = std::env::var("M2Q_HARNESS_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let base: u64 = std::env::var("M2Q_HARNESS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        });
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let mut tally = Tally::default();
+    let started = std::time::Instant::now();
+    for i in 0..iterations {
+        let seed = base + i;
+        eprintln!(
+            "harness: iteration {i}, seed {seed} (replay: M2Q_HARNESS_SEED={seed} M2Q_HARNESS_ITERATIONS=1)"
+        );
+        iteration(&sink, &m, seed, &mut tally).await;
+    }
+    eprintln!(
+        "harness: {iterations} iterations in {:.0?}, zero divergence; faults by kind: {:?}",
+        started.elapsed(),
+        tally.0
+    );
+}
+
+both_targets!(harness);
