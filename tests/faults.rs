@@ -268,7 +268,7 @@ async fn leases_refuse_live_holders_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_of_a_dead_process_on_this_host_is_taken_over() {
     use mongo2qdrant::state::StateStore;
-    use mongo2qdrant::state::lease::{Holder, acquire, read_lease};
+    use mongo2qdrant::state::lease::{Holder, LockError, acquire, read_lease, renew};
 
     let (_dir, sink) = common::edge_sink();
     let store = StateStore::open(sink.as_ref(), true).await.unwrap();
@@ -294,6 +294,12 @@ async fn a_lease_of_a_dead_process_on_this_host_is_taken_over() {
         .unwrap()
         .unwrap();
     assert_eq!(held.run_id, "run-me");
+    // The run it was taken from cannot renew it back (compare, then write).
+    let err = renew(&store, "films", "db.films", &alive)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::Lost { .. }), "{err}");
+    renew(&store, "films", "db.films", &me).await.unwrap();
 
     // Another host's lease is judged by its expiry only.
     let mut remote = Holder::me("run-remote");

@@ -48,7 +48,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     let locked = e.downcast_ref::<LockError>().is_some()
         || matches!(
             e.downcast_ref::<PipelineError>(),
-            Some(PipelineError::Locked(_))
+            Some(PipelineError::Locked(_) | PipelineError::LeaseLost(_))
         );
     if locked { exit::LOCKED } else { exit::FAILURE }
 }

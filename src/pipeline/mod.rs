@@ -52,6 +52,9 @@ pub enum PipelineError {
     Locked(#[from] LockError),
     #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
+    /// Another run took this run's lease over: it stopped writing.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// Settings of a run.
@@ -219,7 +222,7 @@ async fn sync_namespace<S: Sink>(
     log: &Arc<RunLog>,
 ) -> Result<NamespaceReport, PipelineError> {
     if !sink.needs_lease() || opts.dry_run {
-        return pass(sink, worker, job, opts, log).await;
+        return pass(sink, worker, job, opts, log, None).await;
     }
     let (target, namespace) = (job.target.clone(), job.source.namespace().to_string());
     let store = StateStore::open(sink.as_ref(), false).await?;
@@ -231,7 +234,7 @@ async fn sync_namespace<S: Sink>(
         namespace.clone(),
         holder.clone(),
     );
-    let result = pass(sink, worker, job, opts, log).await;
+    let result = pass(sink, worker, job, opts, log, Some(renewer.lost())).await;
     drop(renewer);
     if let Err(e) = lease::release(&store, &target, &namespace, &holder).await {
         tracing::warn!(
@@ -241,13 +244,23 @@ async fn sync_namespace<S: Sink>(
     result
 }
 
+/// Fails once the lease of this pass was lost to another run: from then on nothing is written.
+fn still_held(lease: &Option<watch::Receiver<Option<String>>>) -> Result<(), PipelineError> {
+    match lease.as_ref().and_then(|l| l.borrow().clone()) {
+        Some(why) => Err(PipelineError::LeaseLost(why)),
+        None => Ok(()),
+    }
+}
+
 /// One pass of one job: the stages wired together, then deletions and the final checkpoint.
+/// `lease` (a server target) says when the lease was lost: writes stop there.
 async fn pass<S: Sink>(
     sink: &Arc<S>,
     worker: &EmbedWorker,
     job: Job,
     opts: &SyncOptions,
     log: &Arc<RunLog>,
+    lease: Option<watch::Receiver<Option<String>>>,
 ) -> Result<NamespaceReport, PipelineError> {
     let ns_text = job.source.namespace().to_string();
     let embedder = worker.embedder().clone();
@@ -310,8 +323,12 @@ async fn pass<S: Sink>(
     while let Some(unit) = out_rx.recv().await {
         let mut counts = unit.counts.clone();
         if let Some(w) = &writer {
-            if let Err(e) = w.write(&unit.writes).await {
+            if let Err(e) = still_held(&lease) {
                 write_error = Some(e);
+                break;
+            }
+            if let Err(e) = w.write(&unit.writes).await {
+                write_error = Some(e.into());
                 break;
             }
             counts.upserted = unit.writes.points.len() as u64;
@@ -336,7 +353,7 @@ async fn pass<S: Sink>(
     drop(out_rx);
     if let Some(e) = write_error {
         reader.abort();
-        return Err(e.into());
+        return Err(e);
     }
     let read_to_end = reader.await.expect("reader task panicked")?;
     prepare.await.expect("prepare task panicked")?;
@@ -375,6 +392,7 @@ async fn pass<S: Sink>(
             no_text_at_all: totals.read > 0 && totals.skipped_no_text == totals.read,
         };
         opts.max_delete.check(&job.route(), &doomed)?;
+        still_held(&lease)?;
         if let Some(w) = &writer {
             for ids in lost.chunks(512).chain(stale.chunks(512)) {
                 w.remove(ids).await?;

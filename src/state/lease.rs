@@ -103,6 +103,10 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "lost the lease of {what} to {holder} (this run stopped renewing in time, or clocks disagree); this run stopped writing: rerun once the other run is done"
+    )]
+    Lost { what: String, holder: String },
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -221,7 +225,7 @@ pub async fn acquire<S: Sink + ?Sized>(
             "taking over the lease of {namespace} -> {target} from {h}: that process no longer runs on this host"
         );
     }
-    renew(store, target, namespace, holder).await?;
+    extend(store, target, namespace, holder).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     match read_lease(store, target, namespace).await? {
         Some(h) if h.run_id != holder.run_id => Err(held(h)),
@@ -229,8 +233,28 @@ pub async fn acquire<S: Sink + ?Sized>(
     }
 }
 
-/// Extend the lease by [`LEASE_TTL`].
+/// Extend the lease by [`LEASE_TTL`], if `holder` still holds it: a lease another run took
+/// over is [`LockError::Lost`], never written back. (Read, compare, write: the window between
+/// is one round trip, far below the lease's lifetime.)
 pub async fn renew<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+) -> Result<(), LockError> {
+    if let Some(h) = read_lease(store, target, namespace).await?
+        && h.run_id != holder.run_id
+    {
+        return Err(LockError::Lost {
+            what: format!("{namespace} -> {target}"),
+            holder: h.to_string(),
+        });
+    }
+    Ok(extend(store, target, namespace, holder).await?)
+}
+
+/// Write `holder`'s lease, valid for [`LEASE_TTL`] from now.
+async fn extend<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
@@ -259,12 +283,15 @@ pub async fn release<S: Sink + ?Sized>(
 }
 
 /// Renews a server-side lease in the background while a namespace syncs; stops when dropped.
+/// When another run holds the lease, [`Renewer::lost`] says so and renewing stops.
 pub struct Renewer {
     task: tokio::task::JoinHandle<()>,
+    lost: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Renewer {
     pub fn start<S: Sink>(sink: Arc<S>, target: String, namespace: String, holder: Holder) -> Self {
+        let (tx, lost) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             let every = LEASE_TTL / 3;
             loop {
@@ -272,12 +299,23 @@ impl Renewer {
                 let Ok(store) = StateStore::open(sink.as_ref(), false).await else {
                     continue;
                 };
-                if let Err(e) = renew(&store, &target, &namespace, &holder).await {
-                    tracing::warn!("renewing the lease of {namespace} failed: {e}");
+                match renew(&store, &target, &namespace, &holder).await {
+                    Ok(()) => {}
+                    Err(e @ LockError::Lost { .. }) => {
+                        tracing::error!("{e}");
+                        let _ = tx.send(Some(e.to_string()));
+                        return;
+                    }
+                    Err(e) => tracing::warn!("renewing the lease of {namespace} failed: {e}"),
                 }
             }
         });
-        Self { task }
+        Self { task, lost }
+    }
+
+    /// A handle that says whether the lease was lost (and to whom).
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.lost.clone()
     }
 }
 
