@@ -23,13 +23,11 @@ use common::{Mongo, unique};
 use mongo2qdrant::pipeline::guard::MaxDelete;
 use mongo2qdrant::pipeline::{Chunking, SyncOptions};
 use mongo2qdrant::point::{hash_context, keys, prepare_doc};
-use mongo2qdrant::sink::{
-    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec, scroll_all,
-};
+use mongo2qdrant::sink::{MatchFilter, Sink, SinkError, scroll_all};
 use mongo2qdrant::source::SourceDoc;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// xorshift64*: small, seeded, the same on every machine.
@@ -109,14 +107,13 @@ enum Fault {
     Crash(u64),
 }
 
-/// The real target with one injected failure (unit-level fault injection around real parts).
-struct Faulty<S> {
-    inner: Arc<S>,
+/// The fault of a round, checked before every write (`writes` counts them).
+struct Injector {
     writes: AtomicU64,
     fault: std::sync::Mutex<Option<Fault>>,
 }
 
-impl<S: Sink> Faulty<S> {
+impl Injector {
     fn trip(&self, collection: &str) -> Result<(), SinkError> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
         let mut f = self.fault.lock().unwrap();
@@ -128,105 +125,7 @@ impl<S: Sink> Faulty<S> {
             Some(Fault::Crash(k)) if n >= k => false,
             _ => return Ok(()),
         };
-        Err(SinkError::Request {
-            op: "injected",
-            collection: collection.into(),
-            reason: "injected failure".into(),
-            transient,
-        })
-    }
-}
-
-impl<S: Sink> Sink for Faulty<S> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn needs_lease(&self) -> bool {
-        self.inner.needs_lease()
-    }
-    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
-        self.inner.shape(c).await
-    }
-    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
-        self.inner.create_collection(c, v).await
-    }
-    async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
-        self.inner.add_vector(c, n, d).await
-    }
-    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
-        self.inner.drop_collection(c).await
-    }
-    async fn exists(&self, c: &str) -> Result<bool, SinkError> {
-        self.inner.exists(c).await
-    }
-    async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
-        self.trip(c)?;
-        self.inner.upsert(c, n, p).await
-    }
-    async fn retrieve(
-        &self,
-        c: &str,
-        ids: &[Uuid],
-        v: bool,
-    ) -> Result<Vec<StoredPoint>, SinkError> {
-        self.inner.retrieve(c, ids, v).await
-    }
-    async fn update_vectors(
-        &self,
-        c: &str,
-        n: &str,
-        v: Vec<(Uuid, Vec<f32>)>,
-    ) -> Result<(), SinkError> {
-        self.trip(c)?;
-        self.inner.update_vectors(c, n, v).await
-    }
-    async fn set_payload(
-        &self,
-        c: &str,
-        ids: &[Uuid],
-        p: Map<String, Value>,
-        r: bool,
-    ) -> Result<(), SinkError> {
-        self.trip(c)?;
-        self.inner.set_payload(c, ids, p, r).await
-    }
-    async fn remove_vector(
-        &self,
-        c: &str,
-        n: &str,
-        ids: &[Uuid],
-        k: &[String],
-    ) -> Result<(), SinkError> {
-        self.trip(c)?;
-        self.inner.remove_vector(c, n, ids, k).await
-    }
-    async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
-        self.trip(c)?;
-        self.inner.delete(c, ids).await
-    }
-    async fn scroll(
-        &self,
-        c: &str,
-        f: Option<&MatchFilter>,
-        o: Option<Uuid>,
-        l: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
-        self.inner.scroll(c, f, o, l).await
-    }
-    async fn search(
-        &self,
-        c: &str,
-        n: Option<&str>,
-        v: Vec<f32>,
-        l: usize,
-    ) -> Result<Vec<Hit>, SinkError> {
-        self.inner.search(c, n, v, l).await
-    }
-    async fn count(&self, c: &str) -> Result<u64, SinkError> {
-        self.inner.count(c).await
-    }
-    async fn flush(&self) -> Result<(), SinkError> {
-        self.inner.flush().await
+        Err(common::injected(collection, transient))
     }
 }
 
@@ -271,11 +170,14 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         overlap: 4,
     });
     let run_id = format!("harness-{seed}");
-    let faulty = Arc::new(Faulty {
-        inner: sink.clone(),
+    let injector = Arc::new(Injector {
         writes: AtomicU64::new(0),
         fault: std::sync::Mutex::new(None),
     });
+    let faulty = {
+        let injector = injector.clone();
+        common::Faulty::new(sink.clone(), move |_, c: &str| injector.trip(c))
+    };
     let job = || {
         common::sync_of(m, "h", &[&c])
             .template("{text}")
@@ -340,8 +242,8 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         o.retry.max = Duration::from_millis(20);
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         o.stop = stop;
-        *faulty.fault.lock().unwrap() = None;
-        faulty.writes.store(0, Ordering::SeqCst);
+        *injector.fault.lock().unwrap() = None;
+        injector.writes.store(0, Ordering::SeqCst);
         match rng.below(8) {
             0 => {
                 tally.add("mongo: dropped connection on getMore");
@@ -375,7 +277,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
             }
             3 | 4 => {
                 tally.add("target: transient write failure");
-                *faulty.fault.lock().unwrap() = Some(Fault::Transient(rng.below(12)));
+                *injector.fault.lock().unwrap() = Some(Fault::Transient(rng.below(12)));
             }
             5 => {
                 tally.add("stop request (SIGTERM)");
@@ -387,7 +289,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
             }
             6 => {
                 tally.add("crash (every write from a random one on fails)");
-                *faulty.fault.lock().unwrap() = Some(Fault::Crash(rng.below(16)));
+                *injector.fault.lock().unwrap() = Some(Fault::Crash(rng.below(16)));
             }
             _ => tally.add("none"),
         }

@@ -9,141 +9,30 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Mongo, movie_docs, options, unique};
+use common::{Faulty, Mongo, WriteOp, movie_docs, options, unique};
 use mongo2qdrant::pipeline::{self, Chunking, Job, SyncOptions};
 use mongo2qdrant::report::RunReport;
-use mongo2qdrant::sink::{
-    EdgeSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
-};
+use mongo2qdrant::sink::{EdgeSink, Sink, SinkError};
+use mongo2qdrant::state::RECORDS_COLLECTION;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// Which operation fails (once, permanently, so the run stops there).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Upsert,
-    UpdateVectors,
-    Delete,
-}
-
-/// The embedded engine, but `fail` fails the first time it is called.
-struct FailOnce {
+/// The embedded engine, but the first `fail` write of the data (not of the records) fails,
+/// permanently, so the run stops there.
+fn fail_once(
     inner: Arc<EdgeSink>,
-    fail: Op,
-    armed: AtomicBool,
-}
-
-impl FailOnce {
-    fn new(inner: Arc<EdgeSink>, fail: Op) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            fail,
-            armed: AtomicBool::new(true),
-        })
-    }
-
-    fn trip(&self, op: Op, collection: &str) -> Result<(), SinkError> {
-        if op == self.fail && self.armed.swap(false, Ordering::SeqCst) {
-            return Err(SinkError::Request {
-                op: "injected",
-                collection: collection.to_owned(),
-                reason: "injected failure".into(),
-                transient: false,
-            });
+    fail: WriteOp,
+) -> Arc<Faulty<EdgeSink, impl Fn(WriteOp, &str) -> Result<(), SinkError> + Send + Sync + 'static>>
+{
+    let armed = AtomicBool::new(true);
+    Faulty::new(inner, move |op, c: &str| {
+        if op == fail && c != RECORDS_COLLECTION && armed.swap(false, Ordering::SeqCst) {
+            Err(common::injected(c, false))
+        } else {
+            Ok(())
         }
-        Ok(())
-    }
-}
-
-impl Sink for FailOnce {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
-        self.inner.shape(c).await
-    }
-    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
-        self.inner.create_collection(c, v).await
-    }
-    async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
-        self.inner.add_vector(c, n, d).await
-    }
-    async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
-        self.inner.drop_collection(c).await
-    }
-    async fn exists(&self, c: &str) -> Result<bool, SinkError> {
-        self.inner.exists(c).await
-    }
-    async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
-        if c != mongo2qdrant::state::RECORDS_COLLECTION {
-            self.trip(Op::Upsert, c)?;
-        }
-        self.inner.upsert(c, n, p).await
-    }
-    async fn retrieve(
-        &self,
-        c: &str,
-        ids: &[Uuid],
-        v: bool,
-    ) -> Result<Vec<StoredPoint>, SinkError> {
-        self.inner.retrieve(c, ids, v).await
-    }
-    async fn update_vectors(
-        &self,
-        c: &str,
-        n: &str,
-        v: Vec<(Uuid, Vec<f32>)>,
-    ) -> Result<(), SinkError> {
-        self.trip(Op::UpdateVectors, c)?;
-        self.inner.update_vectors(c, n, v).await
-    }
-    async fn set_payload(
-        &self,
-        c: &str,
-        ids: &[Uuid],
-        p: Map<String, Value>,
-        r: bool,
-    ) -> Result<(), SinkError> {
-        self.inner.set_payload(c, ids, p, r).await
-    }
-    async fn remove_vector(
-        &self,
-        c: &str,
-        n: &str,
-        ids: &[Uuid],
-        k: &[String],
-    ) -> Result<(), SinkError> {
-        self.inner.remove_vector(c, n, ids, k).await
-    }
-    async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
-        self.trip(Op::Delete, c)?;
-        self.inner.delete(c, ids).await
-    }
-    async fn scroll(
-        &self,
-        c: &str,
-        f: Option<&MatchFilter>,
-        o: Option<Uuid>,
-        l: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
-        self.inner.scroll(c, f, o, l).await
-    }
-    async fn search(
-        &self,
-        c: &str,
-        n: Option<&str>,
-        v: Vec<f32>,
-        l: usize,
-    ) -> Result<Vec<Hit>, SinkError> {
-        self.inner.search(c, n, v, l).await
-    }
-    async fn count(&self, c: &str) -> Result<u64, SinkError> {
-        self.inner.count(c).await
-    }
-    async fn flush(&self) -> Result<(), SinkError> {
-        self.inner.flush().await
-    }
+    })
 }
 
 async fn jobs(m: &Mongo, c: &str, template: &str, vector: Option<&str>) -> Vec<Job> {
@@ -199,7 +88,7 @@ async fn named_vector_write_failing_midway_is_redone() {
     .await
     .unwrap();
 
-    let faulty = FailOnce::new(plain.clone(), Op::UpdateVectors);
+    let faulty = fail_once(plain.clone(), WriteOp::UpdateVectors);
     let err = run(
         &faulty,
         jobs(&m, &c, "{extract}", Some("plot")).await,
@@ -265,7 +154,7 @@ async fn shrinking_document_with_a_failing_write_loses_its_surplus() {
     let expected = state(&reference, &c).await;
     assert!(expected.len() < long_count as usize);
 
-    for fail in [Op::Delete, Op::Upsert] {
+    for fail in [WriteOp::Delete, WriteOp::Upsert] {
         set_extract(long.clone()).await;
         let (_d, plain) = common::edge_sink();
         run(&plain, jobs(&m, &c, "{extract}", None).await, o.clone())
@@ -273,7 +162,7 @@ async fn shrinking_document_with_a_failing_write_loses_its_surplus() {
             .unwrap();
         assert_eq!(plain.count(&c).await.unwrap(), long_count);
         set_extract("Short now.".into()).await;
-        let faulty = FailOnce::new(plain.clone(), fail);
+        let faulty = fail_once(plain.clone(), fail);
         let err = run(&faulty, jobs(&m, &c, "{extract}", None).await, o.clone())
             .await
             .unwrap_err();

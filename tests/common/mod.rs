@@ -481,3 +481,149 @@ pub fn source_args(m: &Mongo, db: &str, collections: &[&str]) -> mongo2qdrant::c
         cursor_batch: 100,
     }
 }
+
+/// A target write, as fault injection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    Upsert,
+    UpdateVectors,
+    SetPayload,
+    RemoveVector,
+    Delete,
+}
+
+/// The real target with a hook before every write (unit-level fault injection around real
+/// parts): the hook's error is what the write returns, and the write does not happen.
+pub struct Faulty<S, F> {
+    pub inner: Arc<S>,
+    pub before_write: F,
+}
+
+impl<S, F> Faulty<S, F>
+where
+    F: Fn(WriteOp, &str) -> Result<(), mongo2qdrant::sink::SinkError>,
+{
+    pub fn new(inner: Arc<S>, before_write: F) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            before_write,
+        })
+    }
+}
+
+/// An injected failure of `collection`'s write (transient ones are retried by the pipeline).
+pub fn injected(collection: &str, transient: bool) -> mongo2qdrant::sink::SinkError {
+    mongo2qdrant::sink::SinkError::Request {
+        op: "injected",
+        collection: collection.to_owned(),
+        reason: "injected failure".into(),
+        transient,
+    }
+}
+
+mod faulty_sink {
+    use mongo2qdrant::sink::{
+        Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
+    };
+    use serde_json::{Map, Value};
+    use uuid::Uuid;
+
+    use super::{Faulty, WriteOp};
+
+    impl<S, F> Sink for Faulty<S, F>
+    where
+        S: Sink,
+        F: Fn(WriteOp, &str) -> Result<(), SinkError> + Send + Sync + 'static,
+    {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn needs_lease(&self) -> bool {
+            self.inner.needs_lease()
+        }
+        async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
+            self.inner.shape(c).await
+        }
+        async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+            self.inner.create_collection(c, v).await
+        }
+        async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
+            self.inner.add_vector(c, n, d).await
+        }
+        async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
+            self.inner.drop_collection(c).await
+        }
+        async fn exists(&self, c: &str) -> Result<bool, SinkError> {
+            self.inner.exists(c).await
+        }
+        async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Upsert, c)?;
+            self.inner.upsert(c, n, p).await
+        }
+        async fn retrieve(
+            &self,
+            c: &str,
+            ids: &[Uuid],
+            v: bool,
+        ) -> Result<Vec<StoredPoint>, SinkError> {
+            self.inner.retrieve(c, ids, v).await
+        }
+        async fn update_vectors(
+            &self,
+            c: &str,
+            n: &str,
+            v: Vec<(Uuid, Vec<f32>)>,
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::UpdateVectors, c)?;
+            self.inner.update_vectors(c, n, v).await
+        }
+        async fn set_payload(
+            &self,
+            c: &str,
+            ids: &[Uuid],
+            p: Map<String, Value>,
+            r: bool,
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::SetPayload, c)?;
+            self.inner.set_payload(c, ids, p, r).await
+        }
+        async fn remove_vector(
+            &self,
+            c: &str,
+            n: &str,
+            ids: &[Uuid],
+            k: &[String],
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::RemoveVector, c)?;
+            self.inner.remove_vector(c, n, ids, k).await
+        }
+        async fn delete(&self, c: &str, ids: &[Uuid]) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Delete, c)?;
+            self.inner.delete(c, ids).await
+        }
+        async fn scroll(
+            &self,
+            c: &str,
+            f: Option<&MatchFilter>,
+            o: Option<Uuid>,
+            l: usize,
+        ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+            self.inner.scroll(c, f, o, l).await
+        }
+        async fn search(
+            &self,
+            c: &str,
+            n: Option<&str>,
+            v: Vec<f32>,
+            l: usize,
+        ) -> Result<Vec<Hit>, SinkError> {
+            self.inner.search(c, n, v, l).await
+        }
+        async fn count(&self, c: &str) -> Result<u64, SinkError> {
+            self.inner.count(c).await
+        }
+        async fn flush(&self) -> Result<(), SinkError> {
+            self.inner.flush().await
+        }
+    }
+}
