@@ -33,6 +33,8 @@ fn malformed_filter_is_a_usage_error_with_an_example() {
         e.contains("--filter is not a valid Extended JSON") && e.contains("$gte"),
         "{e}"
     );
+    // The cause once, not repeated by the error chain.
+    assert_eq!(e.matches("is not a valid Extended JSON").count(), 1, "{e}");
 }
 
 #[test]
@@ -96,6 +98,8 @@ fn missing_model_names_the_fetch_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .args(["search", "x", "--collection-name", "c"])
+        .arg("--qdrant-path")
+        .arg(dir.path())
         .arg("--model")
         .arg(dir.path().join("nope"))
         .output()
@@ -113,6 +117,8 @@ fn missing_or_wrong_onnx_runtime_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .args(["search", "x", "--collection-name", "c"])
+        .arg("--qdrant-path")
+        .arg(dir.path())
         .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
         .output()
         .unwrap();
@@ -128,6 +134,8 @@ fn missing_or_wrong_onnx_runtime_names_the_fix() {
     std::fs::write(&not_ort, b"\x7fELF garbage").unwrap();
     let out = bin()
         .args(["search", "x", "--collection-name", "c"])
+        .arg("--qdrant-path")
+        .arg(dir.path())
         .env("ORT_DYLIB_PATH", &not_ort)
         .output()
         .unwrap();

@@ -20,10 +20,12 @@ use crate::text::TemplateError;
 /// Errors in the settings themselves (exit code "usage").
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    // No `#[source]` on these two: the message already carries the cause, and a source would
+    // print it twice (`--filter is not valid...: --filter is not valid...`).
     #[error("--text: {0}")]
-    Template(#[from] TemplateError),
+    Template(TemplateError),
     #[error("{0}")]
-    Source(#[from] SourceError),
+    Source(SourceError),
     #[error("nothing to read: give --database with --collection NAME, or --file PATH")]
     NoSource,
     #[error("--collection needs --database (or set M2Q_DATABASE)")]
@@ -52,6 +54,18 @@ pub enum ConfigError {
     Namespace(String),
     #[error("target collection `{name}`: {reason}; choose another --collection-name")]
     CollectionName { name: String, reason: &'static str },
+}
+
+impl From<TemplateError> for ConfigError {
+    fn from(e: TemplateError) -> Self {
+        ConfigError::Template(e)
+    }
+}
+
+impl From<SourceError> for ConfigError {
+    fn from(e: SourceError) -> Self {
+        ConfigError::Source(e)
+    }
 }
 
 /// Default MongoDB URI.
