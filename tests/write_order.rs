@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::{Faulty, Mongo, WriteOp, movie_docs, options, unique};
 use mongo2qdrant::pipeline::{self, Chunking, Job, SyncOptions};
 use mongo2qdrant::report::RunReport;
-use mongo2qdrant::sink::{EdgeSink, Sink, SinkError};
+use mongo2qdrant::sink::{EdgeSink, Sink};
 use mongo2qdrant::state::RECORDS_COLLECTION;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
@@ -20,11 +20,7 @@ use uuid::Uuid;
 
 /// The embedded engine, but the first `fail` write of the data (not of the records) fails,
 /// permanently, so the run stops there.
-fn fail_once(
-    inner: Arc<EdgeSink>,
-    fail: WriteOp,
-) -> Arc<Faulty<EdgeSink, impl Fn(WriteOp, &str) -> Result<(), SinkError> + Send + Sync + 'static>>
-{
+fn fail_once(inner: Arc<EdgeSink>, fail: WriteOp) -> Arc<impl Sink> {
     let armed = AtomicBool::new(true);
     Faulty::new(inner, move |op, c: &str| {
         if op == fail && c != RECORDS_COLLECTION && armed.swap(false, Ordering::SeqCst) {
