@@ -56,20 +56,6 @@ fn mixed_docs(n: usize) -> Vec<Document> {
         .collect()
 }
 
-/// Arm MongoDB's `failCommand` fail point once, after `skip` matching commands.
-async fn fail_once(m: &Mongo, skip: i32, data: Document) {
-    m.client()
-        .await
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": {"skip": skip, "times": 1},
-            "data": data,
-        })
-        .await
-        .unwrap();
-}
-
 async fn count<S: Sink>(sink: &S, c: &str) -> u64 {
     sink.count(c).await.unwrap()
 }
@@ -92,8 +78,7 @@ async fn mixed_id_types_and_a_dropped_cursor_never_prune_live_points<S: Sink>(si
     run(false).run(&sink).await.unwrap();
     assert_eq!(count(sink.as_ref(), &c).await, n);
 
-    fail_once(
-        &m,
+    m.fail_once(
         1,
         doc! {"failCommands": ["getMore"], "closeConnection": true},
     )
@@ -118,7 +103,8 @@ async fn a_resumed_pass_reads_every_later_id_type<S: Sink>(sink: Arc<S>) {
         o.batch_docs = 8;
         common::sync_of(&m, "x", &[&c]).cursor_batch(10).opts(o)
     };
-    fail_once(&m, 2, doc! {"failCommands": ["getMore"], "errorCode": 2}).await;
+    m.fail_once(2, doc! {"failCommands": ["getMore"], "errorCode": 2})
+        .await;
     assert!(
         run().run(&sink).await.is_err(),
         "the injected error ends the run"
@@ -438,7 +424,8 @@ async fn a_lost_cursor_is_continued<S: Sink>(sink: Arc<S>) {
     let docs = mixed_docs(6);
     let n = docs.len() as u64;
     m.insert("x", &c, docs).await;
-    fail_once(&m, 1, doc! {"failCommands": ["getMore"], "errorCode": 43}).await;
+    m.fail_once(1, doc! {"failCommands": ["getMore"], "errorCode": 43})
+        .await;
     let mut o = common::options();
     o.batch_docs = 8;
     let r = common::sync_of(&m, "x", &[&c])

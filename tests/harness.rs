@@ -139,16 +139,6 @@ impl Tally {
     }
 }
 
-async fn fail_point(m: &Mongo, mode: Document, data: Document) {
-    let cmd = doc! {"configureFailPoint": "failCommand", "mode": mode, "data": data};
-    m.client()
-        .await
-        .database("admin")
-        .run_command(cmd)
-        .await
-        .unwrap();
-}
-
 /// One iteration: a random source, rounds of mutations and faulty syncs, a clean run, and the
 /// comparison with the oracle. Panics (naming the seed) on any divergence.
 async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tally) {
@@ -248,9 +238,8 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
             0 => {
                 tally.add("mongo: dropped connection on getMore");
                 let skip = rng.below(3) as i32;
-                fail_point(
-                    m,
-                    doc! {"skip": skip, "times": 1},
+                m.fail_once(
+                    skip,
                     doc! {"failCommands": ["getMore"], "closeConnection": true},
                 )
                 .await;
@@ -258,19 +247,14 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
             1 => {
                 tally.add("mongo: cursor lost (43) on getMore");
                 let skip = rng.below(3) as i32;
-                fail_point(
-                    m,
-                    doc! {"skip": skip, "times": 1},
-                    doc! {"failCommands": ["getMore"], "errorCode": 43},
-                )
-                .await;
+                m.fail_once(skip, doc! {"failCommands": ["getMore"], "errorCode": 43})
+                    .await;
             }
             2 => {
                 tally.add("mongo: failing find/getMore (fatal)");
                 let skip = rng.below(4) as i32;
-                fail_point(
-                    m,
-                    doc! {"skip": skip, "times": 1},
+                m.fail_once(
+                    skip,
                     doc! {"failCommands": ["getMore", "find"], "errorCode": 2},
                 )
                 .await;
@@ -295,7 +279,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         }
         let cursor_batch = 2 + rng.below(10) as u32;
         let _ = job().cursor_batch(cursor_batch).opts(o).run(&faulty).await;
-        fail_point(m, doc! {"off": 1}, doc! {}).await;
+        m.fail_point_off().await;
     }
 
     // A clean run with prune, then the target must match the oracle.

@@ -150,11 +150,6 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
         self.resume_after.as_ref()
     }
 
-    /// The store this cursor writes to.
-    pub fn store(&self) -> &StateStore<'a, S> {
-        &self.store
-    }
-
     /// Everything up to `last` is acknowledged by the target: move the checkpoint there.
     pub async fn advance(&mut self, last: Bson, totals: &Counts) -> Result<(), StateError> {
         self.record.set_last_id(&last);

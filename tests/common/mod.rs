@@ -146,6 +146,30 @@ impl Mongo {
         mongodb::Client::with_uri_str(self.uri()).await.unwrap()
     }
 
+    /// Arm MongoDB's `failCommand` fail point to fire once, after `skip` matching commands
+    /// (the server needs `--enable-test-commands`).
+    pub async fn fail_once(&self, skip: i32, data: Document) {
+        let mode = mongodb::bson::doc! {"skip": skip, "times": 1};
+        self.fail_point(Bson::Document(mode), data).await;
+    }
+
+    /// Disarm the `failCommand` fail point (mode `"off"`).
+    pub async fn fail_point_off(&self) {
+        self.fail_point(Bson::String("off".into()), Document::new())
+            .await;
+    }
+
+    async fn fail_point(&self, mode: Bson, data: Document) {
+        let cmd =
+            mongodb::bson::doc! {"configureFailPoint": "failCommand", "mode": mode, "data": data};
+        self.client()
+            .await
+            .database("admin")
+            .run_command(cmd)
+            .await
+            .unwrap();
+    }
+
     pub async fn insert(&self, db: &str, coll: &str, docs: Vec<Document>) {
         let c = self.client().await;
         c.database(db)
