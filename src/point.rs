@@ -84,6 +84,20 @@ impl Job {
         }
     }
 
+    /// The payload keys sync, verify and prune read back for this job: its bookkeeping keys,
+    /// never the copied fields (whatever those hold, a point stays readable).
+    pub fn stored_keys(&self) -> Vec<String> {
+        let v = self.vector_name.as_deref();
+        vec![
+            keys::NAMESPACE.to_owned(),
+            keys::ID.to_owned(),
+            keys::CHUNK.to_owned(),
+            keys::hash(v),
+            keys::payload_hash(v),
+            keys::chunks(v),
+        ]
+    }
+
     /// `NAMESPACE -> TARGET`, with ` (vector NAME)` for a named vector: how every command names
     /// a job.
     pub fn route(&self) -> String {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::embed::Embedder;
 use crate::pipeline::{PipelineError, SyncOptions};
 use crate::point::{Job, hash_context, keys, prepare_doc};
-use crate::sink::{MatchFilter, Sink, scroll_all};
+use crate::sink::{Fields, MatchFilter, Sink, scroll_all};
 use crate::source::{SourceItem, id_text};
 
 /// Most ids listed per kind of difference.
@@ -135,11 +135,16 @@ async fn verify_one<S: Sink>(
             key: keys::NAMESPACE.into(),
             value: ns.clone(),
         };
-        scroll_all(sink, &job.target, Some(&filter))
-            .await?
-            .into_iter()
-            .filter(|p| job.owns(&p.payload))
-            .collect()
+        scroll_all(
+            sink,
+            &job.target,
+            Some(&filter),
+            Fields::Only(&job.stored_keys()),
+        )
+        .await?
+        .into_iter()
+        .filter(|p| job.owns(&p.payload))
+        .collect()
     } else {
         Vec::new()
     };

@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::point::{Prepared, keys};
-use crate::sink::{Point, Sink, SinkError, StoredPoint};
+use crate::sink::{Fields, Point, Sink, SinkError, StoredPoint};
 
 /// What one unit asks of the target, in `_id` order.
 #[derive(Debug, Default)]
@@ -109,7 +109,7 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
         let ids: Vec<Uuid> = w.points.iter().map(|p| p.id).collect();
         let existing: HashSet<Uuid> = self
             .sink
-            .retrieve(self.target, &ids, false)
+            .retrieve(self.target, &ids, Fields::Only(&[]), false)
             .await?
             .into_iter()
             .map(|p| p.id)
@@ -157,7 +157,10 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
     /// Take the named vector `vector` (and its hash and chunk count) off the points `ids`; a
     /// point left without any vector is deleted.
     async fn remove_vector_from(&self, vector: &str, ids: &[Uuid]) -> Result<(), SinkError> {
-        let stored = self.sink.retrieve(self.target, ids, true).await?;
+        let stored = self
+            .sink
+            .retrieve(self.target, ids, Fields::Only(&[]), true)
+            .await?;
         let (alone, shared): (Vec<StoredPoint>, Vec<StoredPoint>) = stored
             .into_iter()
             .partition(|p| p.vectors.iter().all(|n| n == vector));

@@ -276,3 +276,77 @@ fn every_failure_writes_its_report() {
         "{rep}"
     );
 }
+
+/// A value nested `levels` deep: `{"n": {"n": ... "leaf" ...}}`.
+fn nested(levels: usize) -> mongodb::bson::Bson {
+    let mut v = mongodb::bson::Bson::String("leaf".into());
+    for _ in 0..levels {
+        v = mongodb::bson::Bson::Document(doc! {"n": v});
+    }
+    v
+}
+
+/// A copied payload field nested ~35 levels (MongoDB allows 100) was written, and then every
+/// read of that point over gRPC failed to decode: every later sync, verify, prune and search
+/// failed for ever. The server target now refuses (counts as failed) a payload it could not
+/// return, and reads back only the keys a decision needs, so a deep point written by anyone
+/// else does not wedge a run either.
+async fn a_deeply_nested_copied_field_never_wedges_the_target<S: mongo2qdrant::sink::Sink>(
+    sink: std::sync::Arc<S>,
+) {
+    use mongo2qdrant::sink::Fields;
+    let m = Mongo::start();
+    let c = common::unique("deep");
+    let mut docs: Vec<Document> = (0..6)
+        .map(|i| doc! {"_id": i, "text": format!("note {i}"), "meta": nested(2)})
+        .collect();
+    docs[3].insert("meta", nested(35));
+    m.insert("x", &c, docs).await;
+    let run = || common::sync_of(&m, "x", &[&c]).payload(&["meta"]);
+    let limited = sink.max_payload_depth().is_some();
+    let r = run().run(&sink).await.unwrap();
+    assert_eq!(r.counts.failed, u64::from(limited), "{r:#?}");
+    assert_eq!(sink.count(&c).await.unwrap(), 6 - u64::from(limited));
+    if limited {
+        let why = &r.failures[0].reason;
+        assert!(
+            why.contains("`meta` nests 35 levels") && why.contains("--payload"),
+            "{why}"
+        );
+    }
+
+    // A deep value on a stored point, as an older version or another tool wrote it.
+    let p0 = mongo2qdrant::ids::point_id("x", &c, &mongodb::bson::Bson::Int32(0), 0);
+    let deep: serde_json::Value = nested(40).into_relaxed_extjson();
+    let mut extra = serde_json::Map::new();
+    extra.insert("other".into(), deep);
+    sink.set_payload(&c, &[p0], extra, false).await.unwrap();
+
+    // Still a working target: sync, prune and verify read only what they need.
+    m.client()
+        .await
+        .database("x")
+        .collection::<Document>(&c)
+        .delete_one(doc! {"_id": 5})
+        .await
+        .unwrap();
+    let mut o = common::options();
+    o.prune = true;
+    o.max_delete = mongo2qdrant::pipeline::guard::MaxDelete::Share(100);
+    let r = run().opts(o).run(&sink).await.unwrap();
+    assert_eq!(r.counts.failed, u64::from(limited), "{r:#?}");
+    let jobs = run().jobs().await;
+    let v =
+        mongo2qdrant::verify::verify(sink.clone(), common::embedder(), jobs, &common::options())
+            .await
+            .unwrap();
+    assert_eq!(v.namespaces[0].missing, u64::from(limited), "{v:#?}");
+    let keys = ["_id".to_owned()];
+    let got = sink
+        .retrieve(&c, &[p0], Fields::Only(&keys), false)
+        .await
+        .unwrap();
+    assert_eq!(got[0].payload.len(), 1, "{got:?}");
+}
+
+both_targets!(a_deeply_nested_copied_field_never_wedges_the_target);

@@ -373,12 +373,13 @@ async fn successive_dumps_with_one_namespace_share_points() {
     common::assert_ok(&sync_files(&store, &[&day1], &args));
     common::assert_ok(&sync_files(&store, &[&day2], &args));
     let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
-    let mut got: Vec<uuid::Uuid> = mongo2qdrant::sink::scroll_all(&sink, "products", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let mut got: Vec<uuid::Uuid> =
+        mongo2qdrant::sink::scroll_all(&sink, "products", None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
     got.sort();
     // The ids a sync of the live collection shop.products writes.
     let mut want: Vec<uuid::Uuid> = [1, 2, 4]

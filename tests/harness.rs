@@ -357,7 +357,10 @@ async fn check<S: Sink>(
     };
     let points = scroll_all(sink.as_ref(), c, Some(&filter)).await.unwrap();
     let ids: Vec<Uuid> = points.iter().map(|p| p.id).collect();
-    let with_vectors = sink.retrieve(c, &ids, true).await.unwrap();
+    let with_vectors = sink
+        .retrieve(c, &ids, mongo2qdrant::sink::Fields::All, true)
+        .await
+        .unwrap();
     let mut got: BTreeMap<Uuid, (String, Option<String>, Value)> = BTreeMap::new();
     for p in with_vectors {
         let name = vector.unwrap_or("");

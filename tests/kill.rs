@@ -35,12 +35,17 @@ fn report(path: &std::path::Path) -> serde_json::Value {
 
 async fn snapshot(store: &std::path::Path) -> Vec<(uuid::Uuid, String)> {
     let sink = Arc::new(EdgeSink::open(store).unwrap());
-    let mut v: Vec<_> = scroll_all(sink.as_ref(), "films", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.id, p.payload[keys::HASH].as_str().unwrap().to_owned()))
-        .collect();
+    let mut v: Vec<_> = scroll_all(
+        sink.as_ref(),
+        "films",
+        None,
+        mongo2qdrant::sink::Fields::All,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|p| (p.id, p.payload[keys::HASH].as_str().unwrap().to_owned()))
+    .collect();
     v.sort();
     v
 }

@@ -174,7 +174,10 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
     o.prune = true;
     let r = run(&sink, common::worker(), vec![plot().await], o.clone()).await;
     assert_eq!(r.namespaces[0].pruned, 1);
-    let left = sink.retrieve(&c, &[p5], true).await.unwrap();
+    let left = sink
+        .retrieve(&c, &[p5], mongo2qdrant::sink::Fields::All, true)
+        .await
+        .unwrap();
     assert_eq!(names(&left[0]), BTreeSet::from(["title"]));
     assert!(!left[0].payload.contains_key("content_hash_plot"));
     assert!(left[0].payload.contains_key("content_hash_title"));
@@ -182,7 +185,12 @@ async fn two_fields_share_points<S: Sink>(sink: Arc<S>) {
     // ... and pruning the last vector removes the point.
     let r = run(&sink, common::worker(), vec![title().await], o.clone()).await;
     assert_eq!(r.namespaces[0].pruned, 1);
-    assert!(sink.retrieve(&c, &[p5], false).await.unwrap().is_empty());
+    assert!(
+        sink.retrieve(&c, &[p5], mongo2qdrant::sink::Fields::All, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(sink.count(&c).await.unwrap(), 5);
     verify_in_sync(&sink, vec![title().await, plot().await], &o).await;
 }
@@ -248,9 +256,19 @@ async fn chunked_vector_beside_a_whole_one<S: Sink>(sink: Arc<S>) {
     let surplus: Vec<Uuid> = (1..chunks_of_1 as u32)
         .map(|i| point_id("nv", &c, &Bson::Int32(1), i))
         .collect();
-    assert!(sink.retrieve(&c, &surplus, false).await.unwrap().is_empty());
+    assert!(
+        sink.retrieve(&c, &surplus, mongo2qdrant::sink::Fields::All, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let p1 = sink
-        .retrieve(&c, &[point_id("nv", &c, &Bson::Int32(1), 0)], true)
+        .retrieve(
+            &c,
+            &[point_id("nv", &c, &Bson::Int32(1), 0)],
+            mongo2qdrant::sink::Fields::All,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(names(&p1[0]), BTreeSet::from(["plot", "title"]));

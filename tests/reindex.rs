@@ -60,7 +60,11 @@ async fn prune_removes_exactly_the_deleted<S: Sink>(sink: Arc<S>) {
     m.insert("p", &c, movie_docs(30, |i| Bson::Int32(i as i32)))
         .await;
     run(&sink, &m, "p", &c, T, options()).await;
-    let before = ids_of(&scroll_all(sink.as_ref(), &c, None).await.unwrap());
+    let before = ids_of(
+        &scroll_all(sink.as_ref(), &c, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap(),
+    );
     assert_eq!(before.len(), 30);
 
     let coll = m.client().await.database("p").collection::<Document>(&c);
@@ -77,7 +81,11 @@ async fn prune_removes_exactly_the_deleted<S: Sink>(sink: Arc<S>) {
     let r = run(&sink, &m, "p", &c, T, o).await;
     assert_eq!(r.counts.deleted, 4, "{r:?}");
     assert_eq!(r.namespaces[0].pruned, 4);
-    let after = ids_of(&scroll_all(sink.as_ref(), &c, None).await.unwrap());
+    let after = ids_of(
+        &scroll_all(sink.as_ref(), &c, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap(),
+    );
     let gone: BTreeSet<Uuid> = [2, 3, 17, 29]
         .iter()
         .map(|i| point_id("p", &c, &Bson::Int32(*i), 0))
@@ -141,7 +149,11 @@ async fn chunks_follow_the_document<S: Sink>(sink: Arc<S>) {
     };
     run(&sink, &m, "ch", &c, T, o.clone()).await;
     assert_eq!(
-        doc1(scroll_all(sink.as_ref(), &c, None).await.unwrap()),
+        doc1(
+            scroll_all(sink.as_ref(), &c, None, mongo2qdrant::sink::Fields::All)
+                .await
+                .unwrap()
+        ),
         chunk_ids(1)
     );
 
@@ -151,11 +163,20 @@ async fn chunks_follow_the_document<S: Sink>(sink: Arc<S>) {
         .unwrap();
     let r = run(&sink, &m, "ch", &c, T, o.clone()).await;
     assert_eq!(r.counts.embedded, 1);
-    let grown = doc1(scroll_all(sink.as_ref(), &c, None).await.unwrap());
+    let grown = doc1(
+        scroll_all(sink.as_ref(), &c, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap(),
+    );
     assert_eq!(grown.len(), 3, "150 tokens in 64-token windows: 3 chunks");
     assert_eq!(grown, chunk_ids(3));
     let p = sink
-        .retrieve(&c, &[point_id("ch", &c, &Bson::Int32(1), 2)], false)
+        .retrieve(
+            &c,
+            &[point_id("ch", &c, &Bson::Int32(1), 2)],
+            mongo2qdrant::sink::Fields::All,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(p[0].payload[keys::CHUNK], 2);
@@ -167,7 +188,11 @@ async fn chunks_follow_the_document<S: Sink>(sink: Arc<S>) {
     let r = run(&sink, &m, "ch", &c, T, o.clone()).await;
     assert_eq!(r.counts.deleted, 2, "surplus chunks deleted");
     assert_eq!(
-        doc1(scroll_all(sink.as_ref(), &c, None).await.unwrap()),
+        doc1(
+            scroll_all(sink.as_ref(), &c, None, mongo2qdrant::sink::Fields::All)
+                .await
+                .unwrap()
+        ),
         chunk_ids(1)
     );
     assert_eq!(sink.count(&c).await.unwrap(), 2);
@@ -208,7 +233,11 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
 
     // Plant: a stale point (wrong hash), an orphan, a missing point, a duplicate chunk.
     let stale = point_id("v", &c, &Bson::Int32(4), 0);
-    let mut p = sink.retrieve(&c, &[stale], false).await.unwrap().remove(0);
+    let mut p = sink
+        .retrieve(&c, &[stale], mongo2qdrant::sink::Fields::All, false)
+        .await
+        .unwrap()
+        .remove(0);
     p.payload.insert(keys::HASH.into(), "0".repeat(64).into());
     let vector = vec![0.5f32; 384];
     let missing = point_id("v", &c, &Bson::Int32(7), 0);
@@ -259,8 +288,17 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
 
 async fn snapshot<S: Sink>(sink: &S, c: &str) -> (Vec<StoredPoint>, Vec<StoredPoint>) {
     (
-        scroll_all(sink, c, None).await.unwrap(),
-        scroll_all(sink, RECORDS_COLLECTION, None).await.unwrap(),
+        scroll_all(sink, c, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap(),
+        scroll_all(
+            sink,
+            RECORDS_COLLECTION,
+            None,
+            mongo2qdrant::sink::Fields::All,
+        )
+        .await
+        .unwrap(),
     )
 }
 
@@ -514,7 +552,9 @@ text = "{{heading}}\n{{body}}"
         "archived epic filtered out"
     );
     assert_eq!(sink.count("docs").await.unwrap(), 2);
-    let planning = scroll_all(&sink, "planning", None).await.unwrap();
+    let planning = scroll_all(&sink, "planning", None, mongo2qdrant::sink::Fields::All)
+        .await
+        .unwrap();
     let epic = planning
         .iter()
         .find(|p| p.payload[keys::NAMESPACE] == "pm.epics")

@@ -53,7 +53,9 @@ async fn two_collections_then_rerun_then_changes<S: Sink>(sink: Arc<S>) {
     assert_eq!(sink.count(&a).await.unwrap(), 40);
     assert_eq!(sink.count(&b).await.unwrap(), 25);
 
-    let points = scroll_all(sink.as_ref(), &a, None).await.unwrap();
+    let points = scroll_all(sink.as_ref(), &a, None, mongo2qdrant::sink::Fields::All)
+        .await
+        .unwrap();
     let p = points
         .iter()
         .find(|p| p.payload[keys::ID] == serde_json::json!(3))
@@ -73,7 +75,9 @@ async fn two_collections_then_rerun_then_changes<S: Sink>(sink: Arc<S>) {
     assert_eq!((r2.counts.embedded, r2.counts.upserted), (0, 0), "{r2:?}");
     assert_eq!(r2.counts.skipped_unchanged, 65);
     assert_eq!(sink.count(&a).await.unwrap(), 40);
-    let again = scroll_all(sink.as_ref(), &a, None).await.unwrap();
+    let again = scroll_all(sink.as_ref(), &a, None, mongo2qdrant::sink::Fields::All)
+        .await
+        .unwrap();
     let mut ids: Vec<_> = again.iter().map(|p| p.payload[keys::ID].clone()).collect();
     ids.sort_by_key(|v| v.to_string());
     ids.dedup();
@@ -104,6 +108,7 @@ async fn two_collections_then_rerun_then_changes<S: Sink>(sink: Arc<S>) {
         .retrieve(
             &a,
             &[mongo2qdrant::ids::point_id(db, &a, &Bson::Int32(7), 0)],
+            mongo2qdrant::sink::Fields::All,
             false,
         )
         .await
@@ -140,7 +145,10 @@ async fn every_id_kind<S: Sink>(sink: Arc<S>) {
     assert_eq!(r.counts.embedded, kinds.len() as u64);
     for id in &kinds {
         let pid = mongo2qdrant::ids::point_id("kinds", &c, id, 0);
-        let got = sink.retrieve(&c, &[pid], false).await.unwrap();
+        let got = sink
+            .retrieve(&c, &[pid], mongo2qdrant::sink::Fields::All, false)
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1, "{id:?}");
         assert_eq!(got[0].payload[keys::ID], id.clone().into_relaxed_extjson());
     }
@@ -193,7 +201,13 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     );
     // untouched
     assert_eq!(sink.count(&c).await.unwrap(), 1);
-    assert_eq!(sink.retrieve(&c, &[marker], false).await.unwrap().len(), 1);
+    assert_eq!(
+        sink.retrieve(&c, &[marker], mongo2qdrant::sink::Fields::All, false)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     mongo2qdrant::sink::ensure_collection(
         sink.as_ref(),
         &c,

@@ -29,7 +29,7 @@ pub use crate::point::{Chunking, Job};
 use crate::point::{keys, settings_hash};
 use crate::report::{Counts, NamespaceReport, RunLog, RunReport, RunStatus, Stats};
 pub use crate::retry::RetryPolicy;
-use crate::sink::{Ensure, MatchFilter, Retrying, Sink, SinkError, VectorSpec, scroll_all};
+use crate::sink::{Ensure, Fields, MatchFilter, Retrying, Sink, SinkError, VectorSpec, scroll_all};
 use crate::source::{SourceError, SourceItem, id_text};
 use crate::state::checkpoint::PassKey;
 use crate::state::lease::{self, Holder, LockError, Renewer};
@@ -427,10 +427,13 @@ async fn namespace_points<S: Sink>(sink: &S, job: &Job) -> Result<Vec<Uuid>, Sin
         key: keys::NAMESPACE.into(),
         value: job.source.namespace().to_string(),
     };
-    Ok(scroll_all(sink, &job.target, Some(&filter))
-        .await?
-        .into_iter()
-        .filter(|p| job.owns(&p.payload))
-        .map(|p| p.id)
-        .collect())
+    let keys = job.stored_keys();
+    Ok(
+        scroll_all(sink, &job.target, Some(&filter), Fields::Only(&keys))
+            .await?
+            .into_iter()
+            .filter(|p| job.owns(&p.payload))
+            .map(|p| p.id)
+            .collect(),
+    )
 }

@@ -16,7 +16,7 @@ use crate::embed::worker::EmbedWorker;
 use crate::ids::point_id;
 use crate::point::{Job, Prepared, hash_context, keys, prepare_doc};
 use crate::report::{Counts, RunLog};
-use crate::sink::{Point, Sink};
+use crate::sink::{Fields, Point, Sink, depth};
 use crate::source::{Source, SourceError, SourceItem};
 use crate::writer::Writes;
 
@@ -224,6 +224,14 @@ impl<S: Sink> Preparer<S> {
             if prepared.is_none() {
                 unit.counts.skipped_no_text += 1;
             }
+            if let Some(reason) = prepared.as_ref().and_then(|p| self.unreadable(p)) {
+                // Written, it could never be read back: every later run, verify and search
+                // would fail on it. Its stored points stay as they are (and prune waits).
+                unit.counts.failed += 1;
+                self.log
+                    .fail(&ns_text, crate::source::id_text(&doc.id), reason);
+                continue;
+            }
             candidates.push(Candidate {
                 id: doc.id,
                 first,
@@ -269,6 +277,23 @@ impl<S: Sink> Preparer<S> {
         Ok(unit)
     }
 
+    /// Why the target could not return `doc`'s payload, if it could not.
+    fn unreadable(&self, doc: &Prepared) -> Option<String> {
+        let max = self.sink.max_payload_depth()?;
+        let (key, d) = doc
+            .payload
+            .iter()
+            .map(|(k, v)| (k, depth(v)))
+            .max_by_key(|(_, d)| *d)?;
+        (d > max).then(|| {
+            format!(
+                "payload field `{key}` nests {d} levels, more than the {max} that {} can return; \
+                 copy a shallower path with --payload (e.g. `{key}.<field>`) or leave it out",
+                self.sink.describe()
+            )
+        })
+    }
+
     /// One lookup per unit: stored hash and chunk count of each document's chunk 0. A point of
     /// a named vector may exist for another job's vector only: then it holds neither hash nor
     /// chunk count of this one.
@@ -285,7 +310,15 @@ impl<S: Sink> Preparer<S> {
         let text = |p: &Map<String, Value>, key: &str| {
             p.get(key).and_then(Value::as_str).map(str::to_owned)
         };
-        let stored = self.sink.retrieve(&self.job.target, ids, false).await?;
+        let keys = [
+            hash_key.clone(),
+            chunks_key.clone(),
+            payload_hash_key.clone(),
+        ];
+        let stored = self
+            .sink
+            .retrieve(&self.job.target, ids, Fields::Only(&keys), false)
+            .await?;
         Ok(stored
             .into_iter()
             .map(|p| {

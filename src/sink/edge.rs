@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
 };
 
 /// A directory of embedded Qdrant collections.
@@ -125,6 +125,22 @@ fn to_filter(f: Option<&MatchFilter>) -> Result<Option<Filter>, String> {
         )))
     })
     .transpose()
+}
+
+/// The payload selection for `fields`: keys taken literally (a copied field `a.b` is one key).
+fn with_payload(fields: Fields<'_>) -> WithPayloadInterface {
+    match fields {
+        Fields::All => WithPayloadInterface::Bool(true),
+        Fields::Only([]) => WithPayloadInterface::Bool(false),
+        Fields::Only(keys) => WithPayloadInterface::Fields(
+            keys.iter()
+                .map(|k| JsonPath {
+                    first_key: k.clone(),
+                    rest: Vec::new(),
+                })
+                .collect(),
+        ),
+    }
 }
 
 impl Sink for EdgeSink {
@@ -238,12 +254,14 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         ids: &[Uuid],
+        fields: Fields<'_>,
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         let ids = point_ids(ids);
+        let with_payload = with_payload(fields);
         self.blocking(collection, move |shard| {
             let mut req = RetrieveRequest::new(ids);
-            req.with_payload = Some(WithPayloadInterface::Bool(true));
+            req.with_payload = Some(with_payload);
             req.with_vector = Some(WithVector::Bool(with_vectors));
             let records = shard.retrieve(req).map_err(|e| e.to_string())?;
             Ok(records.into_iter().filter_map(stored).collect())
@@ -346,16 +364,18 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         filter: Option<&MatchFilter>,
+        fields: Fields<'_>,
         offset: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
         let filter = to_filter(filter).map_err(|e| self.store_err(collection, e))?;
+        let with_payload = with_payload(fields);
         self.blocking(collection, move |shard| {
             let mut req = ScrollRequest::new();
             req.offset = offset.map(PointId::Uuid);
             req.limit = Some(limit);
             req.filter = filter;
-            req.with_payload = Some(WithPayloadInterface::Bool(true));
+            req.with_payload = Some(with_payload);
             let (records, next) = shard.scroll(req).map_err(|e| e.to_string())?;
             let points = records.into_iter().filter_map(stored).collect();
             Ok((points, next.and_then(uuid_of)))

@@ -7,18 +7,18 @@ use std::time::Duration;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
-    DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PointId, PointStruct,
-    PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
-    UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig,
-    VectorsOutput, point_id::PointIdOptions, vectors_config::Config,
-    vectors_output::VectorsOptions,
+    DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PayloadIncludeSelector,
+    PointId, PointStruct, PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
+    SetPayloadPointsBuilder, UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfig, VectorsOutput, point_id::PointIdOptions, vectors_config::Config,
+    vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
 };
 
 /// A Qdrant server.
@@ -104,6 +104,33 @@ fn stored(
     })
 }
 
+/// The payload selection for `fields`. The server reads each key as a JSON path, so a key that
+/// is not a plain name (`a.b`) is quoted to stay one key.
+fn with_payload(fields: Fields<'_>) -> SelectorOptions {
+    match fields {
+        Fields::All => true.into(),
+        Fields::Only([]) => false.into(),
+        Fields::Only(keys) => {
+            let plain = |k: &str| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            };
+            let fields = keys
+                .iter()
+                .map(|k| {
+                    if plain(k) {
+                        k.clone()
+                    } else {
+                        format!("\"{k}\"")
+                    }
+                })
+                .collect();
+            SelectorOptions::Include(PayloadIncludeSelector { fields })
+        }
+    }
+}
+
 fn to_filter(f: Option<&MatchFilter>) -> Option<Filter> {
     f.map(|f| Filter::must([Condition::matches(f.key.clone(), f.value.clone())]))
 }
@@ -115,6 +142,10 @@ impl Sink for GrpcSink {
 
     fn needs_lease(&self) -> bool {
         true
+    }
+
+    fn max_payload_depth(&self) -> Option<usize> {
+        Some(super::MAX_GRPC_PAYLOAD_DEPTH)
     }
 
     async fn shape(&self, collection: &str) -> Result<Option<Shape>, SinkError> {
@@ -236,6 +267,7 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         ids: &[Uuid],
+        fields: Fields<'_>,
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(pid).collect();
@@ -243,7 +275,7 @@ impl Sink for GrpcSink {
             .client
             .get_points(
                 GetPointsBuilder::new(collection, ids)
-                    .with_payload(true)
+                    .with_payload(with_payload(fields))
                     .with_vectors(with_vectors),
             )
             .await
@@ -349,12 +381,13 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         filter: Option<&MatchFilter>,
+        fields: Fields<'_>,
         offset: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
         let mut req = ScrollPointsBuilder::new(collection)
             .limit(limit as u32)
-            .with_payload(true)
+            .with_payload(with_payload(fields))
             .with_vectors(false);
         if let Some(f) = to_filter(filter) {
             req = req.filter(f);

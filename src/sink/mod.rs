@@ -46,6 +46,31 @@ pub struct Hit {
     pub payload: Map<String, Value>,
 }
 
+/// Which payload keys a read returns. Reading only the keys a decision needs keeps a point
+/// readable whatever its other fields hold (a copied field nested too deep for gRPC's decoder
+/// must not wedge every later run).
+#[derive(Debug, Clone, Copy)]
+pub enum Fields<'a> {
+    All,
+    /// These top-level keys, taken literally (a `.` in a key is not a path).
+    Only(&'a [String]),
+}
+
+/// How deep a payload value may nest for a target that can return it: JSON objects and arrays
+/// count one level each. Qdrant's gRPC API encodes each level as nested protobuf messages and
+/// the client's decoder stops at 100 of them: measured against Qdrant 1.19, a value 32 levels
+/// deep comes back and one 33 deep cannot be read. We keep a margin of two.
+pub const MAX_GRPC_PAYLOAD_DEPTH: usize = 30;
+
+/// Nesting depth of `v`: 0 for a scalar, 1 + the deepest child for an object or array.
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Shape of a target collection's vectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VectorSpec {
@@ -125,6 +150,11 @@ pub trait Sink: Send + Sync + 'static {
         false
     }
 
+    /// The deepest payload value (see [`depth`]) the target can return, if it is bounded.
+    fn max_payload_depth(&self) -> Option<usize> {
+        None
+    }
+
     /// The vectors of `collection`, or `None` when it does not exist.
     fn shape(
         &self,
@@ -163,12 +193,13 @@ pub trait Sink: Send + Sync + 'static {
         points: Vec<Point>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Payloads of the points among `ids` that exist, and the names of their vectors when
+    /// The `fields` of the points among `ids` that exist, and the names of their vectors when
     /// `with_vectors`.
     fn retrieve(
         &self,
         collection: &str,
         ids: &[Uuid],
+        fields: Fields<'_>,
         with_vectors: bool,
     ) -> impl Future<Output = Result<Vec<StoredPoint>, SinkError>> + Send;
 
@@ -208,11 +239,13 @@ pub trait Sink: Send + Sync + 'static {
         ids: &[Uuid],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// One page of points (id order) matching `filter`, and the offset of the next page.
+    /// One page of points (id order) matching `filter` with their `fields`, and the offset of
+    /// the next page.
     fn scroll(
         &self,
         collection: &str,
         filter: Option<&MatchFilter>,
+        fields: Fields<'_>,
         offset: Option<Uuid>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<StoredPoint>, Option<Uuid>), SinkError>> + Send;
@@ -233,16 +266,19 @@ pub trait Sink: Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// Every point of `collection` matching `filter`, page by page.
+/// Every point of `collection` matching `filter` with its `fields`, page by page.
 pub async fn scroll_all<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
     filter: Option<&MatchFilter>,
+    fields: Fields<'_>,
 ) -> Result<Vec<StoredPoint>, SinkError> {
     let mut out = Vec::new();
     let mut offset = None;
     loop {
-        let (page, next) = sink.scroll(collection, filter, offset, 1000).await?;
+        let (page, next) = sink
+            .scroll(collection, filter, fields, offset, 1000)
+            .await?;
         out.extend(page);
         match next {
             Some(n) => offset = Some(n),

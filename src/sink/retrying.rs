@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec};
 use crate::retry::RetryPolicy;
 
 /// `inner` with `policy` applied around every call.
@@ -28,6 +28,10 @@ impl<S: Sink> Sink for Retrying<S> {
 
     fn needs_lease(&self) -> bool {
         self.inner.needs_lease()
+    }
+
+    fn max_payload_depth(&self) -> Option<usize> {
+        self.inner.max_payload_depth()
     }
 
     async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
@@ -70,10 +74,13 @@ impl<S: Sink> Sink for Retrying<S> {
         &self,
         c: &str,
         ids: &[Uuid],
+        fields: Fields<'_>,
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         self.policy
-            .run("lookup", || self.inner.retrieve(c, ids, with_vectors))
+            .run("lookup", || {
+                self.inner.retrieve(c, ids, fields, with_vectors)
+            })
             .await
     }
 
@@ -128,11 +135,12 @@ impl<S: Sink> Sink for Retrying<S> {
         &self,
         c: &str,
         f: Option<&MatchFilter>,
+        fields: Fields<'_>,
         offset: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
         self.policy
-            .run("scroll", || self.inner.scroll(c, f, offset, limit))
+            .run("scroll", || self.inner.scroll(c, f, fields, offset, limit))
             .await
     }
 

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    EdgeSink, GrpcSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
+    EdgeSink, Fields, GrpcSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint,
+    VectorSpec,
 };
 
 /// Where points go, as configured.
@@ -59,6 +60,10 @@ impl Sink for Target {
         each!(self, s => s.needs_lease())
     }
 
+    fn max_payload_depth(&self) -> Option<usize> {
+        each!(self, s => s.max_payload_depth())
+    }
+
     async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
         each!(self, s => s.shape(c).await)
     }
@@ -87,9 +92,10 @@ impl Sink for Target {
         &self,
         c: &str,
         ids: &[Uuid],
+        fields: Fields<'_>,
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
-        each!(self, s => s.retrieve(c, ids, with_vectors).await)
+        each!(self, s => s.retrieve(c, ids, fields, with_vectors).await)
     }
 
     async fn update_vectors(
@@ -129,10 +135,11 @@ impl Sink for Target {
         &self,
         c: &str,
         f: Option<&MatchFilter>,
+        fields: Fields<'_>,
         offset: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
-        each!(self, s => s.scroll(c, f, offset, limit).await)
+        each!(self, s => s.scroll(c, f, fields, offset, limit).await)
     }
 
     async fn search(

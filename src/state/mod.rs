@@ -14,7 +14,9 @@ pub use lease::{Holder, Lease, LockError, StoreLock, lock_store};
 
 use crate::ids::named_uuid;
 use crate::report::RunReport;
-use crate::sink::{Ensure, Point, Sink, SinkError, VectorSpec, ensure_collection, scroll_all};
+use crate::sink::{
+    Ensure, Fields, Point, Sink, SinkError, VectorSpec, ensure_collection, scroll_all,
+};
 
 /// The collection holding checkpoint, lease and run records.
 pub const RECORDS_COLLECTION: &str = "mongo2qdrant_checkpoints";
@@ -87,7 +89,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
         }
         Ok(self
             .sink
-            .retrieve(RECORDS_COLLECTION, &[id], false)
+            .retrieve(RECORDS_COLLECTION, &[id], Fields::All, false)
             .await?
             .into_iter()
             .next()
@@ -129,7 +131,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for p in scroll_all(self.sink, RECORDS_COLLECTION, None).await? {
+        for p in scroll_all(self.sink, RECORDS_COLLECTION, None, Fields::All).await? {
             match serde_json::from_value(Value::Object(p.payload)) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::warn!("record {} does not parse: {e}", p.id),

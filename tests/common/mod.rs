@@ -377,13 +377,17 @@ pub async fn points_with_vectors<S: mongo2qdrant::sink::Sink>(
     sink: &S,
     collection: &str,
 ) -> Vec<mongo2qdrant::sink::StoredPoint> {
-    let ids: Vec<uuid::Uuid> = mongo2qdrant::sink::scroll_all(sink, collection, None)
+    let ids: Vec<uuid::Uuid> =
+        mongo2qdrant::sink::scroll_all(sink, collection, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+    let mut points = sink
+        .retrieve(collection, &ids, mongo2qdrant::sink::Fields::All, true)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    let mut points = sink.retrieve(collection, &ids, true).await.unwrap();
+        .unwrap();
     points.sort_by_key(|p| p.id);
     points
 }
@@ -454,20 +458,21 @@ pub fn sync_cmd(m: &Mongo, db: &str, coll: &str, store: &Path) -> Command {
 /// Every point of `collection` in the embedded store at `store`: (id, content hash), sorted.
 pub async fn edge_snapshot(store: &Path, collection: &str) -> Vec<(uuid::Uuid, String)> {
     let sink = mongo2qdrant::sink::EdgeSink::open(store).unwrap();
-    let mut v: Vec<_> = mongo2qdrant::sink::scroll_all(&sink, collection, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            (
-                p.id,
-                p.payload[mongo2qdrant::point::keys::HASH]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let mut v: Vec<_> =
+        mongo2qdrant::sink::scroll_all(&sink, collection, None, mongo2qdrant::sink::Fields::All)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.id,
+                    p.payload[mongo2qdrant::point::keys::HASH]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect();
     v.sort();
     v
 }
@@ -565,6 +570,9 @@ mod faulty_sink {
         fn needs_lease(&self) -> bool {
             self.inner.needs_lease()
         }
+        fn max_payload_depth(&self) -> Option<usize> {
+            self.inner.max_payload_depth()
+        }
         async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
             self.inner.shape(c).await
         }
@@ -588,9 +596,10 @@ mod faulty_sink {
             &self,
             c: &str,
             ids: &[Uuid],
+            fields: mongo2qdrant::sink::Fields<'_>,
             v: bool,
         ) -> Result<Vec<StoredPoint>, SinkError> {
-            self.inner.retrieve(c, ids, v).await
+            self.inner.retrieve(c, ids, fields, v).await
         }
         async fn update_vectors(
             &self,
@@ -629,10 +638,11 @@ mod faulty_sink {
             &self,
             c: &str,
             f: Option<&MatchFilter>,
+            fields: mongo2qdrant::sink::Fields<'_>,
             o: Option<Uuid>,
             l: usize,
         ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
-            self.inner.scroll(c, f, o, l).await
+            self.inner.scroll(c, f, fields, o, l).await
         }
         async fn search(
             &self,
