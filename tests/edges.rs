@@ -349,4 +349,103 @@ async fn a_deeply_nested_copied_field_never_wedges_the_target<S: mongo2qdrant::s
     assert_eq!(got[0].payload.len(), 1, "{got:?}");
 }
 
-both_targets!(a_deeply_nested_copied_field_never_wedges_the_target);
+/// `--recreate` was spent on a target's first job: a collection whose first named vector fit
+/// and whose second did not (an old model's dimension) failed on the second; and
+/// `--dry-run --recreate` failed instead of previewing. The target is now judged on all of its
+/// vectors, dropped once, rebuilt with all of them, and every document is written again.
+async fn recreate_rebuilds_every_vector_of_a_target<S: mongo2qdrant::sink::Sink>(
+    sink: std::sync::Arc<S>,
+) {
+    use mongo2qdrant::sink::{Shape, VectorParams};
+    let m = Mongo::start();
+    let c = common::unique("rebuild");
+    let docs: Vec<Document> = (0..5)
+        .map(|i| doc! {"_id": i, "title": format!("title {i}"), "body": format!("the body of note {i}")})
+        .collect();
+    m.insert("x", &c, docs).await;
+    let title = || {
+        common::sync_of(&m, "x", &[&c])
+            .template("{title}")
+            .vector(Some("title"))
+    };
+    let body = || {
+        common::sync_of(&m, "x", &[&c])
+            .template("{body}")
+            .vector(Some("body"))
+    };
+    title().run(&sink).await.unwrap();
+    // The body vector as an older model left it: another dimension.
+    sink.add_vector(&c, "body", 8).await.unwrap();
+    let mut jobs = title().jobs().await;
+    jobs.extend(body().jobs().await);
+
+    let e = common::sync_jobs(&sink, jobs.clone(), common::options())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("--recreate"), "{e}");
+
+    let mut o = common::options();
+    o.recreate = true;
+    o.dry_run = true;
+    let r = common::sync_jobs(&sink, jobs.clone(), o.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.embedded, 10, "a preview of the rebuild: {r:#?}");
+    assert_eq!(r.counts.deleted, 0, "{r:#?}");
+    assert_eq!(sink.count(&c).await.unwrap(), 5, "a dry run writes nothing");
+
+    o.dry_run = false;
+    let r = common::sync_jobs(&sink, jobs.clone(), o).await.unwrap();
+    assert_eq!(r.counts.embedded, 10, "{r:#?}");
+    let v = |dimension| VectorParams {
+        dimension,
+        distance: "Cosine".into(),
+    };
+    assert_eq!(
+        sink.shape(&c).await.unwrap(),
+        Some(Shape::Named(
+            [("body".to_owned(), v(384)), ("title".to_owned(), v(384))].into()
+        ))
+    );
+    assert_eq!(sink.count(&c).await.unwrap(), 5);
+    common::verify(&sink, jobs).await;
+}
+
+/// A config with an unnamed and a named entry into one target was told to pass `--recreate`,
+/// which cannot help (a collection holds one unnamed vector or named ones): refused at load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_and_a_named_vector_into_one_target_are_refused() {
+    let m = Mongo::start();
+    m.insert("pm", "t1", notes(3, "a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pm.toml");
+    std::fs::write(
+        &config,
+        r#"
+database = "pm"
+[[sync]]
+collection = "t1"
+target = "all"
+[[sync]]
+collection = "t1"
+target = "all"
+text = "{kind}"
+vector_name = "kind"
+"#,
+    )
+    .unwrap();
+    let out = sync(
+        &m,
+        &dir.path().join("store"),
+        &["--config", &config.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let e = stderr(&out);
+    assert!(e.contains("not both") && e.contains("vector_name"), "{e}");
+    assert!(!dir.path().join("store").join("all").exists());
+}
+
+both_targets!(
+    a_deeply_nested_copied_field_never_wedges_the_target,
+    recreate_rebuilds_every_vector_of_a_target,
+);

@@ -50,6 +50,15 @@ pub enum ConfigError {
         first: String,
         second: String,
     },
+    #[error(
+        "{unnamed} writes the unnamed vector of `{target}` and {named} its named vector `{name}`: a Qdrant collection has one unnamed vector or named ones, not both (--recreate cannot help). Give every entry into `{target}` a `vector_name`, or use another `target`"
+    )]
+    MixedVectors {
+        target: String,
+        unnamed: String,
+        named: String,
+        name: String,
+    },
     #[error("namespace `{0}`: write it as DATABASE.COLLECTION, for example shop.products")]
     Namespace(String),
     #[error("target collection `{name}`: {reason}; choose another --collection-name")]
@@ -272,6 +281,22 @@ async fn into_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<Job>,
                 route: job.route(),
                 first: other.source.describe(),
                 second: job.source.describe(),
+            });
+        }
+        let mixed = jobs.iter().find(|j| {
+            j.target == job.target && j.vector_name.is_some() != job.vector_name.is_some()
+        });
+        if let Some(other) = mixed {
+            let (unnamed, named) = if job.vector_name.is_none() {
+                (&job, other)
+            } else {
+                (other, &job)
+            };
+            return Err(ConfigError::MixedVectors {
+                target: job.target.clone(),
+                unnamed: unnamed.source.describe(),
+                named: named.source.describe(),
+                name: named.vector_name.clone().unwrap_or_default(),
             });
         }
         jobs.push(job);

@@ -77,6 +77,9 @@ pub struct SyncOptions {
     pub run_id: String,
     /// Becomes `true` to stop reading (signals): in-flight units finish, the checkpoint holds.
     pub stop: watch::Receiver<bool>,
+    /// Set by [`sync`] for the jobs of a target that `recreate` drops (in a dry run: would
+    /// drop): their pass starts from the beginning and sees the target empty.
+    pub target_rebuilt: bool,
 }
 
 impl SyncOptions {
@@ -93,6 +96,7 @@ impl SyncOptions {
             retry: RetryPolicy::default(),
             run_id: Uuid::new_v4().to_string(),
             stop,
+            target_rebuilt: false,
         }
     }
 }
@@ -110,7 +114,8 @@ pub async fn sync<S: Sink>(
     let started = Instant::now();
     let started_at = now_rfc3339();
     let log = Arc::new(RunLog::new(stats));
-    prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    let rebuilt =
+        prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
     for job in &jobs {
         if let Some(n) = job.source.estimated_count().await {
             log.stats
@@ -132,7 +137,12 @@ pub async fn sync<S: Sink>(
     }
     let mut tasks = Vec::new();
     for group in groups {
-        let (sink, worker, opts, log) = (sink.clone(), worker.clone(), opts.clone(), log.clone());
+        let (sink, worker, mut opts, log) =
+            (sink.clone(), worker.clone(), opts.clone(), log.clone());
+        if rebuilt.contains(&group[0].target) {
+            opts.target_rebuilt = true;
+            opts.fresh = true;
+        }
         tasks.push(tokio::spawn(async move {
             let mut reports = Vec::new();
             for job in group {
@@ -181,34 +191,64 @@ pub async fn sync<S: Sink>(
 }
 
 /// Make every job's target collection fit (a dry run only checks), and open the records
-/// collection. `--recreate` drops a collection once, not again for its next vector.
+/// collection. A target is judged on every vector its jobs write: when one of them does not
+/// fit, `--recreate` drops the collection once and creates it with all of them (a dry run says
+/// it would). Returns the targets dropped (or that would be).
 async fn prepare_targets<S: Sink>(
     sink: &S,
     jobs: &[Job],
     opts: &SyncOptions,
     dimension: usize,
-) -> Result<(), PipelineError> {
-    let mut checked = HashSet::new();
-    let mut recreated = HashSet::new();
+) -> Result<HashSet<String>, PipelineError> {
+    let mut rebuilt = HashSet::new();
+    let mut targets: Vec<(&str, Vec<VectorSpec>)> = Vec::new();
     for job in jobs {
-        if !checked.insert((job.target.clone(), job.vector_name.clone())) {
-            continue;
-        }
-        let vectors = VectorSpec {
+        let spec = VectorSpec {
             name: job.vector_name.clone(),
             dimension,
         };
-        let mode = if opts.dry_run {
-            Ensure::Check
-        } else if opts.recreate && recreated.insert(job.target.clone()) {
-            Ensure::Recreate
-        } else {
-            Ensure::Create
-        };
-        crate::sink::ensure_collection(sink, &job.target, &vectors, mode).await?;
+        match targets.iter_mut().find(|(t, _)| *t == job.target) {
+            Some((_, specs)) if specs.contains(&spec) => {}
+            Some((_, specs)) => specs.push(spec),
+            None => targets.push((&job.target, vec![spec])),
+        }
+    }
+    for (target, specs) in targets {
+        let shape = sink.shape(target).await?;
+        let misfit = specs
+            .iter()
+            .find_map(|s| crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err());
+        if let Some(e) = misfit {
+            if !opts.recreate {
+                return Err(e.into());
+            }
+            let why = match &e {
+                SinkError::Incompatible { found, wanted, .. } => {
+                    format!("it has {found}, the model needs {wanted}")
+                }
+                other => other.to_string(),
+            };
+            let points = sink.count(target).await?;
+            if opts.dry_run {
+                tracing::warn!(
+                    "--recreate would drop `{target}` ({why}) with its {points} points, and write every document again"
+                );
+            } else {
+                tracing::warn!(
+                    "--recreate: dropping `{target}` ({why}) with its {points} points; every document is written again"
+                );
+                sink.drop_collection(target).await?;
+            }
+            rebuilt.insert(target.to_owned());
+        }
+        if !opts.dry_run {
+            for s in &specs {
+                crate::sink::ensure_collection(sink, target, s, Ensure::Create).await?;
+            }
+        }
     }
     StateStore::open(sink, !opts.dry_run).await?;
-    Ok(())
+    Ok(rebuilt)
 }
 
 /// One job under its lease (a Qdrant server; the embedded store is locked as a whole): the
@@ -372,7 +412,11 @@ async fn pass<S: Sink>(
     let mut pruned = 0;
     if complete && (prune || !lost.is_empty()) {
         // Everything this pass deletes, checked against the guard before any of it goes.
-        let points = namespace_points(sink.as_ref(), &job).await?;
+        let points = if opts.target_rebuilt && opts.dry_run {
+            Vec::new()
+        } else {
+            namespace_points(sink.as_ref(), &job).await?
+        };
         let lost_set: HashSet<Uuid> = lost.iter().copied().collect();
         let keep = std::mem::take(&mut *seen.lock().expect("seen"));
         let stale: Vec<Uuid> = if prune {

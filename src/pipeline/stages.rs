@@ -161,7 +161,8 @@ impl<S: Sink> Preparer<S> {
         tx: mpsc::Sender<Unit>,
     ) -> Result<(), PipelineError> {
         let batch = self.opts.batch_docs;
-        let target_exists = self.sink.exists(&self.job.target).await?;
+        let target_exists = !(self.opts.target_rebuilt && self.opts.dry_run)
+            && self.sink.exists(&self.job.target).await?;
         let mut items = Vec::with_capacity(batch);
         loop {
             items.clear();

@@ -9,8 +9,6 @@ use super::{Shape, Sink, SinkError, VectorParams, VectorSpec};
 pub enum Ensure {
     /// Create the collection, or add the named vector; refuse an incompatible collection.
     Create,
-    /// As `Create`, but drop an incompatible collection (all of its vectors) and create it anew.
-    Recreate,
     /// Write nothing; only refuse an incompatible collection (dry runs).
     Check,
 }
@@ -24,8 +22,6 @@ pub enum Fit {
     Create,
     /// A collection of named vectors lacks this name: add it.
     AddVector,
-    /// It is incompatible and may be dropped: drop and create it.
-    Recreate,
 }
 
 const DISTANCE: &str = "Cosine";
@@ -65,9 +61,6 @@ pub fn fit(
             Fit::AddVector
         });
     }
-    if mode == Ensure::Recreate {
-        return Ok(Fit::Recreate);
-    }
     Err(SinkError::Incompatible {
         collection: collection.to_owned(),
         found: match found {
@@ -81,7 +74,8 @@ pub fn fit(
 
 /// Create `collection` for `vectors`, or check that the existing one fits; a named vector that
 /// an existing collection of named vectors lacks is added to it. An incompatible collection is
-/// refused and left untouched, except under [`Ensure::Recreate`].
+/// refused and left untouched (`--recreate` is decided per target, over all of its jobs'
+/// vectors, by the pipeline).
 pub async fn ensure_collection<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
@@ -95,10 +89,6 @@ pub async fn ensure_collection<S: Sink + ?Sized>(
         Fit::AddVector => {
             let name = vectors.name.as_deref().unwrap_or_default();
             sink.add_vector(collection, name, vectors.dimension).await
-        }
-        Fit::Recreate => {
-            sink.drop_collection(collection).await?;
-            sink.create_collection(collection, vectors).await
         }
     }
 }
@@ -143,7 +133,7 @@ mod tests {
     fn a_matching_collection_is_ready() {
         let shape = Shape::Unnamed(params(384, "Cosine"));
         let s = spec(None, 384);
-        for mode in [Ensure::Create, Ensure::Recreate, Ensure::Check] {
+        for mode in [Ensure::Create, Ensure::Check] {
             assert_eq!(fit("c", Some(&shape), &s, mode).unwrap(), Fit::Ready);
         }
         let s = spec(Some("title"), 384);
@@ -163,10 +153,6 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("--recreate"), "{msg}");
-        assert_eq!(
-            fit("c", Some(&shape), &spec(None, 384), Ensure::Recreate).unwrap(),
-            Fit::Recreate
-        );
         let dot = Shape::Unnamed(params(384, "Dot"));
         assert!(fit("c", Some(&dot), &spec(None, 384), Ensure::Check).is_err());
     }
