@@ -89,6 +89,10 @@ pub struct NamespaceReport {
     /// `_id` this pass resumed after, if it resumed.
     pub resumed_after: Option<String>,
     pub pruned: u64,
+    /// Of the pruned points (with `--filter`), those whose document still exists but does not
+    /// match the filter.
+    #[serde(default)]
+    pub pruned_outside_filter: u64,
 }
 
 /// How a run ended.

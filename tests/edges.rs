@@ -445,7 +445,54 @@ vector_name = "kind"
     assert!(!dir.path().join("store").join("all").exists());
 }
 
+/// A narrowed `--filter` with `--prune` deleted the points of documents that still exist,
+/// with no word of why. The report now says how many of the pruned points are outside the
+/// filter (their documents exist), and the log says it too.
+async fn a_narrowed_filter_says_which_pruned_points_are_outside_it<S: mongo2qdrant::sink::Sink>(
+    sink: std::sync::Arc<S>,
+) {
+    let m = Mongo::start();
+    let c = common::unique("narrow");
+    let mut docs = notes(6, "a");
+    docs.extend(notes(4, "b"));
+    m.insert("x", &c, docs).await;
+    common::sync_of(&m, "x", &[&c]).run(&sink).await.unwrap();
+    m.client()
+        .await
+        .database("x")
+        .collection::<Document>(&c)
+        .delete_one(doc! {"_id": "b0"})
+        .await
+        .unwrap();
+    let mut o = common::options();
+    o.prune = true;
+    o.max_delete = mongo2qdrant::pipeline::guard::MaxDelete::Share(100);
+    let narrowed = || common::sync_of(&m, "x", &[&c]).filter(r#"{"kind": "a"}"#);
+    o.dry_run = true;
+    let r = narrowed().opts(o.clone()).run(&sink).await.unwrap();
+    assert_eq!(
+        (
+            r.namespaces[0].pruned,
+            r.namespaces[0].pruned_outside_filter
+        ),
+        (4, 3),
+        "{r:#?}"
+    );
+    o.dry_run = false;
+    let r = narrowed().opts(o).run(&sink).await.unwrap();
+    assert_eq!(
+        (
+            r.namespaces[0].pruned,
+            r.namespaces[0].pruned_outside_filter
+        ),
+        (4, 3),
+        "{r:#?}"
+    );
+    assert_eq!(sink.count(&c).await.unwrap(), 6);
+}
+
 both_targets!(
     a_deeply_nested_copied_field_never_wedges_the_target,
     recreate_rebuilds_every_vector_of_a_target,
+    a_narrowed_filter_says_which_pruned_points_are_outside_it,
 );

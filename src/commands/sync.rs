@@ -126,8 +126,13 @@ fn print_summary(r: &RunReport) {
         c.failed
     );
     for ns in &r.namespaces {
+        let pruned = match (ns.pruned, ns.pruned_outside_filter) {
+            (0, _) => String::new(),
+            (n, 0) => format!(", pruned {n}"),
+            (n, o) => format!(", pruned {n} ({o} of documents outside the --filter)"),
+        };
         crate::out!(
-            "  {}: read {}, embedded {}, unchanged {}{}",
+            "  {}: read {}, embedded {}, unchanged {}{pruned}{}",
             route(&ns.namespace, &ns.target, ns.vector.as_deref()),
             ns.counts.read,
             ns.counts.embedded,

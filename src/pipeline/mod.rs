@@ -35,6 +35,8 @@ use crate::state::checkpoint::PassKey;
 use crate::state::lease::{self, Holder, LockError, Renewer};
 use crate::state::{Cursor, StateError, StateStore, now_rfc3339};
 use crate::writer::Writer;
+use mongodb::bson::Bson;
+use serde_json::Value;
 use stages::{EmbeddedUnit, Preparer, Unit};
 
 /// Errors that end a run (per-document problems are counted instead).
@@ -410,13 +412,15 @@ async fn pass<S: Sink>(
         );
     }
     let mut pruned = 0;
+    let mut outside = 0;
     if complete && (prune || !lost.is_empty()) {
         // Everything this pass deletes, checked against the guard before any of it goes.
-        let points = if opts.target_rebuilt && opts.dry_run {
+        let stored = if opts.target_rebuilt && opts.dry_run {
             Vec::new()
         } else {
             namespace_points(sink.as_ref(), &job).await?
         };
+        let points: Vec<Uuid> = stored.iter().map(|(id, _)| *id).collect();
         let lost_set: HashSet<Uuid> = lost.iter().copied().collect();
         let keep = std::mem::take(&mut *seen.lock().expect("seen"));
         let stale: Vec<Uuid> = if prune {
@@ -427,6 +431,17 @@ async fn pass<S: Sink>(
         } else {
             Vec::new()
         };
+        if !job.filter_text.is_empty() && !stale.is_empty() {
+            outside = outside_filter(&job, &stored, &stale).await?;
+            if outside > 0 {
+                tracing::warn!(
+                    namespace = %ns_text,
+                    "{outside} of the {} points to prune belong to documents that still exist but do not match --filter {}",
+                    stale.len(),
+                    job.filter_text
+                );
+            }
+        }
         let present: HashSet<&Uuid> = points.iter().collect();
         lost.retain(|id| present.contains(id));
         let doomed = guard::Doomed {
@@ -459,11 +474,44 @@ async fn pass<S: Sink>(
         complete,
         resumed_after: after.map(|a| id_text(&a)),
         pruned,
+        pruned_outside_filter: outside,
     })
 }
 
-/// The points of `job`'s namespace that hold its vector.
-async fn namespace_points<S: Sink>(sink: &S, job: &Job) -> Result<Vec<Uuid>, SinkError> {
+/// How many of the `stale` points belong to documents that exist in the source but outside
+/// the job's filter (0 where the source cannot tell).
+async fn outside_filter(
+    job: &Job,
+    stored: &[(Uuid, Option<Value>)],
+    stale: &[Uuid],
+) -> Result<u64, PipelineError> {
+    let stale: HashSet<&Uuid> = stale.iter().collect();
+    let ids: Vec<(&Uuid, String, Bson)> = stored
+        .iter()
+        .filter(|(id, _)| stale.contains(id))
+        .filter_map(|(id, v)| {
+            let v = v.as_ref()?;
+            Some((id, v.to_string(), Bson::try_from(v.clone()).ok()?))
+        })
+        .collect();
+    let mut distinct: Vec<Bson> = Vec::new();
+    let mut texts = HashSet::new();
+    for (_, text, id) in &ids {
+        if texts.insert(text.as_str()) {
+            distinct.push(id.clone());
+        }
+    }
+    let Some(existing) = job.source.existing(&distinct).await? else {
+        return Ok(0);
+    };
+    Ok(ids.iter().filter(|(_, t, _)| existing.contains(t)).count() as u64)
+}
+
+/// The points of `job`'s namespace that hold its vector, with their document's `_id` as stored.
+async fn namespace_points<S: Sink>(
+    sink: &S,
+    job: &Job,
+) -> Result<Vec<(Uuid, Option<Value>)>, SinkError> {
     if !sink.exists(&job.target).await? {
         return Ok(Vec::new());
     }
@@ -477,7 +525,7 @@ async fn namespace_points<S: Sink>(sink: &S, job: &Job) -> Result<Vec<Uuid>, Sin
             .await?
             .into_iter()
             .filter(|p| job.owns(&p.payload))
-            .map(|p| p.id)
+            .map(|mut p| (p.id, p.payload.remove(keys::ID)))
             .collect(),
     )
 }

@@ -172,6 +172,18 @@ impl Source {
         matches!(self, Source::Mongo(_))
     }
 
+    /// Which of `ids` exist in the source whatever its filter says, as relaxed Extended JSON
+    /// text (`None`: the source cannot tell, a file).
+    pub async fn existing(
+        &self,
+        ids: &[Bson],
+    ) -> Result<Option<std::collections::HashSet<String>>, SourceError> {
+        match self {
+            Source::Mongo(s) => s.existing(ids).await.map(Some),
+            Source::File(_) => Ok(None),
+        }
+    }
+
     /// Estimated number of documents (for progress and ETA), when cheap to know.
     pub async fn estimated_count(&self) -> Option<u64> {
         match self {

@@ -1,6 +1,7 @@
 //! MongoDB source: one cursor per collection, sorted by `_id` ascending, resuming strictly after
 //! the checkpointed `_id`, with an optional filter and projection.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
@@ -83,6 +84,29 @@ impl MongoSource {
             namespace: self.namespace.to_string(),
             source,
         }
+    }
+
+    /// Which of `ids` exist in the collection, whatever the filter says (as relaxed Extended
+    /// JSON text, the form points store).
+    pub async fn existing(&self, ids: &[Bson]) -> Result<HashSet<String>, SourceError> {
+        let mut out = HashSet::new();
+        for part in ids.chunks(1000) {
+            let mut cursor = self
+                .collection()
+                .find(doc! {"_id": {"$in": part.to_vec()}})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(|e| self.query_error(e))?;
+            while cursor.advance().await.map_err(|e| self.query_error(e))? {
+                if let Ok(id) = cursor.current().get("_id") {
+                    let id = id.and_then(|v| Bson::try_from(v).ok());
+                    if let Some(id) = id {
+                        out.insert(id.into_relaxed_extjson().to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn estimated_count(&self) -> Option<u64> {
