@@ -167,7 +167,8 @@ fn lookup<'a>(value: &'a Bson, path: &[String], out: &mut Vec<&'a Bson>) {
     }
 }
 
-/// Text of one value; `None` for null/undefined/empty.
+/// Text of one value; `None` for null/undefined/empty or whitespace only (a field of blanks
+/// renders like a missing one).
 fn bson_text(v: &&Bson) -> Option<String> {
     let s = match v {
         Bson::Null | Bson::Undefined => return None,
@@ -191,7 +192,7 @@ fn bson_text(v: &&Bson) -> Option<String> {
         }
         other => (*other).clone().into_relaxed_extjson().to_string(),
     };
-    (!s.is_empty()).then_some(s)
+    (!s.trim().is_empty()).then_some(s)
 }
 
 /// Copy the fields at `paths` (dotted) out of `doc` as relaxed Extended JSON. Missing fields are
@@ -222,6 +223,21 @@ mod tests {
     use mongodb::bson::doc;
 
     use super::*;
+
+    /// A whitespace-only field rendered "Title:   " while an empty one was skipped.
+    #[test]
+    fn a_whitespace_only_field_renders_like_an_empty_one() {
+        let t = Template::parse("Title: {title}").unwrap();
+        for blank in ["", "   ", "\t\n"] {
+            assert_eq!(t.render(&doc! {"title": blank}), None, "{blank:?}");
+        }
+        let t = Template::parse("{title} / {tags}").unwrap();
+        assert_eq!(
+            t.render(&doc! {"title": " ", "tags": ["a", "  ", "b"]})
+                .as_deref(),
+            Some(" / a, b")
+        );
+    }
 
     #[test]
     fn renders_fields_and_escapes() {

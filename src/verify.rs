@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::embed::Embedder;
 use crate::pipeline::{PipelineError, SyncOptions};
 use crate::point::{Job, hash_context, keys, prepare_doc};
-use crate::sink::{Fields, MatchFilter, Sink, scroll_all};
+use crate::sink::{Ensure, Fields, MatchFilter, Sink, scroll_all};
 use crate::source::{SourceItem, id_text};
 
 /// Most ids listed per kind of difference.
@@ -77,6 +77,15 @@ pub async fn verify<S: Sink>(
     opts: &SyncOptions,
 ) -> Result<VerifyReport, PipelineError> {
     let mut namespaces = Vec::new();
+    for job in &jobs {
+        // A collection of another dimension is not "every point missing": say what it is.
+        let shape = sink.shape(&job.target).await?;
+        let spec = crate::sink::VectorSpec {
+            name: job.vector_name.clone(),
+            dimension: embedder.dimension(),
+        };
+        crate::sink::fit::fit(&job.target, shape.as_ref(), &spec, Ensure::Check)?;
+    }
     for job in jobs {
         namespaces.push(verify_one(sink.as_ref(), embedder.as_ref(), &job, opts).await?);
     }

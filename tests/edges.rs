@@ -491,6 +491,103 @@ async fn a_narrowed_filter_says_which_pruned_points_are_outside_it<S: mongo2qdra
     assert_eq!(sink.count(&c).await.unwrap(), 6);
 }
 
+/// Messages name one cause and the fix: an unreachable MongoDB printed the driver's topology
+/// dump twice; `search` blamed `--vector-name` for unrelated errors; `verify` against a
+/// collection of another dimension reported every point "missing".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_name_one_cause_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let f = dir.path().join("notes.jsonl");
+    std::fs::write(&f, "{\"_id\": 1, \"text\": \"one\"}\n").unwrap();
+    let uri = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500",
+        common::free_port()
+    );
+    let out = bin()
+        .args(["sync", "--quiet", "--retries", "1", "--mongo-uri", &uri])
+        .args(["--database", "x", "--collection", "y", "--qdrant-path"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = stderr(&out);
+    let last = e.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("no MongoDB server reachable") && last.contains("--mongo-uri"),
+        "{e}"
+    );
+    assert_eq!(last.matches("refused").count(), 1, "{last}");
+    assert!(
+        !last.contains("Topology") && !last.contains("labels"),
+        "{last}"
+    );
+
+    // A target collection of another dimension (an older model).
+    {
+        let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
+        let spec = mongo2qdrant::sink::VectorSpec {
+            name: None,
+            dimension: 3,
+        };
+        use mongo2qdrant::sink::Sink;
+        sink.create_collection("notes", &spec).await.unwrap();
+        sink.create_collection(
+            "named",
+            &mongo2qdrant::sink::VectorSpec {
+                name: Some("title".into()),
+                dimension: 384,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let out = bin()
+        .args(["verify", "--file"])
+        .arg(&f)
+        .args(["--database", "x", "--qdrant-path"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = stderr(&out);
+    assert!(e.contains("dimension 3") && !e.contains("missing"), "{e}");
+
+    let search = |coll: &str, extra: &[&str]| {
+        bin()
+            .args([
+                "search",
+                "hello",
+                "--collection-name",
+                coll,
+                "--qdrant-path",
+            ])
+            .arg(&store)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = search("nothing", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("does not exist") && !e.contains("--vector-name"),
+        "{e}"
+    );
+    let out = search("named", &[]);
+    let e = stderr(&out);
+    assert!(
+        e.contains("named vectors title") && e.contains("--vector-name"),
+        "{e}"
+    );
+    let out = search("notes", &[]);
+    let e = stderr(&out);
+    assert!(
+        e.contains("dimension 3") && !e.contains("--vector-name"),
+        "{e}"
+    );
+}
+
 both_targets!(
     a_deeply_nested_copied_field_never_wedges_the_target,
     recreate_rebuilds_every_vector_of_a_target,

@@ -23,20 +23,55 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let vector = vectors.pop().expect("one vector");
     let target = open_target(&args.target.kind())?;
     let vector_name = args.target.vector_name.as_deref();
+    searchable(&target, &collection, vector_name, vector.len()).await?;
     let hits = target
         .search(&collection, vector_name, vector, args.limit)
-        .await
-        .with_context(|| match vector_name {
-            None => format!(
-                "searching `{collection}` (a collection of named vectors needs --vector-name NAME)"
-            ),
-            Some(v) => format!("searching the vector `{v}` of `{collection}`"),
-        })?;
+        .await?;
     print_hits(&hits, args.json);
     if hits.is_empty() {
-        eprintln!("no hits: is `{collection}` synced? (`mongo2qdrant sync ...`)");
+        use std::io::Write;
+        // A closed stderr is no reason to fail a search.
+        let _ = writeln!(
+            std::io::stderr(),
+            "no hits: is `{collection}` synced? (`mongo2qdrant sync ...`)"
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `collection` can answer a query for `vector_name` of `dimension`; else an error
+/// that names what the collection holds and the flag that fits it.
+async fn searchable(
+    target: &crate::sink::Target,
+    collection: &str,
+    vector_name: Option<&str>,
+    dimension: usize,
+) -> anyhow::Result<()> {
+    use crate::sink::{Shape, SinkError};
+    let params = match (target.shape(collection).await?, vector_name) {
+        (None, _) => return Err(SinkError::NoCollection(collection.to_owned()).into()),
+        (Some(Shape::Unnamed(p)), None) => p,
+        (Some(Shape::Unnamed(_)), Some(v)) => anyhow::bail!(
+            "`{collection}` holds one unnamed vector, not a vector `{v}`: drop --vector-name"
+        ),
+        (Some(Shape::Named(m)), v) => {
+            let names: Vec<&str> = m.keys().map(String::as_str).collect();
+            match v.and_then(|v| m.get(v)) {
+                Some(p) => p.clone(),
+                None => anyhow::bail!(
+                    "`{collection}` holds the named vectors {}: pass --vector-name with one of them",
+                    names.join(", ")
+                ),
+            }
+        }
+    };
+    if params.dimension != dimension {
+        anyhow::bail!(
+            "`{collection}` holds vectors of dimension {}, but the model makes {dimension}: pass the --model it was synced with",
+            params.dimension
+        );
+    }
+    Ok(())
 }
 
 fn print_hits(hits: &[Hit], json: bool) {

@@ -50,11 +50,10 @@ pub enum SourceError {
         "cannot connect to MongoDB at {uri}: {reason}; check --mongo-uri and that the server is running"
     )]
     Connect { uri: String, reason: String },
-    #[error("MongoDB query on {namespace} failed: {source}")]
+    #[error("MongoDB query on {namespace} failed: {}", mongo::brief(error))]
     Query {
         namespace: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error(
         "--{flag} is not a valid Extended JSON document ({reason}); example: --{flag} '{example}'"
@@ -87,7 +86,7 @@ impl crate::retry::Transient for SourceError {
     /// Transient errors (network, server selection) are worth a retry.
     fn is_transient(&self) -> bool {
         match self {
-            SourceError::Query { source, .. } => {
+            SourceError::Query { error: source, .. } => {
                 use mongodb::error::ErrorKind;
                 // 43 CursorNotFound: the server dropped an idle cursor; a new one continues
                 // after the last `_id` read.

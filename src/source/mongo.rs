@@ -21,6 +21,31 @@ pub struct MongoSource {
     batch_size: u32,
 }
 
+/// One line for a driver error: its cause and the fix, without the driver's debug dump of the
+/// topology (which repeats the cause inside nested `Kind: ...` records).
+pub fn brief(e: &mongodb::error::Error) -> String {
+    use mongodb::error::ErrorKind;
+    match &*e.kind {
+        ErrorKind::ServerSelection { message, .. } => {
+            // The topology names each server's last error as `Error: Kind: <cause>, labels: ...`.
+            let cause = message
+                .split("Error: Kind: ")
+                .nth(1)
+                .and_then(|rest| rest.split(", labels").next())
+                .unwrap_or("no server answered in time");
+            format!(
+                "no MongoDB server reachable ({cause}); check --mongo-uri and that the server is running"
+            )
+        }
+        ErrorKind::Command(c) => format!("{} ({}): {}", c.code_name, c.code, c.message),
+        ErrorKind::Authentication { message, .. } => {
+            format!("authentication failed ({message}); check the user and password in --mongo-uri")
+        }
+        ErrorKind::Io(io) => format!("connection error: {io}"),
+        other => other.to_string(),
+    }
+}
+
 /// `uri` with any password replaced by `***`, safe to print.
 pub fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
@@ -82,7 +107,7 @@ impl MongoSource {
     fn query_error(&self, source: mongodb::error::Error) -> SourceError {
         SourceError::Query {
             namespace: self.namespace.to_string(),
-            source,
+            error: source,
         }
     }
 
