@@ -178,6 +178,15 @@ pub struct SyncArgs {
     /// nothing and exits 1. `100%` allows any deletion.
     #[arg(long, env = "M2Q_MAX_DELETE", default_value = "50%")]
     pub max_delete: crate::pipeline::guard::MaxDelete,
+    /// Check stored points beyond their hashes: every expected payload value, the vector present
+    /// with the model's dimension. `sync --deep` writes a document again when its points differ
+    /// (repair); `verify --deep` reports them. Costs one full read of the points.
+    #[arg(long, env = "M2Q_DEEP")]
+    pub deep: bool,
+    /// With `--deep`: also embed the first N current documents of each namespace again and
+    /// compare their stored vectors (cosine >= 0.99); `sync` rewrites those that differ.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "deep")]
+    pub sample: usize,
     /// Attempts for transient MongoDB / Qdrant failures (exponential backoff with jitter).
     #[arg(long, env = "M2Q_RETRIES", default_value_t = 6)]
     pub retries: u32,

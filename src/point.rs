@@ -98,6 +98,13 @@ impl Job {
         ]
     }
 
+    /// The keys a deep check reads: [`Job::stored_keys`] and the copied fields.
+    pub fn deep_keys(&self) -> Vec<String> {
+        let mut k = self.stored_keys();
+        k.extend(self.payload_fields.iter().cloned());
+        k
+    }
+
     /// `NAMESPACE -> TARGET`, with ` (vector NAME)` for a named vector: how every command names
     /// a job.
     pub fn route(&self) -> String {
@@ -153,6 +160,98 @@ pub fn hash_context(job: &Job, chunking: Option<Chunking>) -> String {
 pub fn settings_hash(model: &str, job: &Job, chunking: Option<Chunking>) -> String {
     let parts = [model, &hash_context(job, chunking), &job.filter_text];
     crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
+}
+
+/// What is wrong with `doc`'s stored points beyond their hashes, if anything: a point missing, a
+/// payload value (copied field or bookkeeping key, `chunk` included) other than the source's,
+/// this job's vector missing or of another dimension than `dimension`. `stored` holds the
+/// points read with [`Job::deep_keys`] and their vectors. Keys the job does not write are not
+/// looked at (other jobs' vectors and fields, a user's own keys).
+pub fn defect(
+    job: &Job,
+    doc: &Prepared,
+    stored: &std::collections::HashMap<Uuid, crate::sink::StoredPoint>,
+    dimension: usize,
+) -> Option<String> {
+    let vector = job.vector_name.clone().unwrap_or_default();
+    for (i, (id, _)) in doc.chunks.iter().enumerate() {
+        let Some(p) = stored.get(id) else {
+            return Some(format!("chunk {i}: no point"));
+        };
+        let (chunk_key, chunk) = (keys::CHUNK.to_owned(), Value::from(i));
+        let expected = doc
+            .payload
+            .iter()
+            .chain(std::iter::once((&chunk_key, &chunk)));
+        for (k, want) in expected {
+            // A named vector's null marks a field its document lacks: absent is the same.
+            let got = p.payload.get(k).unwrap_or(&Value::Null);
+            if got != want {
+                return Some(format!(
+                    "chunk {i}: payload `{k}` is {got}, the source says {want}"
+                ));
+            }
+        }
+        match p.values.get(&vector).map(Vec::len) {
+            None => return Some(format!("chunk {i}: no vector{}", vector_label(&vector))),
+            Some(n) if n != dimension => {
+                return Some(format!(
+                    "chunk {i}: vector{} has dimension {n}, the model makes {dimension}",
+                    vector_label(&vector)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Least cosine between a stored vector and the model's vector for the same text (`--sample`):
+/// the same model on another CPU stays far above it.
+pub const SAMPLE_COSINE: f32 = 0.99;
+
+/// What differs between `doc`'s stored vectors and what the model makes of its chunks now
+/// (cosine below [`SAMPLE_COSINE`]), if anything: the check `--sample` adds to `--deep`.
+pub fn resembles(
+    embedder: &dyn Embedder,
+    job: &Job,
+    doc: &Prepared,
+    stored: &std::collections::HashMap<Uuid, crate::sink::StoredPoint>,
+) -> Result<Option<String>, crate::embed::EmbedError> {
+    let texts: Vec<&str> = doc.chunks.iter().map(|(_, t)| t.as_str()).collect();
+    let (fresh, _) = embedder.embed(&texts)?;
+    let name = job.vector_name.clone().unwrap_or_default();
+    for (i, ((id, _), v)) in doc.chunks.iter().zip(fresh).enumerate() {
+        let Some(old) = stored.get(id).and_then(|p| p.values.get(&name)) else {
+            continue;
+        };
+        let cos = cosine(old, &v);
+        if cos < SAMPLE_COSINE {
+            return Ok(Some(format!(
+                "chunk {i}: the stored vector is not the model's for its text (cosine {cos:.3})"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+fn vector_label(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" `{name}`")
+    }
 }
 
 /// Text, chunks, point ids, payload and content hash of one document; `None` without text.

@@ -23,6 +23,10 @@ pub struct Counts {
     pub upserted: u64,
     pub deleted: u64,
     pub failed: u64,
+    /// Documents whose hashes were current but whose stored points were not (`--deep`): written
+    /// again (counted in `embedded` too).
+    #[serde(default)]
+    pub repaired: u64,
 }
 
 impl Counts {
@@ -37,6 +41,7 @@ impl Counts {
             upserted,
             deleted,
             failed,
+            repaired,
         } = o;
         self.read += read;
         self.embedded += embedded;
@@ -46,6 +51,7 @@ impl Counts {
         self.upserted += upserted;
         self.deleted += deleted;
         self.failed += failed;
+        self.repaired += repaired;
     }
 }
 
@@ -218,6 +224,7 @@ mod tests {
             upserted: 6,
             deleted: 7,
             failed: 8,
+            repaired: 9,
         };
         let mut c = one.clone();
         c.add(&one);

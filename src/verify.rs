@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::embed::Embedder;
 use crate::pipeline::{PipelineError, SyncOptions};
 use crate::point::{Job, hash_context, keys, prepare_doc};
-use crate::sink::{Ensure, Fields, MatchFilter, Sink, scroll_all};
+use crate::sink::{Ensure, Fields, MatchFilter, Sink, StoredPoint, scroll_all};
 use crate::source::{SourceItem, id_text};
 
 /// Most ids listed per kind of difference.
@@ -25,6 +25,14 @@ pub struct Diff {
     pub point: Uuid,
     /// Relaxed Extended JSON of the document `_id`.
     pub doc_id: String,
+}
+
+/// A document whose hashes are current but whose points are not (`--deep`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Defect {
+    /// Relaxed Extended JSON of the document `_id`.
+    pub doc_id: String,
+    pub reason: String,
 }
 
 /// Differences of one namespace.
@@ -47,11 +55,17 @@ pub struct NamespaceDiff {
     pub stale_ids: Vec<Diff>,
     pub orphaned_ids: Vec<Diff>,
     pub duplicate_ids: Vec<Diff>,
+    /// With `--deep`: documents checked point by point, and those whose points differ from the
+    /// source (a payload value, a vector missing or of another dimension, or with `--sample`
+    /// a vector the model does not make) though their hashes are current.
+    pub deep_checked: u64,
+    pub defective: u64,
+    pub defects: Vec<Defect>,
 }
 
 impl NamespaceDiff {
     pub fn in_sync(&self) -> bool {
-        self.missing + self.stale + self.orphaned + self.duplicates == 0
+        self.missing + self.stale + self.orphaned + self.duplicates + self.defective == 0
     }
 }
 
@@ -67,6 +81,63 @@ fn push(list: &mut Vec<Diff>, count: &mut u64, d: Diff) {
     if list.len() < SAMPLE {
         list.push(d);
     }
+}
+
+/// Documents per deep check (one read of their points with vectors).
+const DEEP_BATCH: usize = 128;
+
+/// Check `docs`' stored points beyond their hashes ([`crate::point::defect`]) and, for the
+/// first `opts.sample` documents of the namespace, their vectors against the model's; drains
+/// `docs`. A document with a point missing or stale is left to those counts.
+async fn deep_check<S: Sink>(
+    sink: &S,
+    embedder: &dyn Embedder,
+    job: &Job,
+    opts: &SyncOptions,
+    docs: &mut Vec<(String, crate::point::Prepared)>,
+    diff: &mut NamespaceDiff,
+) -> Result<(), PipelineError> {
+    if docs.is_empty() || !sink.exists(&job.target).await? {
+        docs.clear();
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = docs
+        .iter()
+        .flat_map(|(_, d)| d.chunks.iter().map(|(id, _)| *id))
+        .collect();
+    let keys = job.deep_keys();
+    let stored: HashMap<Uuid, StoredPoint> = sink
+        .retrieve(&job.target, &ids, Fields::Only(&keys), true)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let vector = job.vector_name.as_deref();
+    let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
+    for (doc_id, doc) in docs.drain(..) {
+        let current = doc.chunks.iter().all(|(id, _)| {
+            stored.get(id).is_some_and(|p| {
+                p.payload.get(&hash_key).and_then(Value::as_str) == Some(doc.hash.as_str())
+                    && p.payload.get(&payload_hash_key).and_then(Value::as_str)
+                        == doc.payload_hash.as_deref()
+            })
+        });
+        if !current {
+            continue;
+        }
+        diff.deep_checked += 1;
+        let mut reason = crate::point::defect(job, &doc, &stored, embedder.dimension());
+        if reason.is_none() && diff.deep_checked <= opts.sample as u64 {
+            reason = crate::point::resembles(embedder, job, &doc, &stored)?;
+        }
+        if let Some(reason) = reason {
+            diff.defective += 1;
+            if diff.defects.len() < SAMPLE {
+                diff.defects.push(Defect { doc_id, reason });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Compare every job's source with its target.
@@ -114,6 +185,7 @@ async fn verify_one<S: Sink>(
     let mut expected: HashMap<Uuid, (String, Option<String>, String)> = HashMap::new();
     let mut documents: HashSet<String> = HashSet::new();
 
+    let mut deep = Vec::new();
     let (mut rx, reader) = job.source.spawn_reader(1024);
     while let Some(item) = rx.recv().await {
         let doc = match item {
@@ -127,12 +199,19 @@ async fn verify_one<S: Sink>(
         let doc_id = id_text(&doc.id);
         documents.insert(doc_id.clone());
         if let Some(p) = prepare_doc(job, &model, &context, opts.chunking, embedder, &doc) {
-            for (id, _) in p.chunks {
+            for (id, _) in &p.chunks {
                 let value = (p.hash.clone(), p.payload_hash.clone(), doc_id.clone());
-                expected.insert(id, value);
+                expected.insert(*id, value);
+            }
+            if opts.deep {
+                deep.push((doc_id, p));
+                if deep.len() == DEEP_BATCH {
+                    deep_check(sink, embedder, job, opts, &mut deep, &mut diff).await?;
+                }
             }
         }
     }
+    deep_check(sink, embedder, job, opts, &mut deep, &mut diff).await?;
     crate::source::finished(reader).await?;
     diff.expected_points = expected.len() as u64;
 

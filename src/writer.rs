@@ -134,18 +134,16 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
                 .update_vectors(self.target, vector, updates)
                 .await?;
         }
-        // One payload per document (its chunks differ only in `chunk`, which a point id fixes).
+        // One request per run of points with the same payload: a document's chunks differ in
+        // `chunk`, which is written too (a repair may find it edited).
         let mut i = 0;
         while i < w.points.len() {
-            let mut payload = w.points[i].payload.clone();
-            payload.remove(keys::CHUNK);
-            let same = |p: &Point| {
-                p.payload.len() == payload.len() + 1
-                    && p.payload
-                        .iter()
-                        .all(|(k, v)| k == keys::CHUNK || payload.get(k) == Some(v))
-            };
-            let n = w.points[i..].iter().take_while(|p| same(p)).count().max(1);
+            let payload = w.points[i].payload.clone();
+            let n = w.points[i..]
+                .iter()
+                .take_while(|p| p.payload == payload)
+                .count()
+                .max(1);
             self.sink
                 .set_payload(self.target, &ids[i..i + n], payload, false)
                 .await?;

@@ -588,8 +588,106 @@ async fn messages_name_one_cause_and_the_fix() {
     );
 }
 
+/// `verify` and the unchanged check trusted the stored hashes alone: a copied value edited in
+/// Qdrant, a vector overwritten, a named vector deleted while its hash key stays, an edited
+/// `_id` or `chunk` were all "in sync", and `sync` never repaired them. `--deep` checks the
+/// points themselves (`--sample N` also the vectors against the model) and `sync --deep`
+/// writes the documents again.
+async fn deep_verify_finds_and_deep_sync_repairs_what_hashes_miss<S: mongo2qdrant::sink::Sink>(
+    sink: std::sync::Arc<S>,
+) {
+    use mongodb::bson::Bson;
+    let m = Mongo::start();
+    let c = common::unique("tamper");
+    let docs: Vec<Document> = (0..6)
+        .map(|i| doc! {"_id": i, "text": format!("note {i} about topic {}", i % 3), "title": format!("title {i}"), "kind": "a"})
+        .collect();
+    m.insert("x", &c, docs).await;
+    let body = common::sync_of(&m, "x", &[&c])
+        .payload(&["kind"])
+        .vector(Some("body"));
+    let title = common::sync_of(&m, "x", &[&c])
+        .template("{title}")
+        .vector(Some("title"));
+    let mut jobs = body.jobs().await;
+    jobs.extend(title.jobs().await);
+    common::sync_jobs(&sink, jobs.clone(), common::options())
+        .await
+        .unwrap();
+
+    let pid = |i: i32| mongo2qdrant::ids::point_id("x", &c, &Bson::Int32(i), 0);
+    let set = |k: &str, v: serde_json::Value| {
+        let mut m = serde_json::Map::new();
+        m.insert(k.to_owned(), v);
+        m
+    };
+    sink.set_payload(&c, &[pid(1)], set("kind", "forged".into()), false)
+        .await
+        .unwrap();
+    sink.update_vectors(&c, "body", vec![(pid(2), vec![0.05; 384])])
+        .await
+        .unwrap();
+    sink.remove_vector(&c, "body", &[pid(3)], &["no_such_key".to_owned()])
+        .await
+        .unwrap();
+    sink.set_payload(&c, &[pid(4)], set("_id", 999.into()), false)
+        .await
+        .unwrap();
+    sink.set_payload(&c, &[pid(5)], set("chunk", 7.into()), false)
+        .await
+        .unwrap();
+
+    let verify = |deep: bool, sample: usize| {
+        let (sink, jobs) = (sink.clone(), jobs.clone());
+        async move {
+            let mut o = common::options();
+            o.deep = deep;
+            o.sample = sample;
+            let v = mongo2qdrant::verify::verify(sink, common::embedder(), jobs, &o)
+                .await
+                .unwrap();
+            let n: Vec<u64> = v.namespaces.iter().map(|n| n.defective).collect();
+            (v, n)
+        }
+    };
+    let (v, _) = verify(false, 0).await;
+    assert!(v.in_sync, "the hashes alone see nothing: {v:#?}");
+    let (v, n) = verify(true, 0).await;
+    assert_eq!(n, [4, 2], "{v:#?}");
+    assert!(!v.in_sync);
+    let (v, n) = verify(true, 6).await;
+    assert_eq!(n, [5, 2], "{v:#?}");
+    let why = |id: &str| {
+        v.namespaces[0]
+            .defects
+            .iter()
+            .find(|d| d.doc_id == id)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(why("1").contains("`kind`"), "{}", why("1"));
+    assert!(why("2").contains("cosine"), "{}", why("2"));
+    assert!(why("3").contains("no vector `body`"), "{}", why("3"));
+
+    let mut o = common::options();
+    o.deep = true;
+    let r = common::sync_jobs(&sink, jobs.clone(), o.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.repaired, 4, "{r:#?}");
+    let (_, n) = verify(true, 6).await;
+    assert_eq!(n, [1, 0], "the overwritten vector needs --sample");
+    o.sample = 6;
+    let r = common::sync_jobs(&sink, jobs.clone(), o).await.unwrap();
+    assert_eq!(r.counts.repaired, 1, "{r:#?}");
+    let (v, n) = verify(true, 6).await;
+    assert_eq!(n, [0, 0], "{v:#?}");
+    assert!(v.in_sync, "{v:#?}");
+}
+
 both_targets!(
     a_deeply_nested_copied_field_never_wedges_the_target,
     recreate_rebuilds_every_vector_of_a_target,
     a_narrowed_filter_says_which_pruned_points_are_outside_it,
+    deep_verify_finds_and_deep_sync_repairs_what_hashes_miss,
 );

@@ -101,6 +101,8 @@ pub fn sync_options(
         prune: args.prune,
         recreate: args.recreate,
         max_delete: args.max_delete,
+        deep: args.deep,
+        sample: args.sample,
         chunking,
         retry: RetryPolicy {
             attempts: args.retries.max(1),
@@ -125,6 +127,12 @@ fn print_summary(r: &RunReport) {
         c.deleted,
         c.failed
     );
+    if c.repaired > 0 {
+        crate::out!(
+            "  repaired {} documents whose points differed from the source",
+            c.repaired
+        );
+    }
     for ns in &r.namespaces {
         let pruned = match (ns.pruned, ns.pruned_outside_filter) {
             (0, _) => String::new(),

@@ -54,5 +54,15 @@ fn print_report(report: &VerifyReport) {
                 crate::out!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
             }
         }
+        if ns.deep_checked > 0 {
+            crate::out!(
+                "  deep: {} documents checked point by point, {} differ from the source (`sync --deep` repairs them)",
+                ns.deep_checked,
+                ns.defective
+            );
+        }
+        for d in &ns.defects {
+            crate::out!("  differs   _id {}: {}", d.doc_id, d.reason);
+        }
     }
 }

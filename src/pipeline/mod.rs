@@ -74,6 +74,11 @@ pub struct SyncOptions {
     pub recreate: bool,
     /// The most a pass may delete of a namespace's points ([`guard`]).
     pub max_delete: guard::MaxDelete,
+    /// Check stored points beyond their hashes ([`crate::point::defect`]) and write a document
+    /// again when they differ.
+    pub deep: bool,
+    /// `verify --deep`: documents to embed again and compare with their stored vectors.
+    pub sample: usize,
     pub chunking: Option<Chunking>,
     pub retry: RetryPolicy,
     pub run_id: String,
@@ -94,6 +99,8 @@ impl SyncOptions {
             prune: false,
             recreate: false,
             max_delete: guard::MaxDelete::default(),
+            deep: false,
+            sample: 0,
             chunking: None,
             retry: RetryPolicy::default(),
             run_id: Uuid::new_v4().to_string(),
@@ -343,6 +350,7 @@ async fn pass<S: Sink>(
         log: log.clone(),
         embedder,
         seen: seen.clone(),
+        sampled: Default::default(),
     };
     let prepare = tokio::spawn(preparer.run(doc_rx, unit_tx));
     let embed = tokio::spawn(stages::embed(

@@ -152,6 +152,8 @@ pub(super) struct Preparer<S> {
     pub embedder: Arc<dyn Embedder>,
     /// Point ids this pass produced (for prune).
     pub seen: Arc<Mutex<HashSet<Uuid>>>,
+    /// Documents whose vectors were compared with the model's (`--deep --sample N`).
+    pub sampled: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Sink> Preparer<S> {
@@ -246,6 +248,9 @@ impl<S: Sink> Preparer<S> {
         } else {
             HashMap::new()
         };
+        // Documents whose hashes say current, with whether their payload hash is: `--deep`
+        // looks at their points before believing it.
+        let mut current: Vec<(Prepared, bool)> = Vec::new();
         for c in candidates {
             let old = stored.get(&c.first);
             let old_n = old.map_or(0, |s| s.chunks);
@@ -268,7 +273,27 @@ impl<S: Sink> Preparer<S> {
                 .is_some_and(|s| s.hash.as_deref() == Some(doc.hash.as_str()) && s.chunks == new_n);
             if !text_current {
                 unit.docs.push(doc);
-            } else if old.is_some_and(|s| s.payload_hash == doc.payload_hash) {
+            } else {
+                let payload_current = old.is_some_and(|s| s.payload_hash == doc.payload_hash);
+                current.push((doc, payload_current));
+            }
+        }
+        let defects = if self.opts.deep && !current.is_empty() {
+            self.defects(current.iter().map(|(d, _)| d)).await?
+        } else {
+            vec![None; current.len()]
+        };
+        for ((doc, payload_current), defect) in current.into_iter().zip(defects) {
+            if let Some(why) = defect {
+                let at = doc
+                    .payload
+                    .get(keys::ID)
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                tracing::info!(namespace = %ns_text, "repairing _id {at}: {why}");
+                unit.counts.repaired += 1;
+                unit.docs.push(doc);
+            } else if payload_current {
                 unit.counts.skipped_unchanged += 1;
             } else {
                 unit.counts.payload_updated += 1;
@@ -276,6 +301,49 @@ impl<S: Sink> Preparer<S> {
             }
         }
         Ok(unit)
+    }
+
+    /// What is wrong with each of `docs`' stored points ([`crate::point::defect`]), in order.
+    async fn defects<'a>(
+        &self,
+        docs: impl Iterator<Item = &'a Prepared> + Clone,
+    ) -> Result<Vec<Option<String>>, PipelineError> {
+        let ids: Vec<Uuid> = docs
+            .clone()
+            .flat_map(|d| d.chunks.iter().map(|(id, _)| *id))
+            .collect();
+        let keys = self.job.deep_keys();
+        let stored: HashMap<Uuid, crate::sink::StoredPoint> = self
+            .sink
+            .retrieve(&self.job.target, &ids, Fields::Only(&keys), true)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        let dimension = self.embedder.dimension();
+        let mut out = Vec::new();
+        for d in docs {
+            let mut defect = crate::point::defect(&self.job, d, &stored, dimension);
+            if defect.is_none()
+                && self
+                    .sampled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    < self.opts.sample
+            {
+                // A few documents' embedding, on this runtime thread (told to the runtime
+                // where it has others).
+                let check =
+                    || crate::point::resembles(self.embedder.as_ref(), &self.job, d, &stored);
+                let flavor = tokio::runtime::Handle::current().runtime_flavor();
+                defect = if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+                    tokio::task::block_in_place(check)?
+                } else {
+                    check()?
+                };
+            }
+            out.push(defect);
+        }
+        Ok(out)
     }
 
     /// Why the target could not return `doc`'s payload, if it could not.

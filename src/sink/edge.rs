@@ -105,15 +105,24 @@ fn point_ids(ids: &[Uuid]) -> Vec<PointId> {
 
 /// A stored point from an engine record (points with numeric ids are not ours).
 fn stored(r: qdrant_edge::Record) -> Option<StoredPoint> {
-    let vectors = match r.vector {
-        None => Vec::new(),
-        Some(VectorStructInternal::Named(m)) => m.into_keys().collect(),
-        Some(_) => vec![String::new()],
+    let dense = |v: qdrant_edge::VectorInternal| match v {
+        qdrant_edge::VectorInternal::Dense(d) => d,
+        _ => Vec::new(),
+    };
+    let values: std::collections::BTreeMap<String, Vec<f32>> = match r.vector {
+        None => Default::default(),
+        Some(VectorStructInternal::Named(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), dense(v)))
+            .collect(),
+        Some(VectorStructInternal::Single(v)) => [(String::new(), v)].into(),
+        Some(_) => [(String::new(), Vec::new())].into(),
     };
     Some(StoredPoint {
         id: uuid_of(r.id)?,
         payload: r.payload.map(|p| p.0).unwrap_or_default(),
-        vectors,
+        vectors: values.keys().cloned().collect(),
+        values,
     })
 }
 

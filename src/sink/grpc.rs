@@ -9,9 +9,9 @@ use qdrant_client::qdrant::{
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
     DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PayloadIncludeSelector,
     PointId, PointStruct, PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
-    SetPayloadPointsBuilder, UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
-    VectorsConfig, VectorsOutput, point_id::PointIdOptions, vectors_config::Config,
-    vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
+    SetPayloadPointsBuilder, UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorOutput,
+    VectorParamsBuilder, VectorsConfig, VectorsOutput, point_id::PointIdOptions, vector_output,
+    vectors_config::Config, vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -92,15 +92,27 @@ fn stored(
     payload: HashMap<String, qdrant_client::qdrant::Value>,
     vectors: Option<VectorsOutput>,
 ) -> Option<StoredPoint> {
-    let vectors = match vectors.and_then(|v| v.vectors_options) {
-        None => Vec::new(),
-        Some(VectorsOptions::Vector(_)) => vec![String::new()],
-        Some(VectorsOptions::Vectors(named)) => named.vectors.into_keys().collect(),
+    #[allow(deprecated)] // `data`: what servers before 1.12 send instead of `vector`.
+    let dense = |v: VectorOutput| match v.vector {
+        Some(vector_output::Vector::Dense(d)) => d.data,
+        Some(_) => Vec::new(),
+        None => v.data,
     };
+    let values: std::collections::BTreeMap<String, Vec<f32>> =
+        match vectors.and_then(|v| v.vectors_options) {
+            None => Default::default(),
+            Some(VectorsOptions::Vector(v)) => [(String::new(), dense(v))].into(),
+            Some(VectorsOptions::Vectors(named)) => named
+                .vectors
+                .into_iter()
+                .map(|(k, v)| (k, dense(v)))
+                .collect(),
+        };
     Some(StoredPoint {
         id: uuid_of(id)?,
         payload: json_payload(payload),
-        vectors,
+        vectors: values.keys().cloned().collect(),
+        values,
     })
 }
 

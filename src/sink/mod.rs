@@ -36,6 +36,8 @@ pub struct StoredPoint {
     /// Names of the vectors the point has (`""` for the unnamed one); filled only when asked
     /// for.
     pub vectors: Vec<String>,
+    /// The dense vectors themselves by name (as `vectors`), when asked for.
+    pub values: std::collections::BTreeMap<String, Vec<f32>>,
 }
 
 /// A search result.
