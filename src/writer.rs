@@ -24,6 +24,45 @@ pub struct Writes {
     pub deletes: Vec<Uuid>,
 }
 
+/// Most bytes (estimated) of one upsert request: far under Qdrant's default request limit of
+/// 32 MiB (`service.max_request_size_mb`), so that a unit of large documents is written in
+/// several requests instead of failing at the same place on every run.
+pub const REQUEST_BYTES: usize = 8 << 20;
+
+/// Estimated encoded size of `p`.
+fn size(p: &Point) -> usize {
+    64 + 4 * p.vector.len() + Value::Object(p.payload.clone()).to_string().len()
+}
+
+/// `points` in requests of at most `budget` estimated bytes (at least one point each), every
+/// document's chunks last-first: chunk 0 holds the hash and chunk count that mark the document
+/// current, so it must never be written ahead of its other chunks.
+pub fn requests(mut points: Vec<Point>, budget: usize) -> Vec<Vec<Point>> {
+    let mut start = 0;
+    for i in 1..=points.len() {
+        let next_doc =
+            i == points.len() || points[i].payload.get(keys::CHUNK) == Some(&Value::from(0));
+        if next_doc {
+            points[start..i].reverse();
+            start = i;
+        }
+    }
+    let mut out: Vec<Vec<Point>> = Vec::new();
+    let mut used = 0;
+    for p in points {
+        let n = size(&p);
+        match out.last_mut() {
+            Some(last) if used + n <= budget => last.push(p),
+            _ => {
+                out.push(vec![p]);
+                used = 0;
+            }
+        }
+        used += n;
+    }
+    out
+}
+
 /// Writes one job's points into one target collection.
 pub struct Writer<'a, S: Sink + ?Sized> {
     sink: &'a S,
@@ -65,12 +104,31 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
     /// holds the old hash and chunk count, so the rerun finds the surplus again.
     async fn write_whole(&self, w: &Writes) -> Result<(), SinkError> {
         self.remove(&w.deletes).await?;
-        if !w.points.is_empty() {
-            self.sink
-                .upsert(self.target, None, w.points.clone())
-                .await?;
-        }
+        self.upsert(None, w.points.clone()).await?;
         self.write_payload_only(&w.payload_only).await
+    }
+
+    /// Upsert `points` in [`requests`]; a request the target still refuses as too large is
+    /// split in halves (down to one point, which then fails naming the fix).
+    async fn upsert(&self, vector: Option<&str>, points: Vec<Point>) -> Result<(), SinkError> {
+        let mut pending: std::collections::VecDeque<Vec<Point>> =
+            requests(points, REQUEST_BYTES).into();
+        while let Some(mut batch) = pending.pop_front() {
+            match self.sink.upsert(self.target, vector, batch.clone()).await {
+                Err(SinkError::TooLarge { reason, .. }) if batch.len() > 1 => {
+                    tracing::warn!(
+                        "{} refused {} points in one request as too large ({reason}): writing them in halves",
+                        self.sink.describe(),
+                        batch.len()
+                    );
+                    let second = batch.split_off(batch.len() / 2);
+                    pending.push_front(second);
+                    pending.push_front(batch);
+                }
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// Rewrite the payload of documents whose text is current, without embedding. Whole points
@@ -126,7 +184,7 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
             })
             .collect();
         if !inserts.is_empty() {
-            self.sink.upsert(self.target, Some(vector), inserts).await?;
+            self.upsert(Some(vector), inserts).await?;
         }
         let updates: Vec<(Uuid, Vec<f32>)> = old.iter().map(|p| (p.id, p.vector.clone())).collect();
         if !updates.is_empty() {
@@ -134,20 +192,13 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
                 .update_vectors(self.target, vector, updates)
                 .await?;
         }
-        // One request per run of points with the same payload: a document's chunks differ in
-        // `chunk`, which is written too (a repair may find it edited).
-        let mut i = 0;
-        while i < w.points.len() {
-            let payload = w.points[i].payload.clone();
-            let n = w.points[i..]
-                .iter()
-                .take_while(|p| p.payload == payload)
-                .count()
-                .max(1);
+        // The payload point by point (a document's chunks differ in `chunk`, which is written
+        // too: a repair may find it edited), each document's chunk 0 last: its hash marks the
+        // document current, so no other chunk may be behind it.
+        for p in requests(w.points.clone(), 0).into_iter().flatten() {
             self.sink
-                .set_payload(self.target, &ids[i..i + n], payload, false)
+                .set_payload(self.target, &[p.id], p.payload, false)
                 .await?;
-            i += n;
         }
         Ok(())
     }
@@ -174,5 +225,66 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
             self.sink.delete(self.target, &alone).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+
+    fn point(doc: u8, chunk: usize) -> Point {
+        let mut payload = Map::new();
+        payload.insert(keys::CHUNK.into(), Value::from(chunk));
+        payload.insert("doc".into(), Value::from(doc));
+        Point {
+            id: Uuid::from_bytes([doc; 16]),
+            vector: vec![0.0; 4],
+            payload,
+        }
+    }
+
+    fn order(batches: &[Vec<Point>]) -> Vec<(u64, u64)> {
+        batches
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.payload["doc"].as_u64().unwrap(),
+                    p.payload[keys::CHUNK].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// A unit over the request limit goes in several requests, and chunk 0 of a document (its
+    /// hash) never reaches the target before its other chunks.
+    #[test]
+    fn large_units_split_with_chunk_zero_last() {
+        let points = vec![
+            point(1, 0),
+            point(1, 1),
+            point(1, 2),
+            point(2, 0),
+            point(3, 0),
+            point(3, 1),
+        ];
+        let one = size(&points[0]);
+        let batches = requests(points.clone(), 2 * one);
+        assert!(batches.len() >= 3, "{}", batches.len());
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.iter().map(size).sum::<usize>() <= 2 * one + 8)
+        );
+        assert_eq!(
+            order(&batches),
+            [(1, 2), (1, 1), (1, 0), (2, 0), (3, 1), (3, 0)]
+        );
+        let whole = requests(points, usize::MAX);
+        assert_eq!(whole.len(), 1);
+        // A point over the budget still goes, alone.
+        assert_eq!(requests(vec![point(4, 0)], 1).len(), 1);
     }
 }

@@ -6,18 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use qdrant_edge::{
-    Condition, CountRequest, CreateVectorName, DeletePayloadOp, DenseVectorConfig, Distance,
-    EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter, JsonPath, Match, PayloadOps,
-    PointId, PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, QueryEnum,
-    QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateOperation,
-    UpdateVectorsOp, VectorNameConfig, VectorNameOperations, VectorOperations, VectorPersisted,
-    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    Condition, ConditionalInsertOperation, CountRequest, CreateVectorName, DeletePayloadOp,
+    DenseVectorConfig, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter,
+    JsonPath, Match, PayloadOps, PointId, PointInsertOperations, PointOperations, PointStruct,
+    PointVectorsPersisted, QueryEnum, QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest,
+    SetPayloadOp, UpdateMode, UpdateOperation, UpdateVectorsOp, VectorNameConfig,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructInternal,
+    VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
     Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+    WriteIf,
 };
 
 /// A directory of embedded Qdrant collections.
@@ -275,6 +277,39 @@ impl Sink for EdgeSink {
             let records = shard.retrieve(req).map_err(|e| e.to_string())?;
             Ok(records.into_iter().filter_map(stored).collect())
         })
+        .await
+    }
+
+    async fn upsert_if(
+        &self,
+        collection: &str,
+        point: Point,
+        condition: WriteIf<'_>,
+    ) -> Result<(), SinkError> {
+        let (mode, filter) = match condition {
+            WriteIf::Absent => (UpdateMode::InsertOnly, Filter::default()),
+            WriteIf::Matches(f) => (
+                UpdateMode::UpdateOnly,
+                to_filter(Some(f))
+                    .map_err(|e| self.store_err(collection, e))?
+                    .unwrap_or_default(),
+            ),
+        };
+        let vectors: qdrant_edge::Vectors = point.vector.into();
+        let point = PointStruct::new(
+            PointId::Uuid(point.id),
+            vectors,
+            Value::Object(point.payload),
+        );
+        let op = ConditionalInsertOperation {
+            points_op: PointInsertOperations::PointsList(vec![point.into()]),
+            condition: filter,
+            update_mode: Some(mode),
+        };
+        self.apply(
+            collection,
+            UpdateOperation::PointOperation(PointOperations::UpsertPointsConditional(op)),
+        )
         .await
     }
 

@@ -9,9 +9,10 @@ use qdrant_client::qdrant::{
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
     DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PayloadIncludeSelector,
     PointId, PointStruct, PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
-    SetPayloadPointsBuilder, UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorOutput,
-    VectorParamsBuilder, VectorsConfig, VectorsOutput, point_id::PointIdOptions, vector_output,
-    vectors_config::Config, vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
+    SetPayloadPointsBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
+    VectorOutput, VectorParamsBuilder, VectorsConfig, VectorsOutput, point_id::PointIdOptions,
+    vector_output, vectors_config::Config, vectors_output::VectorsOptions,
+    with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use super::{
     Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
+    WriteIf,
 };
 
 /// A Qdrant server.
@@ -47,6 +49,16 @@ impl GrpcSink {
 }
 
 fn request_err(op: &'static str, collection: &str, e: QdrantError) -> SinkError {
+    // A request over the server's limit (tonic: OutOfRange, "message length too large").
+    if let QdrantError::ResponseError { status } = &e
+        && (status.code() as i32 == 11 || status.message().contains("too large"))
+    {
+        return SinkError::TooLarge {
+            op,
+            collection: collection.to_owned(),
+            reason: status.message().to_owned(),
+        };
+    }
     // gRPC codes: 2 Unknown, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable.
     let transient = match &e {
         QdrantError::ResponseError { status } => matches!(status.code() as i32, 2 | 4 | 10 | 14),
@@ -297,6 +309,31 @@ impl Sink for GrpcSink {
             .into_iter()
             .filter_map(|p| stored(p.id, p.payload, p.vectors))
             .collect())
+    }
+
+    async fn upsert_if(
+        &self,
+        collection: &str,
+        point: Point,
+        condition: WriteIf<'_>,
+    ) -> Result<(), SinkError> {
+        let point = PointStruct::new(
+            point.id.to_string(),
+            point.vector,
+            Payload::from(point.payload),
+        );
+        let req = UpsertPointsBuilder::new(collection, vec![point]).wait(true);
+        let req = match condition {
+            WriteIf::Absent => req.update_mode(UpdateMode::InsertOnly),
+            WriteIf::Matches(f) => req
+                .update_mode(UpdateMode::UpdateOnly)
+                .update_filter(to_filter(Some(f)).expect("a filter")),
+        };
+        self.client
+            .upsert_points(req)
+            .await
+            .map_err(|e| request_err("upsert", collection, e))?;
+        Ok(())
     }
 
     async fn update_vectors(

@@ -103,6 +103,14 @@ pub enum SinkError {
         reason: String,
         transient: bool,
     },
+    #[error(
+        "Qdrant refused a `{op}` request on `{collection}` as too large ({reason}); raise the server's service.max_request_size_mb, or copy fewer or smaller fields with --payload"
+    )]
+    TooLarge {
+        op: &'static str,
+        collection: String,
+        reason: String,
+    },
     #[error("embedded store at {path}: {reason}")]
     Store { path: String, reason: String },
 }
@@ -123,6 +131,16 @@ impl crate::retry::Transient for SinkError {
 pub struct MatchFilter {
     pub key: String,
     pub value: String,
+}
+
+/// The condition of a conditional write ([`Sink::upsert_if`]), checked by the target in the
+/// same operation as the write.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteIf<'a> {
+    /// Only if no point with this id exists.
+    Absent,
+    /// Only if the point exists and matches the filter.
+    Matches(&'a MatchFilter),
 }
 
 /// What an existing collection holds: one unnamed vector, or named ones.
@@ -204,6 +222,16 @@ pub trait Sink: Send + Sync + 'static {
         fields: Fields<'_>,
         with_vectors: bool,
     ) -> impl Future<Output = Result<Vec<StoredPoint>, SinkError>> + Send;
+
+    /// Write `point` (the collection's unnamed vector) only if `condition` holds, atomically on
+    /// the target; whether it held is for the caller to read back. Returns after
+    /// acknowledgement.
+    fn upsert_if(
+        &self,
+        collection: &str,
+        point: Point,
+        condition: WriteIf<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Replace the named vector `name` of existing points, leaving their other vectors and
     /// their payload as they are; returns after acknowledgement.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec};
+use super::{
+    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec, WriteIf,
+};
 use crate::retry::RetryPolicy;
 
 /// `inner` with `policy` applied around every call.
@@ -80,6 +82,14 @@ impl<S: Sink> Sink for Retrying<S> {
         self.policy
             .run("lookup", || {
                 self.inner.retrieve(c, ids, fields, with_vectors)
+            })
+            .await
+    }
+
+    async fn upsert_if(&self, c: &str, p: Point, cond: WriteIf<'_>) -> Result<(), SinkError> {
+        self.policy
+            .run("conditional upsert", || {
+                self.inner.upsert_if(c, p.clone(), cond)
             })
             .await
     }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     EdgeSink, Fields, GrpcSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint,
-    VectorSpec,
+    VectorSpec, WriteIf,
 };
 
 /// Where points go, as configured.
@@ -96,6 +96,10 @@ impl Sink for Target {
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         each!(self, s => s.retrieve(c, ids, fields, with_vectors).await)
+    }
+
+    async fn upsert_if(&self, c: &str, p: Point, cond: WriteIf<'_>) -> Result<(), SinkError> {
+        each!(self, s => s.upsert_if(c, p, cond).await)
     }
 
     async fn update_vectors(

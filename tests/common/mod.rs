@@ -74,7 +74,8 @@ pub fn secantusd() -> PathBuf {
 
 /// A MongoDB-protocol server on loopback for one test; killed on drop.
 pub struct Mongo {
-    child: Option<Child>,
+    /// Behind a lock so that a test can restart the server while a run uses it.
+    child: std::sync::Mutex<Option<Child>>,
     pub port: u16,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
@@ -89,8 +90,8 @@ impl Mongo {
     pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut m = Mongo {
-            child: None,
+        let m = Mongo {
+            child: std::sync::Mutex::new(None),
             port,
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -99,7 +100,7 @@ impl Mongo {
         m
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let exe = secantusd();
         assert!(
             exe.exists(),
@@ -116,7 +117,7 @@ impl Mongo {
             .stderr(log)
             .spawn()
             .expect("starting secantusd-py");
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "SecantusDB did not start");
@@ -129,15 +130,15 @@ impl Mongo {
     }
 
     /// Kill the server (data stays on disk).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
     /// Start it again on the same port and data.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.kill();
         self.spawn();
     }
@@ -526,6 +527,9 @@ pub enum WriteOp {
 pub struct Faulty<S, F> {
     pub inner: Arc<S>,
     pub before_write: F,
+    /// Upsert requests above this many bytes (the points' JSON) are refused as too large, as a
+    /// proxy in front of a server would.
+    pub request_limit: Option<usize>,
 }
 
 impl<S, F> Faulty<S, F>
@@ -536,6 +540,21 @@ where
         Arc::new(Self {
             inner,
             before_write,
+            request_limit: None,
+        })
+    }
+}
+
+/// No fault before writes.
+pub type NoFault = fn(WriteOp, &str) -> Result<(), mongo2qdrant::sink::SinkError>;
+
+impl<S> Faulty<S, NoFault> {
+    /// The real target behind a request size limit of `bytes`.
+    pub fn limited(inner: Arc<S>, bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            before_write: |_, _| Ok(()),
+            request_limit: Some(bytes),
         })
     }
 }
@@ -590,7 +609,31 @@ mod faulty_sink {
         }
         async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
             (self.before_write)(WriteOp::Upsert, c)?;
+            if let Some(limit) = self.request_limit {
+                let bytes: usize = p
+                    .iter()
+                    .map(|p| {
+                        4 * p.vector.len() + Value::Object(p.payload.clone()).to_string().len()
+                    })
+                    .sum();
+                if bytes > limit {
+                    return Err(SinkError::TooLarge {
+                        op: "upsert",
+                        collection: c.to_owned(),
+                        reason: format!("{bytes} bytes, the limit is {limit}"),
+                    });
+                }
+            }
             self.inner.upsert(c, n, p).await
+        }
+        async fn upsert_if(
+            &self,
+            c: &str,
+            p: Point,
+            cond: mongo2qdrant::sink::WriteIf<'_>,
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Upsert, c)?;
+            self.inner.upsert_if(c, p, cond).await
         }
         async fn retrieve(
             &self,
