@@ -141,7 +141,7 @@ async fn sigterm_mid_run_then_rerun_is_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_dies_mid_run_then_rerun_is_identical() {
-    let mut m = Mongo::start();
+    let m = Mongo::start();
     load_movies(&m, "k", "films", 200).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -311,3 +311,94 @@ async fn a_lease_of_a_dead_process_on_this_host_is_taken_over() {
         .unwrap();
     assert!(acquire(&store, "films", "db.remote", &me).await.is_err());
 }
+
+/// The `run_id` of record `id`, if it exists.
+async fn holder_of<S: mongo2qdrant::sink::Sink>(sink: &S, id: uuid::Uuid) -> Option<String> {
+    sink.retrieve(
+        mongo2qdrant::state::RECORDS_COLLECTION,
+        &[id],
+        mongo2qdrant::sink::Fields::All,
+        false,
+    )
+    .await
+    .unwrap()
+    .first()
+    .map(|p| p.payload["run_id"].as_str().unwrap().to_owned())
+}
+
+/// Lease writes are compare-and-set on the target itself: a write conditioned on the record
+/// being absent, or held by a given run, never overwrites what another run wrote in between
+/// (before, renewal and takeover read the record and then wrote it unconditionally).
+async fn lease_writes_are_compare_and_set_on_the_target<S: mongo2qdrant::sink::Sink>(
+    sink: std::sync::Arc<S>,
+) {
+    use mongo2qdrant::sink::{MatchFilter, Point, WriteIf};
+    use mongo2qdrant::state::StateStore;
+    use mongo2qdrant::state::lease::{Holder, acquire, read_lease};
+
+    let store = StateStore::open(sink.as_ref(), true).await.unwrap();
+    let records = mongo2qdrant::state::RECORDS_COLLECTION;
+    let id = uuid::Uuid::new_v4();
+    let point = |who: &str| {
+        let mut payload = serde_json::Map::new();
+        payload.insert("run_id".into(), who.into());
+        Point {
+            id,
+            vector: vec![1.0],
+            payload,
+        }
+    };
+    let by = |who: &str| MatchFilter {
+        key: "run_id".into(),
+        value: who.into(),
+    };
+    sink.upsert_if(records, point("a"), WriteIf::Matches(&by("a")))
+        .await
+        .unwrap();
+    assert_eq!(
+        holder_of(sink.as_ref(), id).await,
+        None,
+        "a conditional update inserts nothing"
+    );
+    sink.upsert_if(records, point("a"), WriteIf::Absent)
+        .await
+        .unwrap();
+    assert_eq!(holder_of(sink.as_ref(), id).await.as_deref(), Some("a"));
+    sink.upsert_if(records, point("b"), WriteIf::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        holder_of(sink.as_ref(), id).await.as_deref(),
+        Some("a"),
+        "present: not absent"
+    );
+    sink.upsert_if(records, point("b"), WriteIf::Matches(&by("z")))
+        .await
+        .unwrap();
+    assert_eq!(
+        holder_of(sink.as_ref(), id).await.as_deref(),
+        Some("a"),
+        "held by another run"
+    );
+    sink.upsert_if(records, point("b"), WriteIf::Matches(&by("a")))
+        .await
+        .unwrap();
+    assert_eq!(holder_of(sink.as_ref(), id).await.as_deref(), Some("b"));
+
+    // Two runs racing for free leases: exactly one of them gets each.
+    let target = common::unique("race");
+    for i in 0..8 {
+        let ns = format!("db.c{i}");
+        let (a, b) = (Holder::me("race-a"), Holder::me("race-b"));
+        let (ra, rb) = tokio::join!(
+            acquire(&store, &target, &ns, &a),
+            acquire(&store, &target, &ns, &b)
+        );
+        assert!(ra.is_ok() != rb.is_ok(), "{i}: {ra:?} {rb:?}");
+        let held = read_lease(&store, &target, &ns).await.unwrap().unwrap();
+        let winner = if ra.is_ok() { "race-a" } else { "race-b" };
+        assert_eq!(held.run_id, winner);
+    }
+}
+
+both_targets!(lease_writes_are_compare_and_set_on_the_target);

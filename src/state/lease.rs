@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Record, StateStore, now_rfc3339};
 use crate::ids::named_uuid;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{MatchFilter, Sink, SinkError, WriteIf};
 
 /// Who holds a lock or lease.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +30,10 @@ pub struct Holder {
     /// container) from the one that held the lease.
     #[serde(default)]
     pub process: String,
+    /// A random id of this write of a lease record: a takeover is conditioned on it, so that a
+    /// holder that renewed in between keeps its lease.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// This process's random id (see [`Holder::process`]).
@@ -47,6 +51,7 @@ impl Holder {
             since: now_rfc3339(),
             expires_at: 0,
             process: process_id().to_owned(),
+            version: String::new(),
         }
     }
 
@@ -185,25 +190,47 @@ pub async fn read_lease<S: Sink + ?Sized>(
     })
 }
 
+/// Write `holder`'s lease (expiring `ttl` from now, or at once for `None`) only if
+/// `condition` holds: the target checks it in the same operation, so two runs can never both
+/// overwrite one record they read.
 async fn write_lease<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
+    ttl: Option<Duration>,
+    condition: WriteIf<'_>,
 ) -> Result<(), SinkError> {
+    let mut holder = holder.clone();
+    holder.expires_at = ttl.map_or(0, |t| now_secs() + t.as_secs());
+    holder.version = uuid::Uuid::new_v4().to_string();
     let lease = Lease {
         target: target.to_owned(),
         namespace: namespace.to_owned(),
-        holder: holder.clone(),
+        holder,
     };
     store
-        .put(lease_id(target, namespace), &Record::Lease(lease))
+        .put_if(
+            lease_id(target, namespace),
+            &Record::Lease(lease),
+            condition,
+        )
         .await
 }
 
-/// Take the lease of `namespace` into `target` for `holder`, unless a live lease of another
-/// run exists. Writes, waits a moment and reads back, so that of two runs racing for it only
-/// the last writer proceeds.
+/// The condition "the lease record is still held by run `run_id`".
+fn held_by(run_id: &str) -> MatchFilter {
+    MatchFilter {
+        key: "run_id".into(),
+        value: run_id.to_owned(),
+    }
+}
+
+/// Take the lease of (`target`, `namespace`) for `holder`: when there is none, when it expired
+/// or was released, or when its holder ran on this host and its process is gone (a kill -9, a
+/// restarted pod: taken over at once, and logged). The write is a compare-and-set on the
+/// record as read (absent, or held by that run), so of two runs racing for it one wins; the
+/// other reads the winner back and is refused.
 pub async fn acquire<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
@@ -214,72 +241,96 @@ pub async fn acquire<S: Sink + ?Sized>(
         what: format!("{namespace} -> {target}"),
         holder: h.to_string(),
     };
-    if let Some(h) = read_lease(store, target, namespace).await?
-        && h.run_id != holder.run_id
-        && h.expires_at > now_secs()
-    {
-        if !h.is_gone(holder) {
-            return Err(held(h));
-        }
-        tracing::warn!(
-            "taking over the lease of {namespace} -> {target} from {h}: that process no longer runs on this host"
-        );
+    if store.damaged(lease_id(target, namespace)).await? {
+        // A record that does not parse would refuse every run for ever: replace it.
+        tracing::warn!("replacing the damaged lease record of {namespace} -> {target}");
+        store.remove(lease_id(target, namespace)).await?;
     }
-    extend(store, target, namespace, holder).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let current = read_lease(store, target, namespace).await?;
+    let takeover = match &current {
+        None => None,
+        Some(h) if h.run_id == holder.run_id || h.expires_at <= now_secs() => Some(h),
+        Some(h) if h.is_gone(holder) => {
+            tracing::warn!(
+                "taking over the lease of {namespace} -> {target} from {h}: that process no longer runs on this host"
+            );
+            Some(h)
+        }
+        Some(h) => return Err(held(h.clone())),
+    };
+    // The record exactly as read: a holder that renewed since wrote another version.
+    let filter = takeover.map(|h| {
+        if h.version.is_empty() {
+            held_by(&h.run_id)
+        } else {
+            MatchFilter {
+                key: "version".into(),
+                value: h.version.clone(),
+            }
+        }
+    });
+    let condition = match &filter {
+        None => WriteIf::Absent,
+        Some(f) => WriteIf::Matches(f),
+    };
+    write_lease(store, target, namespace, holder, Some(LEASE_TTL), condition).await?;
     match read_lease(store, target, namespace).await? {
-        Some(h) if h.run_id != holder.run_id => Err(held(h)),
-        _ => Ok(()),
+        Some(h) if h.run_id == holder.run_id => Ok(()),
+        Some(h) => Err(held(h)),
+        None => Err(LockError::Lost {
+            what: format!("{namespace} -> {target}"),
+            holder: "nobody (the lease record was removed)".into(),
+        }),
     }
 }
 
-/// Extend the lease by [`LEASE_TTL`], if `holder` still holds it: a lease another run took
-/// over is [`LockError::Lost`], never written back. (Read, compare, write: the window between
-/// is one round trip, far below the lease's lifetime.)
+/// Extend `holder`'s lease, only if the record still names this run (compare-and-set on the
+/// target). Fails with [`LockError::Lost`] when another run holds it now.
 pub async fn renew<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
 ) -> Result<(), LockError> {
-    if let Some(h) = read_lease(store, target, namespace).await?
-        && h.run_id != holder.run_id
-    {
-        return Err(LockError::Lost {
+    let mine = held_by(&holder.run_id);
+    write_lease(
+        store,
+        target,
+        namespace,
+        holder,
+        Some(LEASE_TTL),
+        WriteIf::Matches(&mine),
+    )
+    .await?;
+    match read_lease(store, target, namespace).await? {
+        Some(h) if h.run_id == holder.run_id => Ok(()),
+        other => Err(LockError::Lost {
             what: format!("{namespace} -> {target}"),
-            holder: h.to_string(),
-        });
+            holder: other.map_or_else(
+                || "nobody (the lease record was removed)".to_owned(),
+                |h| h.to_string(),
+            ),
+        }),
     }
-    Ok(extend(store, target, namespace, holder).await?)
 }
 
-/// Write `holder`'s lease, valid for [`LEASE_TTL`] from now.
-async fn extend<S: Sink + ?Sized>(
-    store: &StateStore<'_, S>,
-    target: &str,
-    namespace: &str,
-    holder: &Holder,
-) -> Result<(), SinkError> {
-    let mut h = holder.clone();
-    h.expires_at = now_secs() + LEASE_TTL.as_secs();
-    write_lease(store, target, namespace, &h).await
-}
-
-/// Give the lease up (it expires at once).
+/// Give the lease up (it expires at once), only if this run still holds it.
 pub async fn release<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
     namespace: &str,
     holder: &Holder,
 ) -> Result<(), SinkError> {
-    if let Some(h) = read_lease(store, target, namespace).await?
-        && h.run_id == holder.run_id
-    {
-        let mut h = holder.clone();
-        h.expires_at = 0;
-        write_lease(store, target, namespace, &h).await?;
-    }
-    Ok(())
+    let mine = held_by(&holder.run_id);
+    write_lease(
+        store,
+        target,
+        namespace,
+        holder,
+        None,
+        WriteIf::Matches(&mine),
+    )
+    .await
 }
 
 /// Renews a server-side lease in the background while a namespace syncs; stops when dropped.
@@ -294,13 +345,25 @@ impl Renewer {
         let (tx, lost) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             let every = LEASE_TTL / 3;
+            let mut renewed = std::time::Instant::now();
             loop {
                 tokio::time::sleep(every).await;
+                // Unrenewed for two periods and a half: before the lease may be void (and
+                // another run writing), stop writing.
+                if renewed.elapsed() >= 2 * every + every / 2 {
+                    let why = format!(
+                        "could not renew the lease of {namespace} -> {target} for {:?}; this run stopped writing before the lease could expire: rerun when Qdrant answers",
+                        renewed.elapsed()
+                    );
+                    tracing::error!("{why}");
+                    let _ = tx.send(Some(why));
+                    return;
+                }
                 let Ok(store) = StateStore::open(sink.as_ref(), false).await else {
                     continue;
                 };
                 match renew(&store, &target, &namespace, &holder).await {
-                    Ok(()) => {}
+                    Ok(()) => renewed = std::time::Instant::now(),
                     Err(e @ LockError::Lost { .. }) => {
                         tracing::error!("{e}");
                         let _ = tx.send(Some(e.to_string()));

@@ -117,6 +117,38 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
             .await
     }
 
+    /// Whether record `id` exists but does not parse.
+    pub(crate) async fn damaged(&self, id: Uuid) -> Result<bool, SinkError> {
+        Ok(matches!(self.get(id).await?, Some(Err(_))))
+    }
+
+    /// Delete record `id` (acknowledged on return).
+    pub(crate) async fn remove(&self, id: Uuid) -> Result<(), SinkError> {
+        self.sink.delete(RECORDS_COLLECTION, &[id]).await
+    }
+
+    /// Write `record` only if `condition` holds, checked by the target in the same operation
+    /// (read the record back to learn whether it did).
+    pub(crate) async fn put_if(
+        &self,
+        id: Uuid,
+        record: &Record,
+        condition: crate::sink::WriteIf<'_>,
+    ) -> Result<(), SinkError> {
+        let Value::Object(payload) = serde_json::to_value(record).expect("records serialise")
+        else {
+            unreachable!("a tagged record serialises to an object")
+        };
+        let point = Point {
+            id,
+            vector: vec![1.0],
+            payload,
+        };
+        self.sink
+            .upsert_if(RECORDS_COLLECTION, point, condition)
+            .await
+    }
+
     async fn put(&self, id: Uuid, record: &Record) -> Result<(), SinkError> {
         let Value::Object(payload) = serde_json::to_value(record).expect("records serialise")
         else {
