@@ -1,16 +1,21 @@
 //! A randomized, seeded, model-based fault harness (in the spirit of FoundationDB's simulation
 //! and Jepsen's checked histories). Each iteration builds a random collection (every kind of
-//! `_id`, texts long enough to chunk, a copied field, the unnamed or a named vector), then runs
-//! rounds of random mutations (inserts, updates of text and payload, lost texts, deletes, also
-//! below the checkpoint) and syncs under random faults: MongoDB fail points (dropped
-//! connections, lost cursors, failing commands), failing target writes (transient and
-//! permanent), a stop request, and a crash (the run abandoned at a random moment). A last clean
-//! run with prune must leave the target equal to an oracle computed from the source alone:
-//! the same point ids, hashes and copied values, this job's vector on every point, no orphan,
-//! and `verify` in sync.
+//! `_id`, texts long enough to chunk, a copied field, the unnamed or a named vector), read
+//! either from MongoDB or from a dump of it (a JSONL file in random order under the
+//! collection's namespace), then runs rounds of random mutations (inserts, updates of text and
+//! payload, lost texts, deletes, also below the checkpoint, and also while a run is going) and
+//! syncs under random faults: MongoDB fail points (dropped connections, lost cursors, failing
+//! commands), MongoDB restarted mid-run, failing target writes (transient and permanent), a
+//! stop request, a crash (every write from a random one on fails, as the target sees a dead
+//! process) and, on a Qdrant server, a kill -9 of the real binary at a random moment. A last
+//! clean run with prune must leave the target equal to an oracle computed from the source
+//! alone: the same point ids, hashes and copied values, this job's vector on every point, no
+//! orphan, and `verify` in sync.
 //!
-//! Every iteration prints its seed; `M2Q_HARNESS_SEED=S M2Q_HARNESS_ITERATIONS=1` replays one.
-//! CI runs a few iterations per target; set `M2Q_HARNESS_ITERATIONS` for more.
+//! Every iteration prints its seed; `M2Q_HARNESS_SEED=S M2Q_HARNESS_ITERATIONS=1` replays one
+//! (the same source, mutations and faults; what a concurrent mutation or a kill -9 meets
+//! depends on timing). CI runs a few iterations per target; set `M2Q_HARNESS_ITERATIONS` for
+//! more.
 
 mod common;
 
@@ -129,6 +134,137 @@ impl Injector {
     }
 }
 
+/// One random mutation of `coll` among the `ids` it had (or an insert with key `key`); a
+/// failure (the server restarting under it) is ignored: the oracle reads what is there.
+async fn mutate(coll: &mongodb::Collection<Document>, rng: &mut Rng, ids: &[Bson], key: u64) {
+    let Some(id) = (!ids.is_empty()).then(|| rng.pick(ids).clone()) else {
+        return;
+    };
+    match rng.below(5) {
+        0 => {
+            let _ = coll.insert_one(new_doc(rng, key)).await;
+        }
+        1 => {
+            let _ = coll.delete_one(doc! {"_id": id}).await;
+        }
+        2 => {
+            let t = text(rng);
+            let _ = coll
+                .update_one(doc! {"_id": id}, doc! {"$set": {"text": t}})
+                .await;
+        }
+        3 => {
+            let t = *rng.pick(WORDS);
+            let _ = coll
+                .update_one(doc! {"_id": id}, doc! {"$set": {"tag": t}})
+                .await;
+        }
+        _ => {
+            let _ = coll
+                .update_one(doc! {"_id": id}, doc! {"$unset": {"text": ""}})
+                .await;
+        }
+    }
+}
+
+/// Dump `coll` to `path` as a mongoexport-like JSONL file (canonical Extended JSON, so every
+/// `_id` keeps its type), in random order.
+async fn export(coll: &mongodb::Collection<Document>, path: &std::path::Path, rng: &mut Rng) {
+    use futures_util::TryStreamExt;
+    let mut docs: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for i in (1..docs.len()).rev() {
+        docs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let lines: Vec<String> = docs
+        .into_iter()
+        .map(|d| Bson::Document(d).into_canonical_extjson().to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// The job of an iteration: the collection `c` of database `h`, or its dump `file` under the
+/// collection's namespace (so the same point ids).
+async fn jobs_of(
+    m: &Mongo,
+    c: &str,
+    vector: Option<&str>,
+    file: Option<&std::path::Path>,
+    cursor_batch: u32,
+) -> Vec<mongo2qdrant::pipeline::Job> {
+    let Some(f) = file else {
+        return common::sync_of(m, "h", &[c])
+            .template("{text}")
+            .payload(&["tag"])
+            .vector(vector)
+            .cursor_batch(cursor_batch)
+            .jobs()
+            .await;
+    };
+    let mut source = common::source_args(m, "h", &[]);
+    source.files = vec![f.to_path_buf()];
+    source.namespace = Some(format!("h.{c}"));
+    let mut jobs = mongo2qdrant::config::jobs(&source, Some(c), "{text}", &["tag".to_owned()])
+        .await
+        .unwrap();
+    for j in &mut jobs {
+        j.vector_name = vector.map(str::to_owned);
+    }
+    jobs
+}
+
+/// Flags of the real binary for the same job (the kill -9 fault).
+fn binary_args(
+    m: &Mongo,
+    c: &str,
+    vector: Option<&str>,
+    file: Option<&std::path::Path>,
+    chunking: Option<Chunking>,
+    o: &SyncOptions,
+) -> Vec<String> {
+    let mut a: Vec<String> = ["sync", "--quiet", "--text", "{text}", "--payload", "tag"]
+        .map(str::to_owned)
+        .to_vec();
+    match file {
+        Some(f) => a.extend([
+            "--file".into(),
+            f.display().to_string(),
+            "--namespace".into(),
+            format!("h.{c}"),
+        ]),
+        None => a.extend([
+            "--mongo-uri".into(),
+            m.uri(),
+            "--database".into(),
+            "h".into(),
+            "--collection".into(),
+            c.into(),
+        ]),
+    }
+    a.extend(["--collection-name".into(), c.into()]);
+    a.extend(["--batch-size".into(), o.batch_docs.to_string()]);
+    if let Some(v) = vector {
+        a.extend(["--vector-name".into(), v.into()]);
+    }
+    if let Some(ch) = chunking {
+        a.extend([
+            "--chunk-size".into(),
+            ch.size.to_string(),
+            "--chunk-overlap".into(),
+            ch.overlap.to_string(),
+        ]);
+    }
+    if o.prune {
+        a.push("--prune".into());
+    }
+    a
+}
+
 /// Faults injected, by kind, over all iterations.
 #[derive(Default, Debug)]
 struct Tally(BTreeMap<&'static str, u64>);
@@ -141,8 +277,10 @@ impl Tally {
 
 /// One iteration: a random source, rounds of mutations and faulty syncs, a clean run, and the
 /// comparison with the oracle. Panics (naming the seed) on any divergence.
-async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tally) {
+async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mut Tally) {
     let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump.jsonl");
     let c = unique("h");
     let coll = m.client().await.database("h").collection::<Document>(&c);
     let mut next_key = 0u64;
@@ -159,6 +297,10 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         size: 32,
         overlap: 4,
     });
+    let file = rng.chance(25).then_some(dump.as_path());
+    if file.is_some() {
+        tally.add("source: a dump file");
+    }
     let run_id = format!("harness-{seed}");
     let injector = Arc::new(Injector {
         writes: AtomicU64::new(0),
@@ -167,12 +309,6 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
     let faulty = {
         let injector = injector.clone();
         common::Faulty::new(sink.clone(), move |_, c: &str| injector.trip(c))
-    };
-    let job = || {
-        common::sync_of(m, "h", &[&c])
-            .template("{text}")
-            .payload(&["tag"])
-            .vector(vector)
     };
 
     for _round in 0..(2 + rng.below(4)) {
@@ -223,6 +359,9 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         }
 
         // A sync under a random fault.
+        if let Some(f) = file {
+            export(&coll, f, &mut rng).await;
+        }
         let mut o: SyncOptions = common::options();
         o.run_id = run_id.clone();
         o.batch_docs = 3 + rng.below(12) as usize;
@@ -234,7 +373,9 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
         o.stop = stop;
         *injector.fault.lock().unwrap() = None;
         injector.writes.store(0, Ordering::SeqCst);
-        match rng.below(8) {
+        let mut restart = None;
+        let mut kill = None;
+        match rng.below(10) {
             0 => {
                 tally.add("mongo: dropped connection on getMore");
                 let skip = rng.below(3) as i32;
@@ -275,11 +416,72 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
                 tally.add("crash (every write from a random one on fails)");
                 *injector.fault.lock().unwrap() = Some(Fault::Crash(rng.below(16)));
             }
+            7 if file.is_none() => {
+                tally.add("mongo: server restarted mid-run");
+                restart = Some(Duration::from_millis(rng.below(400)));
+            }
+            8 if sink.needs_lease() => {
+                tally.add("kill -9 of the binary (Qdrant server)");
+                kill = Some(Duration::from_millis(200 + rng.below(2500)));
+            }
             _ => tally.add("none"),
         }
+        // Mutations while the run goes, from their own seed.
+        let concurrent = rng.chance(30).then(|| {
+            tally.add("mutations during the run");
+            let (coll, seed, key) = (coll.clone(), rng.next(), next_key);
+            next_key += 10;
+            tokio::spawn(async move {
+                use futures_util::TryStreamExt;
+                let mut r = Rng::new(seed);
+                let Ok(found) = coll.find(doc! {}).await else {
+                    return;
+                };
+                let ids: Vec<Bson> = found
+                    .try_collect::<Vec<Document>>()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|d| d.get("_id").cloned())
+                    .collect();
+                for k in 0..(1 + r.below(6)) {
+                    tokio::time::sleep(Duration::from_millis(r.below(120))).await;
+                    mutate(&coll, &mut r, &ids, key + k).await;
+                }
+            })
+        });
         let cursor_batch = 2 + rng.below(10) as u32;
-        let _ = job().cursor_batch(cursor_batch).opts(o).run(&faulty).await;
+        let restarter = restart.map(|delay| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                m.restart();
+            })
+        });
+        if let Some(after) = kill {
+            let url = std::env::var("QDRANT_URL").unwrap();
+            let mut child = common::bin()
+                .args(binary_args(m, &c, vector, file, chunking, &o))
+                .args(["--qdrant-url", &url])
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(after).await;
+            let _ = child.kill();
+            let _ = child.wait();
+        } else {
+            let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
+            let _ = common::sync_jobs(&faulty, jobs, o).await;
+        }
+        if let Some(t) = restarter {
+            t.join().unwrap();
+        }
+        if let Some(t) = concurrent {
+            t.await.unwrap();
+        }
         m.fail_point_off().await;
+    }
+    if let Some(f) = file {
+        export(&coll, f, &mut rng).await;
     }
 
     // A clean run with prune, then the target must match the oracle.
@@ -288,17 +490,19 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Mongo, seed: u64, tally: &mut Tal
     o.prune = true;
     o.chunking = chunking;
     o.max_delete = MaxDelete::Share(100);
-    let r = job().opts(o.clone()).run(sink).await;
+    let jobs = jobs_of(m, &c, vector, file, 100).await;
+    let r = common::sync_jobs(sink, jobs.clone(), o.clone()).await;
     let r = r.unwrap_or_else(|e| panic!("seed {seed}: the clean run failed: {e}"));
     // A resumed pass does not prune: one more full pass does.
     if r.namespaces.iter().any(|n| n.resumed_after.is_some()) {
-        job().opts(o.clone()).run(sink).await.unwrap();
-    }
-    check(sink, m, &c, vector, chunking, seed).await;
-    let report =
-        mongo2qdrant::verify::verify(sink.clone(), common::embedder(), job().jobs().await, &o)
+        common::sync_jobs(sink, jobs.clone(), o.clone())
             .await
             .unwrap();
+    }
+    check(sink, m, &c, vector, chunking, seed).await;
+    let report = mongo2qdrant::verify::verify(sink.clone(), common::embedder(), jobs, &o)
+        .await
+        .unwrap();
     assert!(report.in_sync, "seed {seed}: verify: {report:#?}");
     // Keep the store small: every later iteration would flush this collection too.
     sink.drop_collection(&c).await.unwrap();
@@ -355,7 +559,14 @@ async fn check<S: Sink>(
         key: keys::NAMESPACE.into(),
         value: job.source.namespace().to_string(),
     };
-    let points = scroll_all(sink.as_ref(), c, Some(&filter)).await.unwrap();
+    let points = scroll_all(
+        sink.as_ref(),
+        c,
+        Some(&filter),
+        mongo2qdrant::sink::Fields::All,
+    )
+    .await
+    .unwrap();
     let ids: Vec<Uuid> = points.iter().map(|p| p.id).collect();
     let with_vectors = sink
         .retrieve(c, &ids, mongo2qdrant::sink::Fields::All, true)
@@ -410,7 +621,7 @@ async fn harness<S: Sink>(sink: Arc<S>) {
                 .unwrap()
                 .as_secs()
         });
-    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let m = Arc::new(Mongo::start_with(&["--enable-test-commands"]));
     let mut tally = Tally::default();
     let started = std::time::Instant::now();
     for i in 0..iterations {

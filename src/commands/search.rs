@@ -59,7 +59,7 @@ async fn searchable(
             match v.and_then(|v| m.get(v)) {
                 Some(p) => p.clone(),
                 None => anyhow::bail!(
-                    "`{collection}` holds the named vectors {}: pass --vector-name with one of them",
+                    "`{collection}` holds the named vectors {}: pass --vector-name NAME with one of them",
                     names.join(", ")
                 ),
             }

@@ -440,7 +440,13 @@ async fn pass<S: Sink>(
             Vec::new()
         };
         if !job.filter_text.is_empty() && !stale.is_empty() {
-            outside = outside_filter(&job, &stored, &stale).await?;
+            // Only a figure for the log and report: a failure to count is no reason to stop.
+            outside = outside_filter(&job, &stored, &stale)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(namespace = %ns_text, "could not count the points outside the filter: {e}");
+                    0
+                });
             if outside > 0 {
                 tracing::warn!(
                     namespace = %ns_text,

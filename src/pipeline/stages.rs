@@ -278,11 +278,28 @@ impl<S: Sink> Preparer<S> {
                 current.push((doc, payload_current));
             }
         }
-        let defects = if self.opts.deep && !current.is_empty() {
-            self.defects(current.iter().map(|(d, _)| d)).await?
+        // A document whose copied fields changed goes the payload-only way: its old payload
+        // is no defect (its vectors are looked at on the next run).
+        let deep: Vec<&Prepared> = current
+            .iter()
+            .filter(|(_, payload_current)| *payload_current)
+            .map(|(d, _)| d)
+            .collect();
+        let mut defects = if self.opts.deep && !deep.is_empty() {
+            self.defects(deep.into_iter()).await?.into_iter()
         } else {
-            vec![None; current.len()]
+            Vec::new().into_iter()
         };
+        let defects: Vec<Option<String>> = current
+            .iter()
+            .map(|(_, payload_current)| {
+                if *payload_current {
+                    defects.next().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect();
         for ((doc, payload_current), defect) in current.into_iter().zip(defects) {
             if let Some(why) = defect {
                 let at = doc

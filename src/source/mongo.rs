@@ -33,8 +33,13 @@ pub fn brief(e: &mongodb::error::Error) -> String {
                 .nth(1)
                 .and_then(|rest| rest.split(", labels").next())
                 .unwrap_or("no server answered in time");
+            let at = message
+                .split("Address: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .map_or_else(String::new, |a| format!(" at {a}"));
             format!(
-                "no MongoDB server reachable ({cause}); check --mongo-uri and that the server is running"
+                "no MongoDB server reachable{at} ({cause}); check --mongo-uri and that the server is running"
             )
         }
         ErrorKind::Command(c) => format!("{} ({}): {}", c.code_name, c.code, c.message),
