@@ -27,6 +27,15 @@ use super::{
 pub struct GrpcSink {
     url: String,
     client: Qdrant,
+    /// Whether the server can make conditional writes, asked once.
+    conditional: tokio::sync::OnceCell<()>,
+}
+
+/// Whether a server of version `v` (`1.19.0`) has conditional upserts (`update_mode`, Qdrant
+/// 1.17): an older one ignores the field and would overwrite unconditionally.
+fn has_update_mode(v: &str) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 17)
 }
 
 impl GrpcSink {
@@ -44,6 +53,7 @@ impl GrpcSink {
         Ok(Self {
             url: url.to_owned(),
             client,
+            conditional: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -317,6 +327,28 @@ impl Sink for GrpcSink {
         point: Point,
         condition: WriteIf<'_>,
     ) -> Result<(), SinkError> {
+        self.conditional
+            .get_or_try_init(|| async {
+                let v = self
+                    .client
+                    .health_check()
+                    .await
+                    .map_err(|e| request_err("health_check", collection, e))?
+                    .version;
+                if has_update_mode(&v) {
+                    Ok(())
+                } else {
+                    Err(SinkError::Request {
+                        op: "upsert",
+                        collection: collection.to_owned(),
+                        reason: format!(
+                            "Qdrant {v} cannot make the conditional writes leases need (Qdrant >= 1.17): upgrade the server"
+                        ),
+                        transient: false,
+                    })
+                }
+            })
+            .await?;
         let point = PointStruct::new(
             point.id.to_string(),
             point.vector,
@@ -500,5 +532,16 @@ impl Sink for GrpcSink {
 
     async fn flush(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditional_writes_need_qdrant_1_17() {
+        assert!(has_update_mode("1.19.0") && has_update_mode("1.17.0") && has_update_mode("2.0"));
+        assert!(!has_update_mode("1.16.3") && !has_update_mode("0.9") && !has_update_mode(""));
     }
 }
