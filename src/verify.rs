@@ -97,8 +97,7 @@ async fn deep_check<S: Sink>(
     docs: &mut Vec<(String, crate::point::Prepared)>,
     diff: &mut NamespaceDiff,
 ) -> Result<(), PipelineError> {
-    if docs.is_empty() || !sink.exists(&job.target).await? {
-        docs.clear();
+    if docs.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = docs
@@ -173,6 +172,7 @@ async fn verify_one<S: Sink>(
     opts: &SyncOptions,
 ) -> Result<NamespaceDiff, PipelineError> {
     let ns = job.source.namespace().to_string();
+    let target_exists = sink.exists(&job.target).await?;
     let mut diff = NamespaceDiff {
         namespace: ns.clone(),
         target: job.target.clone(),
@@ -203,7 +203,8 @@ async fn verify_one<S: Sink>(
                 let value = (p.hash.clone(), p.payload_hash.clone(), doc_id.clone());
                 expected.insert(*id, value);
             }
-            if opts.deep {
+            // Without a target every point is missing; nothing to look at deeper.
+            if opts.deep && target_exists {
                 deep.push((doc_id, p));
                 if deep.len() == DEEP_BATCH {
                     deep_check(sink, embedder, job, opts, &mut deep, &mut diff).await?;
@@ -218,7 +219,7 @@ async fn verify_one<S: Sink>(
     // The namespace's points; for a named vector those that carry it (by its hash key).
     let vector = job.vector_name.as_deref();
     let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
-    let points: Vec<_> = if sink.exists(&job.target).await? {
+    let points: Vec<_> = if target_exists {
         let filter = MatchFilter {
             key: keys::NAMESPACE.into(),
             value: ns.clone(),

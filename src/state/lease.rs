@@ -273,14 +273,37 @@ pub async fn acquire<S: Sink + ?Sized>(
         None => WriteIf::Absent,
         Some(f) => WriteIf::Matches(f),
     };
+    match write_and_read(store, target, namespace, holder, condition).await? {
+        Ok(()) => Ok(()),
+        Err(Some(h)) => Err(held(h)),
+        Err(None) => Err(lost(target, namespace, None)),
+    }
+}
+
+/// Write `holder`'s lease (expiring [`LEASE_TTL`] from now) under `condition`, then read the
+/// record back: `Ok` when this run holds it, else who does (`None`: nobody).
+async fn write_and_read<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    namespace: &str,
+    holder: &Holder,
+    condition: WriteIf<'_>,
+) -> Result<Result<(), Option<Holder>>, SinkError> {
     write_lease(store, target, namespace, holder, Some(LEASE_TTL), condition).await?;
-    match read_lease(store, target, namespace).await? {
+    Ok(match read_lease(store, target, namespace).await? {
         Some(h) if h.run_id == holder.run_id => Ok(()),
-        Some(h) => Err(held(h)),
-        None => Err(LockError::Lost {
-            what: format!("{namespace} -> {target}"),
-            holder: "nobody (the lease record was removed)".into(),
-        }),
+        other => Err(other),
+    })
+}
+
+/// The lease of `namespace` into `target` is no longer this run's: `holder` has it.
+fn lost(target: &str, namespace: &str, holder: Option<Holder>) -> LockError {
+    LockError::Lost {
+        what: format!("{namespace} -> {target}"),
+        holder: holder.map_or_else(
+            || "nobody (the lease record was removed)".to_owned(),
+            |h| h.to_string(),
+        ),
     }
 }
 
@@ -293,25 +316,9 @@ pub async fn renew<S: Sink + ?Sized>(
     holder: &Holder,
 ) -> Result<(), LockError> {
     let mine = held_by(&holder.run_id);
-    write_lease(
-        store,
-        target,
-        namespace,
-        holder,
-        Some(LEASE_TTL),
-        WriteIf::Matches(&mine),
-    )
-    .await?;
-    match read_lease(store, target, namespace).await? {
-        Some(h) if h.run_id == holder.run_id => Ok(()),
-        other => Err(LockError::Lost {
-            what: format!("{namespace} -> {target}"),
-            holder: other.map_or_else(
-                || "nobody (the lease record was removed)".to_owned(),
-                |h| h.to_string(),
-            ),
-        }),
-    }
+    write_and_read(store, target, namespace, holder, WriteIf::Matches(&mine))
+        .await?
+        .map_err(|other| lost(target, namespace, other))
 }
 
 /// Give the lease up (it expires at once), only if this run still holds it.
