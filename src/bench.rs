@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::embed::{EmbedConfig, EmbedError, EmbedStats, OnnxEmbedder};
+use crate::embed::{
+    Compute, EmbedConfig, EmbedError, EmbedStats, Embedder, OnnxEmbedder, Precision,
+};
+use crate::fidelity::Fidelity;
 use crate::sink::{EdgeSink, Point, Sink, SinkError, VectorSpec};
 
 /// One measured layout.
@@ -34,12 +37,17 @@ pub struct BenchRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub device: String,
+    /// The CPU flags that decide the precision's speed (as `lscpu` spells them).
+    pub cpu_flags: String,
     pub cores: usize,
     pub model: String,
+    pub compute: Compute,
     pub read_secs: f64,
     pub window: usize,
     pub runs: usize,
     pub rows: Vec<BenchRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Fidelity>,
 }
 
 /// Errors of the harness.
@@ -65,6 +73,8 @@ pub struct BenchPlan {
     pub runs: usize,
     /// Also upsert into an embedded store in this directory.
     pub upsert_into: Option<PathBuf>,
+    /// Also compare with fp32 (cosine, recall@10).
+    pub fidelity: bool,
 }
 
 /// `n` generated paragraphs of about `words` words (deterministic).
@@ -138,6 +148,7 @@ pub async fn run(
     let texts = Arc::new(texts);
     let mut rows = Vec::new();
     let mut model = String::new();
+    let mut compute = Compute::default();
     for &(sessions, intra) in &plan.layouts {
         for &batch in &plan.batch_sizes {
             let mut cfg = plan.base.clone();
@@ -149,7 +160,8 @@ pub async fn run(
                     .await
                     .expect("load")?,
             );
-            model = crate::embed::Embedder::model_id(embedder.as_ref()).to_owned();
+            model = embedder.model_id().to_owned();
+            compute = embedder.compute().clone();
             let mut samples = Vec::new();
             for run in 0..plan.runs.max(1) {
                 let sink = match &plan.upsert_into {
@@ -159,7 +171,7 @@ pub async fn run(
                         let s = EdgeSink::open(&d)?;
                         let vectors = VectorSpec {
                             name: None,
-                            dimension: crate::embed::Embedder::dimension(embedder.as_ref()),
+                            dimension: embedder.dimension(),
                         };
                         s.create_collection("bench", &vectors).await?;
                         Some(s)
@@ -193,15 +205,38 @@ pub async fn run(
             );
         }
     }
+    let fidelity = if plan.fidelity {
+        Some(fidelity(plan, texts).await?)
+    } else {
+        None
+    };
     Ok(BenchReport {
         device: device_name(&plan.base),
+        cpu_flags: crate::embed::precision::relevant_flags(),
         cores: crate::embed::available_cores(),
         model,
+        compute,
         read_secs,
         window: plan.window,
         runs: plan.runs.max(1),
         rows,
+        fidelity,
     })
+}
+
+/// The configured precision against fp32 (ONNX Runtime) on the bench texts.
+async fn fidelity(plan: &BenchPlan, texts: Arc<Vec<String>>) -> Result<Fidelity, BenchError> {
+    let candidate = plan.base.clone();
+    let mut fp32 = plan.base.clone();
+    fp32.precision = Precision::Fp32;
+    let f = tokio::task::spawn_blocking(move || {
+        let a = OnnxEmbedder::load(&candidate)?;
+        let b = OnnxEmbedder::load(&fp32)?;
+        crate::fidelity::measure(&a, &b, &texts)
+    })
+    .await
+    .expect("fidelity task")?;
+    Ok(f)
 }
 
 struct Sample {
@@ -267,8 +302,17 @@ async fn one_run(
 /// The report as a fixed-width table.
 pub fn table(r: &BenchReport) -> String {
     let mut out = format!(
-        "device: {} ({} cores)\nmodel: {}\ndocs read in {:.2}s; window {}; median of {} run(s)\n\n",
-        r.device, r.cores, r.model, r.read_secs, r.window, r.runs
+        "device: {} ({} cores; {})\nmodel: {}\ncompute: {} on {} ({})\ndocs read in {:.2}s; window {}; median of {} run(s)\n\n",
+        r.device,
+        r.cores,
+        r.cpu_flags,
+        r.model,
+        r.compute.precision,
+        r.compute.runtime,
+        r.compute.isa,
+        r.read_secs,
+        r.window,
+        r.runs
     );
     out.push_str(&format!(
         "{:>5} {:>8} {:>7} {:>9} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
@@ -296,6 +340,12 @@ pub fn table(r: &BenchReport) -> String {
             row.infer_secs,
             row.upsert_secs,
             row.total_secs
+        ));
+    }
+    if let Some(f) = &r.fidelity {
+        out.push_str(&format!(
+            "\nfidelity {} vs {} over {} texts: cosine min {:.5} mean {:.5}; recall@10 {:.3} ({} queries)\n",
+            f.precision, f.against, f.texts, f.cosine_min, f.cosine_mean, f.recall_at_10, f.queries
         ));
     }
     out

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::embed::Device;
+use crate::embed::{Device, Precision};
 
 /// Reindex MongoDB collections into Qdrant: idempotent, resumable, no Kafka.
 #[derive(Debug, Parser)]
@@ -117,6 +117,18 @@ pub struct ModelArgs {
     /// cpu, or cuda (needs the onnxruntime-gpu libraries).
     #[arg(long, env = "M2Q_DEVICE", value_enum, default_value = "cpu")]
     pub device: Device,
+    /// Compute precision: auto (bf16 on CPUs with AMX-BF16 when OpenVINO is at hand, else
+    /// fp32), fp32 (ONNX Runtime) or bf16 (OpenVINO). An explicit choice is part of the content
+    /// hash (changing it re-embeds); auto is not.
+    #[arg(long, env = "M2Q_PRECISION", value_enum, default_value = "auto")]
+    pub precision: Precision,
+    /// OpenVINO's C library, for bf16 (PyPI openvino >= 2025.1; `bash models/fetch.sh`).
+    #[arg(
+        long,
+        env = "M2Q_OPENVINO_LIB",
+        default_value = "models/cache/openvino/libopenvino_c.so"
+    )]
+    pub openvino_library: PathBuf,
     /// Concurrent ONNX sessions; default: one per core up to 4 cores, then cores/4.
     #[arg(long, env = "M2Q_SESSIONS")]
     pub sessions: Option<usize>,
@@ -249,6 +261,10 @@ pub struct BenchArgs {
     /// Also upsert every vector into a throwaway embedded store (times the upsert share).
     #[arg(long)]
     pub upsert: bool,
+    /// Also compare the vectors with fp32 on the same texts: cosine min/mean, and recall@10 of
+    /// a built-in query set (the first words of 100 texts) searched over the texts.
+    #[arg(long)]
+    pub fidelity: bool,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod embed;
+pub mod fidelity;
 pub mod ids;
 pub mod pipeline;
 pub mod point;

@@ -132,6 +132,9 @@ pub struct RunReport {
     pub failures: Vec<Failure>,
     #[serde(default)]
     pub embedding: EmbedStatsReport,
+    /// The precision, runtime and instruction set the run embedded with.
+    #[serde(default)]
+    pub compute: crate::embed::Compute,
     #[serde(default)]
     pub status: RunStatus,
     /// The process's exit code.

@@ -79,6 +79,61 @@ fn int8_matches_reference_within_its_quantisation_error() {
     assert!(c >= 0.998, "cosine {c} for {text:?}");
 }
 
+/// bf16 (OpenVINO; AMX where the CPU has it) against fp32 (ONNX Runtime), the same int8-weight
+/// model: every reference text at cosine >= 0.999, and on 300 movie texts recall@10 >= 0.99 of
+/// a query set searched over them. On a CPU without bf16 units OpenVINO computes in fp32, and
+/// the bounds hold all the more.
+#[test]
+fn bf16_keeps_the_fidelity_bound_against_fp32() {
+    use mongo2qdrant::embed::Precision;
+    let bf16 = common::embedder_at(Precision::Bf16);
+    let fp32 = common::embedder_at(Precision::Fp32);
+    let cpu = mongo2qdrant::embed::precision::CpuFeatures::detect();
+    if cpu.amx_bf16 || cpu.avx512_bf16 {
+        assert_eq!(bf16.compute().precision, "bf16");
+    }
+    assert_eq!(bf16.compute().runtime, "openvino");
+    assert_eq!(fp32.compute().runtime, "onnxruntime");
+    // An explicit precision is part of the model identity; the two differ only there.
+    assert_eq!(
+        bf16.model_id().strip_suffix("/bf16"),
+        fp32.model_id().strip_suffix("/fp32")
+    );
+
+    let (texts, _) = reference();
+    let f = mongo2qdrant::fidelity::measure(&bf16, &fp32, &texts).unwrap();
+    assert!(f.cosine_min >= 0.999, "{f:?}");
+    let f = mongo2qdrant::fidelity::measure(&bf16, &fp32, &common::movie_texts(300)).unwrap();
+    assert!(f.cosine_min >= 0.999 && f.recall_at_10 >= 0.99, "{f:?}");
+    assert_eq!(f.queries, 100);
+
+    // Batched and alone agree in bf16 too: padding does not leak into the pooling.
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (all, _) = bf16.embed(&refs).unwrap();
+    for (t, v) in texts.iter().zip(&all).take(4) {
+        let (one, _) = bf16.embed(&[t.as_str()]).unwrap();
+        assert!(cosine(&one[0], v) > 0.9999);
+    }
+}
+
+/// bf16 with OpenVINO missing: an explicit request fails naming the fix; `auto` computes in
+/// fp32 instead.
+#[test]
+fn a_missing_openvino_fails_bf16_and_leaves_auto_at_fp32() {
+    use mongo2qdrant::embed::{OnnxEmbedder, Precision};
+    let mut c = common::embed_config();
+    c.openvino_library = std::path::PathBuf::from("/nonexistent/libopenvino_c.so");
+    c.precision = Precision::Bf16;
+    let e = OnnxEmbedder::load(&c).unwrap_err().to_string();
+    assert!(
+        e.contains("models/fetch.sh") && e.contains("--precision fp32"),
+        "{e}"
+    );
+    c.precision = Precision::Auto;
+    let auto = OnnxEmbedder::load(&c).unwrap();
+    assert_eq!(auto.compute().precision, "fp32");
+}
+
 /// Long texts are cut at 256 tokens like sentence-transformers; a text of 600 words must not
 /// fail or differ from the reference (covered above), and must cost at most 256 tokens.
 #[test]

@@ -37,6 +37,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
         runs: args.runs,
         upsert_into: args.upsert.then(|| scratch.clone()),
+        fidelity: args.fidelity,
     };
     let report = crate::bench::run(&plan, texts, read_secs).await;
     let _ = std::fs::remove_dir_all(&scratch);

@@ -62,6 +62,10 @@ pub async fn load_embedder(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder
         tracing::info!(
             model = embedder.model_id(),
             dimension = embedder.dimension(),
+            precision = embedder.compute().precision,
+            runtime = embedder.compute().runtime,
+            isa = embedder.compute().isa,
+            why = %embedder.compute().reason,
             sessions = config.sessions,
             intra_threads = config.intra_threads,
             "model loaded"

@@ -195,6 +195,8 @@ impl ModelArgs {
         }
         let mut c = EmbedConfig::with_defaults(self.model_dir.clone(), self.ort_library.clone());
         c.device = self.device;
+        c.precision = self.precision;
+        c.openvino_library = self.openvino_library.clone();
         c.sessions = self.sessions.unwrap_or(sessions).max(1);
         c.intra_threads = self.intra_threads.unwrap_or(intra).max(1);
         c.max_batch = self.max_batch;

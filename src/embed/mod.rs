@@ -1,12 +1,16 @@
 //! Embedding stage: the [`Embedder`] trait, the ONNX Runtime implementation and the worker
 //! thread that keeps CPU work off the async runtime.
 
+pub mod dequant;
 pub mod onnx;
+pub mod openvino;
+pub mod precision;
 pub mod worker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use onnx::OnnxEmbedder;
+pub use precision::{Compute, Precision};
 
 /// Errors of the embedding stage. Each names the fix.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,16 @@ pub enum EmbedError {
         "CUDA execution provider unavailable: {0}; install the onnxruntime-gpu wheel's libraries (CUDA 13, cuDNN 9), set ORT_DYLIB_PATH to its libonnxruntime.so, or use --device cpu"
     )]
     Cuda(String),
+    #[error(
+        "OpenVINO library not found at {0}: run `bash models/fetch.sh`, set M2Q_OPENVINO_LIB to libopenvino_c.so (PyPI openvino >= 2025.1), or use --precision fp32"
+    )]
+    OpenVinoMissing(PathBuf),
+    #[error("OpenVINO ({0}): {1}; or use --precision fp32")]
+    OpenVino(PathBuf, String),
+    #[error("{0}")]
+    Precision(String),
+    #[error("inference: {0}")]
+    Inference(String),
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
     #[error("model output has unexpected shape {0:?}; expected [batch, tokens, dim]")]
@@ -53,7 +67,11 @@ pub struct EmbedConfig {
     pub model_dir: PathBuf,
     /// The ONNX Runtime shared library.
     pub ort_library: PathBuf,
+    /// OpenVINO's C library (`libopenvino_c.so`), for bf16.
+    pub openvino_library: PathBuf,
     pub device: Device,
+    /// Requested precision; `auto` picks from the CPU's features.
+    pub precision: Precision,
     /// Concurrent ONNX sessions.
     pub sessions: usize,
     /// Intra-op threads per session.
@@ -72,10 +90,18 @@ impl EmbedConfig {
     /// small batches keep the attention buffers, which grow with batch x length^2, small.
     pub fn with_defaults(model_dir: PathBuf, ort_library: PathBuf) -> Self {
         let (sessions, intra_threads) = default_layout(available_cores());
+        // OpenVINO beside ONNX Runtime, where models/fetch.sh puts it.
+        let openvino_library = ort_library
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+            .join("openvino/libopenvino_c.so");
         Self {
             model_dir,
             ort_library,
+            openvino_library,
             device: Device::Cpu,
+            precision: Precision::Auto,
             sessions,
             intra_threads,
             max_batch: 16,
@@ -139,6 +165,8 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     /// Identity of the model (name and file digest): part of every content hash.
     fn model_id(&self) -> &str;
+    /// The precision, runtime and instruction set inference runs on.
+    fn compute(&self) -> &Compute;
     /// Split `text` into windows of at most `size` tokens overlapping by `overlap` tokens.
     /// Returns the text unchanged (one chunk) when it fits.
     fn chunk(&self, text: &str, size: usize, overlap: usize) -> Vec<String>;

@@ -189,6 +189,7 @@ pub async fn sync<S: Sink>(
         namespaces,
         failures: log.failures(),
         embedding: log.embedding(),
+        compute: worker.embedder().compute().clone(),
         status: if interrupted {
             RunStatus::Interrupted
         } else {

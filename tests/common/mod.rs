@@ -26,7 +26,32 @@ pub fn embed_config() -> EmbedConfig {
     let lib = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models/cache/onnxruntime/libonnxruntime.so"));
-    EmbedConfig::with_defaults(model, lib)
+    let mut c = EmbedConfig::with_defaults(model, lib);
+    if let Some(ov) = std::env::var_os("M2Q_OPENVINO_LIB") {
+        c.openvino_library = PathBuf::from(ov);
+    }
+    c
+}
+
+/// The default model at an explicit `precision` (not cached: each call loads).
+pub fn embedder_at(precision: mongo2qdrant::embed::Precision) -> OnnxEmbedder {
+    let mut c = embed_config();
+    c.precision = precision;
+    OnnxEmbedder::load(&c).expect("run `bash models/fetch.sh` (it fetches OpenVINO too)")
+}
+
+/// The first `n` test movies rendered as `{title}\n{extract}`.
+pub fn movie_texts(n: usize) -> Vec<String> {
+    movies(n)
+        .iter()
+        .map(|d| {
+            format!(
+                "{}\n{}",
+                d.get_str("title").unwrap_or(""),
+                d.get_str("extract").unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// One embedder per test binary (loading takes a moment).
@@ -46,6 +71,7 @@ pub fn embedder_fp32() -> Arc<OnnxEmbedder> {
     E.get_or_init(|| {
         let mut c = embed_config();
         c.model_dir = c.model_dir.with_file_name("all-MiniLM-L6-v2-fp32");
+        c.precision = mongo2qdrant::embed::Precision::Fp32;
         Arc::new(OnnxEmbedder::load(&c).expect("run `bash models/fetch.sh`"))
     })
     .clone()
@@ -437,6 +463,9 @@ pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mongo2qdrant"));
     c.env("M2Q_MODEL", &cfg.model_dir)
         .env("ORT_DYLIB_PATH", &cfg.ort_library)
+        .env("M2Q_OPENVINO_LIB", &cfg.openvino_library)
+        .env_remove("M2Q_PRECISION")
+        .env_remove("M2Q_CPU_FLAGS")
         .env("NO_COLOR", "1")
         .env_remove("QDRANT_URL")
         .stdout(Stdio::piped())
