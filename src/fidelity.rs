@@ -28,10 +28,9 @@ pub struct Fidelity {
 /// The built-in queries over `texts`: the first words of evenly spaced texts, the way a user
 /// types part of a title or a sentence they remember.
 pub fn queries(texts: &[String]) -> Vec<String> {
-    let step = texts.len().div_ceil(QUERIES).max(1);
-    texts
-        .iter()
-        .step_by(step)
+    let n = QUERIES.min(texts.len());
+    (0..n)
+        .map(|k| &texts[k * texts.len() / n])
         .map(|t| {
             t.split_whitespace()
                 .take(QUERY_WORDS)

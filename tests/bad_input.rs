@@ -112,11 +112,19 @@ fn missing_model_names_the_fetch_command() {
     );
 }
 
+/// ONNX Runtime is the fp32 path (on a CPU with AMX, `auto` runs bf16 in OpenVINO instead).
 #[test]
 fn missing_or_wrong_onnx_runtime_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["search", "x", "--collection-name", "c"])
+        .args([
+            "search",
+            "x",
+            "--collection-name",
+            "c",
+            "--precision",
+            "fp32",
+        ])
         .arg("--qdrant-path")
         .arg(dir.path())
         .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
@@ -133,7 +141,14 @@ fn missing_or_wrong_onnx_runtime_names_the_fix() {
     let not_ort = dir.path().join("libnot.so");
     std::fs::write(&not_ort, b"\x7fELF garbage").unwrap();
     let out = bin()
-        .args(["search", "x", "--collection-name", "c"])
+        .args([
+            "search",
+            "x",
+            "--collection-name",
+            "c",
+            "--precision",
+            "fp32",
+        ])
         .arg("--qdrant-path")
         .arg(dir.path())
         .env("ORT_DYLIB_PATH", &not_ort)

@@ -56,13 +56,7 @@ async fn status_and_search_after_a_sync() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"));
 
-    assert!(
-        sync_cmd(&m, "s", "films", &store)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::assert_ok(&sync_cmd(&m, "s", "films", &store).output().unwrap());
     let out = bin()
         .args(["status", "--json"])
         .arg("--qdrant-path")

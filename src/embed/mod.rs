@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod onnx;
 pub mod openvino;
 pub mod precision;
+mod runner;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
