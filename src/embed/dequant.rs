@@ -242,16 +242,21 @@ fn tensor(buf: &[u8]) -> Result<Tensor<'_>, String> {
 }
 
 fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 4 + name.len() + 32);
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor_bytes(name, dims, FLOAT, &raw)
+}
+
+/// A TensorProto with `raw` data of `data_type`.
+fn tensor_bytes(name: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + name.len() + 32);
     for &d in dims {
         put_varint(&mut out, TENSOR_DIMS << 3);
         put_varint(&mut out, d as u64);
     }
     put_varint(&mut out, TENSOR_DATA_TYPE << 3);
-    put_varint(&mut out, FLOAT);
+    put_varint(&mut out, data_type);
     put_len(&mut out, TENSOR_NAME, name.as_bytes());
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    put_len(&mut out, TENSOR_RAW_DATA, &raw);
+    put_len(&mut out, TENSOR_RAW_DATA, raw);
     out
 }
 
@@ -370,20 +375,8 @@ mod tests {
     }
 
     fn int8_tensor(name: &str, dims: &[usize], q: &[i8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for &d in dims {
-            put_varint(&mut b, TENSOR_DIMS << 3);
-            put_varint(&mut b, d as u64);
-        }
-        put_varint(&mut b, TENSOR_DATA_TYPE << 3);
-        put_varint(&mut b, INT8);
-        put_len(&mut b, TENSOR_NAME, name.as_bytes());
-        put_len(
-            &mut b,
-            TENSOR_RAW_DATA,
-            &q.iter().map(|&x| x as u8).collect::<Vec<_>>(),
-        );
-        b
+        let raw: Vec<u8> = q.iter().map(|&x| x as u8).collect();
+        tensor_bytes(name, dims, INT8, &raw)
     }
 
     #[test]
