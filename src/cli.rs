@@ -33,6 +33,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Read documents, embed what changed, upsert into Qdrant, checkpoint.
     Sync(Box<SyncArgs>),
+    /// Keep Qdrant in step with MongoDB continuously: a pass where needed, then the change
+    /// streams. Takes the same flags as `sync`, and `--metrics-addr` for probes and Prometheus.
+    Watch(Box<WatchArgs>),
     /// Compare source and target without writing: missing, stale, orphaned and duplicate
     /// points; exits 3 when they differ. Takes the same flags as `sync`.
     Verify(Box<SyncArgs>),
@@ -208,6 +211,24 @@ pub struct SyncArgs {
     /// No progress bars or progress log lines.
     #[arg(long, env = "M2Q_QUIET")]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+    /// Most change events per micro-batch (one read of the changed documents, one embedding
+    /// call, one write each).
+    #[arg(long, env = "M2Q_WATCH_BATCH", default_value_t = 256)]
+    pub watch_batch: usize,
+    /// Longest wait, in milliseconds, for more events after the first of a micro-batch (also
+    /// the server's wait for new events per getMore): lower is fresher, higher batches more.
+    #[arg(long, env = "M2Q_WATCH_DELAY_MS", default_value_t = 200)]
+    pub watch_delay_ms: u64,
+    /// Serve /healthz (readiness: every initial pass done, stream moving), /livez (liveness)
+    /// and Prometheus /metrics on this address, e.g. 0.0.0.0:9187.
+    #[arg(long, env = "M2Q_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod embed;
 pub mod fidelity;
 pub mod ids;
+pub mod metrics;
 pub mod pipeline;
 pub mod point;
 pub mod progress;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Sync(args) => commands::sync::sync(*args).await,
+        Command::Watch(args) => commands::watch::watch(*args).await,
         Command::Verify(args) => commands::verify::verify(*args).await,
         Command::Search(args) => commands::search::search(*args).await,
         Command::Status(args) => commands::status::status(*args).await,

@@ -7,6 +7,7 @@ pub mod search;
 pub mod status;
 pub mod sync;
 pub mod verify;
+pub mod watch;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,4 +1,5 @@
-//! `status`: each namespace's checkpoint, the leases and the last run's report, from the typed
+//! `status`: each namespace's checkpoint, its change-stream position (`watch`), the leases and
+//! the last run's report, from the typed
 //! records of the records collection.
 
 use std::process::ExitCode;
@@ -10,7 +11,9 @@ use crate::cli::StatusArgs;
 use crate::point::route;
 use crate::report::RunReport;
 use crate::sink::{Sink, TargetKind};
-use crate::state::{Checkpoint, Lease, LockError, Record, StateStore, lock_store};
+use crate::state::{
+    Checkpoint, Lease, LockError, Phase, Record, StateStore, WatchState, lock_store,
+};
 
 /// What `status` shows (and prints as JSON with `--json`).
 #[derive(Debug, Serialize)]
@@ -25,6 +28,8 @@ pub enum Status {
     Records {
         target: String,
         checkpoints: Vec<Checkpoint>,
+        /// Change-stream positions of `watch`.
+        watches: Vec<WatchState>,
         leases: Vec<Lease>,
         last_run: Option<Box<RunReport>>,
     },
@@ -57,23 +62,26 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
     let target = open_target(kind)?;
     let store = StateStore::open(target.as_ref(), false).await?;
     let (mut checkpoints, mut leases, mut last_run) = (Vec::new(), Vec::new(), None);
+    let mut watches = Vec::new();
     for r in store.records().await? {
         match r {
             Record::Checkpoint(c) => checkpoints.push(c),
             Record::Lease(l) => leases.push(l),
             Record::Run { report } => last_run = Some(report),
+            Record::Watch(w) => watches.push(w),
         }
     }
     Ok(Status::Records {
         target: target.describe(),
         checkpoints,
+        watches,
         leases,
         last_run,
     })
 }
 
 fn print_status(s: &Status) {
-    let (target, checkpoints, leases, last_run) = match s {
+    let (target, checkpoints, watches, leases, last_run) = match s {
         Status::Locked {
             store, locked_by, ..
         } => {
@@ -83,9 +91,10 @@ fn print_status(s: &Status) {
         Status::Records {
             target,
             checkpoints,
+            watches,
             leases,
             last_run,
-        } => (target, checkpoints, leases, last_run),
+        } => (target, checkpoints, watches, leases, last_run),
     };
     crate::out!("{target}");
     if checkpoints.is_empty() {
@@ -106,6 +115,20 @@ fn print_status(s: &Status) {
             c.updated_at,
             c.run_id,
             c.model,
+        );
+    }
+    for w in watches {
+        crate::out!(
+            "  watch {} -> {}: {}, changes applied up to cluster time {}, updated {}, run {}",
+            w.namespace,
+            w.target,
+            match w.phase {
+                Phase::Pass => "initial pass under way",
+                Phase::Stream => "streaming",
+            },
+            w.applied_until,
+            w.updated_at,
+            w.run_id,
         );
     }
     let now = std::time::SystemTime::now()

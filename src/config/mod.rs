@@ -63,6 +63,16 @@ pub enum ConfigError {
     Namespace(String),
     #[error("target collection `{name}`: {reason}; choose another --collection-name")]
     CollectionName { name: String, reason: &'static str },
+    #[error(
+        "{0} is for `sync` and `verify`; `watch` writes every change as it happens (run `sync {0}` first if you need it)"
+    )]
+    NotForWatch(&'static str),
+    #[error(
+        "{0} has no change stream: `watch` reads MongoDB collections; use `sync --file` for files"
+    )]
+    Unwatchable(String),
+    #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
+    MetricsAddr { addr: String, reason: String },
 }
 
 impl From<TemplateError> for ConfigError {

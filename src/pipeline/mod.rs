@@ -13,6 +13,7 @@
 //! point is, in [`crate::point`]; how it is written, in [`crate::writer`]; where a pass stands,
 //! in [`crate::state`].
 
+mod changes;
 pub mod guard;
 mod stages;
 
@@ -35,6 +36,7 @@ use crate::state::checkpoint::PassKey;
 use crate::state::lease::{self, Holder, LockError, Renewer};
 use crate::state::{Cursor, StateError, StateStore, now_rfc3339};
 use crate::writer::Writer;
+pub use changes::{WatchOptions, watch};
 use mongodb::bson::Bson;
 use serde_json::Value;
 use stages::{EmbeddedUnit, Preparer, Unit};
@@ -133,19 +135,8 @@ pub async fn sync<S: Sink>(
         }
     }
 
-    // Jobs that write the same points (one source, one target, several named vectors) run one
-    // after the other; all others concurrently.
-    let mut groups: Vec<Vec<Job>> = Vec::new();
-    for job in jobs {
-        match groups.iter_mut().find(|g| {
-            g[0].target == job.target && g[0].source.namespace() == job.source.namespace()
-        }) {
-            Some(g) => g.push(job),
-            None => groups.push(vec![job]),
-        }
-    }
     let mut tasks = Vec::new();
-    for group in groups {
+    for group in groups(jobs) {
         let (sink, worker, mut opts, log) =
             (sink.clone(), worker.clone(), opts.clone(), log.clone());
         if rebuilt.contains(&group[0].target) {
@@ -177,8 +168,37 @@ pub async fn sync<S: Sink>(
     if let Some(e) = first_error {
         return Err(e);
     }
+    Ok(report(
+        &opts, started, started_at, &log, namespaces, &worker,
+    ))
+}
+
+/// Jobs that write the same points (one source, one target, several named vectors) run one
+/// after the other: one group each; groups run concurrently.
+fn groups(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|g| {
+            g[0].target == job.target && g[0].source.namespace() == job.source.namespace()
+        }) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
+}
+
+/// The report of a run that began at `started` and ended now.
+fn report(
+    opts: &SyncOptions,
+    started: Instant,
+    started_at: String,
+    log: &RunLog,
+    namespaces: Vec<NamespaceReport>,
+    worker: &EmbedWorker,
+) -> RunReport {
     let interrupted = *opts.stop.borrow();
-    Ok(RunReport {
+    RunReport {
         run_id: opts.run_id.clone(),
         started_at,
         finished_at: now_rfc3339(),
@@ -197,7 +217,7 @@ pub async fn sync<S: Sink>(
         },
         exit_status: 0,
         error: None,
-    })
+    }
 }
 
 /// Make every job's target collection fit (a dry run only checks), and open the records
@@ -261,9 +281,7 @@ async fn prepare_targets<S: Sink>(
     Ok(rebuilt)
 }
 
-/// One job under its lease (a Qdrant server; the embedded store is locked as a whole): the
-/// lease is renewed while the pass runs and released on every way out, so that a retry (a
-/// restarted pod) need not wait for it to expire.
+/// One job under its lease (a Qdrant server; the embedded store is locked as a whole).
 async fn sync_namespace<S: Sink>(
     sink: &Arc<S>,
     worker: &EmbedWorker,
@@ -271,22 +289,42 @@ async fn sync_namespace<S: Sink>(
     opts: &SyncOptions,
     log: &Arc<RunLog>,
 ) -> Result<NamespaceReport, PipelineError> {
-    if !sink.needs_lease() || opts.dry_run {
+    if opts.dry_run {
         return pass(sink, worker, job, opts, log, None).await;
     }
     let (target, namespace) = (job.target.clone(), job.source.namespace().to_string());
+    under_lease(sink, &target, &namespace, &opts.run_id, async |lease| {
+        pass(sink, worker, job, opts, log, lease).await
+    })
+    .await
+}
+
+/// Run `work` under the lease of (`target`, `namespace`) on a Qdrant server (the embedded
+/// store is locked as a whole: no lease, `None`): the lease is renewed while `work` runs and
+/// released on every way out, so that a retry (a restarted pod) need not wait for it to
+/// expire. `work` gets the receiver that says when the lease was lost: writes stop there.
+async fn under_lease<S: Sink, T>(
+    sink: &Arc<S>,
+    target: &str,
+    namespace: &str,
+    run_id: &str,
+    work: impl AsyncFnOnce(Option<watch::Receiver<Option<String>>>) -> Result<T, PipelineError>,
+) -> Result<T, PipelineError> {
+    if !sink.needs_lease() {
+        return work(None).await;
+    }
     let store = StateStore::open(sink.as_ref(), false).await?;
-    let holder = Holder::me(&opts.run_id);
-    lease::acquire(&store, &target, &namespace, &holder).await?;
+    let holder = Holder::me(run_id);
+    lease::acquire(&store, target, namespace, &holder).await?;
     let renewer = Renewer::start(
         sink.clone(),
-        target.clone(),
-        namespace.clone(),
+        target.to_owned(),
+        namespace.to_owned(),
         holder.clone(),
     );
-    let result = pass(sink, worker, job, opts, log, Some(renewer.lost())).await;
+    let result = work(Some(renewer.lost())).await;
     drop(renewer);
-    if let Err(e) = lease::release(&store, &target, &namespace, &holder).await {
+    if let Err(e) = lease::release(&store, target, namespace, &holder).await {
         tracing::warn!(
             "releasing the lease of {namespace} -> {target} failed ({e}); it expires by itself"
         );
@@ -302,6 +340,20 @@ fn still_held(lease: &Option<watch::Receiver<Option<String>>>) -> Result<(), Pip
     }
 }
 
+/// What identifies `job`'s pass under `opts` with `embedder`.
+fn pass_key(job: &Job, opts: &SyncOptions, embedder: &dyn crate::embed::Embedder) -> PassKey {
+    let model = embedder.model_id().to_owned();
+    PassKey {
+        target: job.target.clone(),
+        namespace: job.source.namespace().to_string(),
+        vector: job.vector_name.clone(),
+        settings: settings_hash(&model, job, opts.chunking),
+        model,
+        dimension: embedder.dimension(),
+        run_id: opts.run_id.clone(),
+    }
+}
+
 /// One pass of one job: the stages wired together, then deletions and the final checkpoint.
 /// `lease` (a server target) says when the lease was lost: writes stop there.
 async fn pass<S: Sink>(
@@ -314,16 +366,7 @@ async fn pass<S: Sink>(
 ) -> Result<NamespaceReport, PipelineError> {
     let ns_text = job.source.namespace().to_string();
     let embedder = worker.embedder().clone();
-    let model = embedder.model_id().to_owned();
-    let key = PassKey {
-        target: job.target.clone(),
-        namespace: ns_text.clone(),
-        vector: job.vector_name.clone(),
-        settings: settings_hash(&model, &job, opts.chunking),
-        model,
-        dimension: embedder.dimension(),
-        run_id: opts.run_id.clone(),
-    };
+    let key = pass_key(&job, opts, embedder.as_ref());
     let store = StateStore::open(sink.as_ref(), false).await?;
     let mut cursor =
         Cursor::open(store, key, opts.fresh, job.source.resumable(), opts.dry_run).await?;

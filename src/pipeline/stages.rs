@@ -87,45 +87,55 @@ pub(super) async fn embed(
     tx: mpsc::Sender<EmbeddedUnit>,
 ) -> Result<(), PipelineError> {
     while let Some(unit) = rx.recv().await {
-        let mut counts = unit.counts;
-        counts.embedded = unit.docs.len() as u64;
-        let texts: Vec<String> = unit
-            .docs
-            .iter()
-            .flat_map(|d| d.chunks.iter().map(|(_, t)| t.clone()))
-            .collect();
-        let mut points = Vec::with_capacity(texts.len());
-        if !texts.is_empty() && !dry_run {
-            let (vectors, stats) = worker.embed(texts).await?;
-            log.embedded(&stats);
-            let mut vectors = vectors.into_iter();
-            for doc in unit.docs {
-                for (i, (id, _)) in doc.chunks.into_iter().enumerate() {
-                    let mut payload = doc.payload.clone();
-                    payload.insert(keys::CHUNK.into(), Value::from(i));
-                    points.push(Point {
-                        id,
-                        vector: vectors.next().expect("one vector per text"),
-                        payload,
-                    });
-                }
-            }
-        }
-        let out = EmbeddedUnit {
-            writes: Writes {
-                points,
-                payload_only: unit.payload_only,
-                deletes: unit.deletes,
-            },
-            lost: unit.lost,
-            last_id: unit.last_id,
-            counts,
-        };
+        let out = embed_unit(&worker, &log, dry_run, unit).await?;
         if tx.send(out).await.is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// Embed one unit's changed documents (none in a dry run): its points, ready for the writer.
+pub(super) async fn embed_unit(
+    worker: &EmbedWorker,
+    log: &RunLog,
+    dry_run: bool,
+    unit: Unit,
+) -> Result<EmbeddedUnit, PipelineError> {
+    let mut counts = unit.counts;
+    counts.embedded = unit.docs.len() as u64;
+    let texts: Vec<String> = unit
+        .docs
+        .iter()
+        .flat_map(|d| d.chunks.iter().map(|(_, t)| t.clone()))
+        .collect();
+    let mut points = Vec::with_capacity(texts.len());
+    if !texts.is_empty() && !dry_run {
+        let (vectors, stats) = worker.embed(texts).await?;
+        log.embedded(&stats);
+        let mut vectors = vectors.into_iter();
+        for doc in unit.docs {
+            for (i, (id, _)) in doc.chunks.into_iter().enumerate() {
+                let mut payload = doc.payload.clone();
+                payload.insert(keys::CHUNK.into(), Value::from(i));
+                points.push(Point {
+                    id,
+                    vector: vectors.next().expect("one vector per text"),
+                    payload,
+                });
+            }
+        }
+    }
+    Ok(EmbeddedUnit {
+        writes: Writes {
+            points,
+            payload_only: unit.payload_only,
+            deletes: unit.deletes,
+        },
+        lost: unit.lost,
+        last_id: unit.last_id,
+        counts,
+    })
 }
 
 /// What chunk 0 of a stored document says about it (for one vector).
@@ -185,7 +195,7 @@ impl<S: Sink> Preparer<S> {
     }
 
     /// One unit from `items`: each document prepared and compared with what the target holds.
-    async fn unit(
+    pub(super) async fn unit(
         &self,
         items: impl Iterator<Item = SourceItem>,
         target_exists: bool,
@@ -318,6 +328,25 @@ impl<S: Sink> Preparer<S> {
             }
         }
         Ok(unit)
+    }
+
+    /// Every stored point of this job's vector of the documents `ids` (all their chunks, as
+    /// chunk 0 counts them): what goes when the documents are gone.
+    pub(super) async fn stored_points(&self, ids: &[Bson]) -> Result<Vec<Uuid>, PipelineError> {
+        let ns = self.job.source.namespace();
+        let firsts: Vec<Uuid> = ids
+            .iter()
+            .map(|id| point_id(&ns.database, &ns.collection, id, 0))
+            .collect();
+        let stored = self.stored_states(&firsts).await?;
+        Ok(ids
+            .iter()
+            .zip(&firsts)
+            .flat_map(|(id, first)| {
+                let n = stored.get(first).map_or(0, |s| s.chunks);
+                (0..n).map(|i| point_id(&ns.database, &ns.collection, id, i))
+            })
+            .collect())
     }
 
     /// What is wrong with each of `docs`' stored points ([`crate::point::defect`]), in order.

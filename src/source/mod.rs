@@ -2,6 +2,7 @@
 //! mongoexport JSON / JSONL files. Both stream into a bounded channel: a full channel makes the
 //! reader wait, nothing is ever dropped.
 
+pub mod changes;
 pub mod file;
 pub mod mongo;
 
@@ -80,6 +81,15 @@ pub enum SourceError {
     },
     #[error("the reader stopped because the pipeline closed")]
     Closed,
+    /// A change stream cannot resume: the server no longer has the history after the stored
+    /// token (its oplog moved on while nothing read it).
+    #[error("change stream history of {namespace} is lost ({reason})")]
+    HistoryLost { namespace: String, reason: String },
+    /// `watch` needs a MongoDB change stream.
+    #[error(
+        "{0}: no change stream to watch; `watch` reads MongoDB collections (a replica set or sharded cluster), use `sync` for files"
+    )]
+    NoChangeStream(String),
 }
 
 impl crate::retry::Transient for SourceError {

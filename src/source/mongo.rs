@@ -109,6 +109,13 @@ impl MongoSource {
             .collection(&self.namespace.collection)
     }
 
+    /// The collection, for change streams (typed events).
+    pub(super) fn typed_collection(&self) -> Collection<Document> {
+        self.client
+            .database(&self.namespace.database)
+            .collection(&self.namespace.collection)
+    }
+
     fn query_error(&self, source: mongodb::error::Error) -> SourceError {
         SourceError::Query {
             namespace: self.namespace.to_string(),
@@ -139,6 +146,40 @@ impl MongoSource {
         Ok(out)
     }
 
+    /// The current version of each of `ids` that matches the filter, and the `ids` that do not
+    /// (deleted, or outside the filter): what `watch` makes the target agree with.
+    pub async fn fetch(&self, ids: &[Bson]) -> Result<(Vec<SourceItem>, Vec<Bson>), SourceError> {
+        let mut items = Vec::new();
+        let mut found = HashSet::new();
+        for part in ids.chunks(1000) {
+            let by_id = doc! {"_id": {"$in": part.to_vec()}};
+            let filter = if self.filter.is_empty() {
+                by_id
+            } else {
+                doc! {"$and": [self.filter.clone(), by_id]}
+            };
+            let collection = self.collection();
+            let mut find = collection.find(filter).batch_size(self.batch_size);
+            if let Some(p) = &self.projection {
+                find = find.projection(p.clone());
+            }
+            let mut cursor = find.await.map_err(|e| self.query_error(e))?;
+            while cursor.advance().await.map_err(|e| self.query_error(e))? {
+                let raw = cursor.current();
+                if let Some(id) = raw_id(raw) {
+                    found.insert(id_key(&id));
+                }
+                items.push(decode(raw));
+            }
+        }
+        let gone = ids
+            .iter()
+            .filter(|id| !found.contains(&id_key(id)))
+            .cloned()
+            .collect();
+        Ok((items, gone))
+    }
+
     pub async fn estimated_count(&self) -> Option<u64> {
         self.collection().estimated_document_count().await.ok()
     }
@@ -166,28 +207,7 @@ impl MongoSource {
         let mut cursor = find.await.map_err(|e| self.query_error(e))?;
         let mut sent = 0u64;
         while cursor.advance().await.map_err(|e| self.query_error(e))? {
-            let raw = cursor.current();
-            let item = match mongodb::bson::from_slice_utf8_lossy::<Document>(raw.as_bytes()) {
-                Ok(doc) => match doc.get("_id") {
-                    Some(id) => SourceItem::Doc(super::SourceDoc {
-                        id: id.clone(),
-                        doc,
-                    }),
-                    None => SourceItem::Bad {
-                        at: "(no _id)".into(),
-                        reason: "document has no _id".into(),
-                    },
-                },
-                Err(e) => SourceItem::Bad {
-                    at: raw
-                        .get("_id")
-                        .ok()
-                        .flatten()
-                        .and_then(|r| Bson::try_from(r.to_raw_bson()).ok())
-                        .map_or_else(|| "(unreadable _id)".into(), |b| id_text(&b)),
-                    reason: format!("undecodable BSON: {e}"),
-                },
-            };
+            let item = decode(cursor.current());
             let id = match &item {
                 SourceItem::Doc(d) => Some(d.id.clone()),
                 SourceItem::Bad { .. } => None,
@@ -200,6 +220,39 @@ impl MongoSource {
         }
         Ok(sent)
     }
+}
+
+/// One document as read: its `_id` and fields, or why it cannot be read.
+fn decode(raw: &mongodb::bson::RawDocument) -> SourceItem {
+    match mongodb::bson::from_slice_utf8_lossy::<Document>(raw.as_bytes()) {
+        Ok(doc) => match doc.get("_id") {
+            Some(id) => SourceItem::Doc(super::SourceDoc {
+                id: id.clone(),
+                doc,
+            }),
+            None => SourceItem::Bad {
+                at: "(no _id)".into(),
+                reason: "document has no _id".into(),
+            },
+        },
+        Err(e) => SourceItem::Bad {
+            at: raw_id(raw).map_or_else(|| "(unreadable _id)".into(), |b| id_text(&b)),
+            reason: format!("undecodable BSON: {e}"),
+        },
+    }
+}
+
+/// The `_id` of a raw document, if it reads.
+fn raw_id(raw: &mongodb::bson::RawDocument) -> Option<Bson> {
+    raw.get("_id")
+        .ok()
+        .flatten()
+        .and_then(|r| Bson::try_from(r.to_raw_bson()).ok())
+}
+
+/// An `_id` as canonical Extended JSON text: equal for equal `_id`s of the same type.
+pub fn id_key(id: &Bson) -> String {
+    id.clone().into_canonical_extjson().to_string()
 }
 
 /// MongoDB's sort order of `_id` values by BSON type bracket (the documented comparison /

@@ -1,9 +1,10 @@
 //! The records collection: one owner for the state that several parts read. Every record is a
-//! typed [`Record`] (checkpoint, lease, run) in a collection next to the data
+//! typed [`Record`] (checkpoint, lease, run, watch) in a collection next to the data
 //! ([`RECORDS_COLLECTION`]); sync, `status` and locking read the same types.
 
 pub mod checkpoint;
 pub mod lease;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 pub use checkpoint::{Checkpoint, Cursor, checkpoint_id};
 pub use lease::{Holder, Lease, LockError, StoreLock, lock_store};
+pub use watch::{Phase, WatchState};
 
 use crate::ids::named_uuid;
 use crate::report::RunReport;
@@ -28,6 +30,7 @@ pub enum Record {
     Checkpoint(Checkpoint),
     Lease(Lease),
     Run { report: Box<RunReport> },
+    Watch(WatchState),
 }
 
 /// Errors reading or writing records.

@@ -1,0 +1,498 @@
+//! `watch`: keep the target in step with MongoDB continuously. Per source namespace and target,
+//! under one lease for as long as it runs:
+//!
+//! ```text
+//! open the change stream (at the stored token, or now) -> a full pass when needed
+//!   -> micro-batches of changed _ids -> read their current versions (with the filter)
+//!   -> prepare -> embed -> write (the pass's stages) -> store the token (after the acks)
+//! ```
+//!
+//! The stream is opened before the pass, so nothing that changes during the pass is missed.
+//! A pass is needed on the first start, when the settings changed, and to reconcile: when the
+//! server lost the history after the stored token, or the collection was dropped or renamed
+//! (then the pass prunes, under the `--max-delete` guard). The token is stored only after the
+//! writes of every event before it were acknowledged, so a restart (also after kill -9) applies
+//! some events twice at worst, which changes nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::Bson;
+use tokio::sync::watch;
+
+use super::stages::{self, Preparer};
+use super::{
+    PipelineError, SyncOptions, groups, pass, pass_key, prepare_targets, report, still_held,
+    under_lease,
+};
+use crate::embed::worker::EmbedWorker;
+use crate::metrics::Metrics;
+use crate::point::Job;
+use crate::report::{Counts, NamespaceReport, RunLog, RunReport, Stats};
+use crate::sink::{Retrying, Sink};
+use crate::source::changes::ChangeFeed;
+use crate::source::{MongoSource, Source, SourceError, SourceItem};
+use crate::state::checkpoint::Cursor;
+use crate::state::{Phase, StateStore, WatchState, now_rfc3339};
+use crate::writer::Writer;
+
+/// How a watch reads its streams.
+#[derive(Clone)]
+pub struct WatchOptions {
+    /// Most events per micro-batch.
+    pub max_events: usize,
+    /// Longest a micro-batch waits for more events after its first, and a getMore for any.
+    pub delay: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl WatchOptions {
+    /// Batches of up to 256 events, 200 ms.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            max_events: 256,
+            delay: Duration::from_millis(200),
+            metrics,
+        }
+    }
+}
+
+/// How often an idle stream's position is stored (its token moves with the server's clock).
+const IDLE_SAVE: Duration = Duration::from_secs(10);
+
+/// Watch every job until `opts.stop`: a pass where needed, then the change streams. Returns the
+/// report when stopped; an error ends every stream (the stored tokens hold).
+pub async fn watch<S: Sink>(
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    jobs: Vec<Job>,
+    opts: SyncOptions,
+    wopts: WatchOptions,
+    stats: Arc<Stats>,
+) -> Result<RunReport, PipelineError> {
+    let sink = Arc::new(Retrying::new(sink, opts.retry));
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let log = Arc::new(RunLog::new(stats));
+    let rebuilt =
+        prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in groups(jobs) {
+        let rebuilt = rebuilt.contains(&group[0].target);
+        let w = Watcher {
+            sink: sink.clone(),
+            worker: worker.clone(),
+            group,
+            opts: opts.clone(),
+            wopts: wopts.clone(),
+            log: log.clone(),
+        };
+        tasks.spawn(w.run(rebuilt));
+    }
+    let mut namespaces = Vec::new();
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(r)) => namespaces.extend(r),
+            Ok(Err(e)) => {
+                wopts.metrics.error();
+                if first_error.is_none() {
+                    // One stream failed: the process ends (a supervisor restarts it, and every
+                    // stream resumes from its token).
+                    tasks.abort_all();
+                }
+                first_error.get_or_insert(e);
+            }
+            Err(j) if j.is_cancelled() => {}
+            Err(j) => std::panic::resume_unwind(j.into_panic()),
+        }
+    }
+    sink.flush().await?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(report(
+        &opts, started, started_at, &log, namespaces, &worker,
+    ))
+}
+
+/// The jobs of one namespace and target (several named vectors share points), one stream.
+struct Watcher<S> {
+    sink: Arc<S>,
+    worker: EmbedWorker,
+    group: Vec<Job>,
+    opts: SyncOptions,
+    wopts: WatchOptions,
+    log: Arc<RunLog>,
+}
+
+/// A full pass to run before streaming.
+struct PassPlan {
+    /// From the start, ignoring the checkpoint.
+    fresh: bool,
+    prune: bool,
+}
+
+impl<S: Sink> Watcher<S> {
+    async fn run(self, rebuilt: bool) -> Result<Vec<NamespaceReport>, PipelineError> {
+        let (target, namespace) = (
+            self.group[0].target.clone(),
+            self.group[0].source.namespace().to_string(),
+        );
+        let Source::Mongo(mongo) = self.group[0].source.clone() else {
+            return Err(SourceError::NoChangeStream(self.group[0].source.describe()).into());
+        };
+        let sink = self.sink.clone();
+        under_lease(
+            &sink,
+            &target,
+            &namespace,
+            &self.opts.run_id,
+            async |lease| self.watch(&mongo, rebuilt, lease).await,
+        )
+        .await
+    }
+
+    /// Hash of what decides the points of every job of the group.
+    fn settings(&self) -> String {
+        let model = self.worker.embedder().model_id().to_owned();
+        let parts: Vec<String> = self
+            .group
+            .iter()
+            .map(|j| crate::point::settings_hash(&model, j, self.opts.chunking))
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        crate::ids::named_uuid("mongo2qdrant watch settings v1", &parts).to_string()
+    }
+
+    async fn watch(
+        &self,
+        mongo: &MongoSource,
+        rebuilt: bool,
+        lease: Option<watch::Receiver<Option<String>>>,
+    ) -> Result<Vec<NamespaceReport>, PipelineError> {
+        let (target, ns) = (&self.group[0].target, mongo.namespace.to_string());
+        let settings = self.settings();
+        let store = StateStore::open(self.sink.as_ref(), false).await?;
+        let stored = store.watch_state(target, &ns).await?;
+        let mut totals: Vec<Counts> = vec![Counts::default(); self.group.len()];
+        let delay = self.wopts.delay;
+
+        // Where the stream starts, and which pass comes first.
+        let valid = stored.filter(|s| s.settings == settings && !rebuilt);
+        let resumed = match &valid {
+            Some(s) => match mongo.changes(Some(&s.token), delay).await {
+                Ok(feed) => Some((feed, s.clone())),
+                Err(e) if e.is_history_lost() => {
+                    tracing::warn!(
+                        namespace = %ns,
+                        "{e}: reconciling with a full pass and prune, then streaming again"
+                    );
+                    self.wopts.metrics.reconcile();
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let (mut feed, mut state, plan) = match resumed {
+            Some((feed, s)) if s.phase == Phase::Stream => {
+                tracing::info!(namespace = %ns, "resuming the change stream from the stored token");
+                (feed, s, None)
+            }
+            Some((feed, s)) => {
+                tracing::info!(namespace = %ns, "resuming the initial pass and, after it, the change stream");
+                let plan = PassPlan {
+                    fresh: s.prune,
+                    prune: s.prune || self.opts.prune,
+                };
+                (feed, s, Some(plan))
+            }
+            None => {
+                let history_lost = valid.is_some();
+                let (feed, state) = self.start_over(mongo, &settings, history_lost).await?;
+                let plan = PassPlan {
+                    fresh: true,
+                    prune: history_lost || self.opts.prune,
+                };
+                (feed, state, Some(plan))
+            }
+        };
+        if let Some(plan) = plan {
+            if !self.passes(plan, &lease, &mut totals).await? {
+                return Ok(self.reports(totals, false));
+            }
+            state.phase = Phase::Stream;
+            state.prune = false;
+            store.save_watch(&state).await?;
+        }
+        self.wopts.metrics.ready_one();
+        tracing::info!(namespace = %ns, "streaming changes");
+
+        let mut attempt = 0;
+        let mut saved = Instant::now();
+        let mut stop = self.opts.stop.clone();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let batch = tokio::select! {
+                b = feed.next_batch(self.wopts.max_events, delay) => b,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let batch = match batch {
+                Ok(b) => {
+                    attempt = 0;
+                    b
+                }
+                Err(e) if e.is_history_lost() => {
+                    tracing::warn!(namespace = %ns, "{e}: reconciling with a full pass and prune");
+                    self.wopts.metrics.reconcile();
+                    (feed, state) = self.start_over(mongo, &settings, true).await?;
+                    let plan = PassPlan {
+                        fresh: true,
+                        prune: true,
+                    };
+                    if !self.passes(plan, &lease, &mut totals).await? {
+                        break;
+                    }
+                    state.phase = Phase::Stream;
+                    state.prune = false;
+                    store.save_watch(&state).await?;
+                    continue;
+                }
+                Err(e) if self.opts.retry.allows(attempt, &e) => {
+                    self.wopts.metrics.error();
+                    attempt += 1;
+                    let d = self.opts.retry.delay(attempt);
+                    tracing::warn!(namespace = %ns, "reading the change stream failed ({e}); reopening at the stored token in {d:?}");
+                    tokio::time::sleep(d).await;
+                    match mongo.changes(Some(&state.token), delay).await {
+                        Ok(f) => feed = f,
+                        Err(e) => tracing::warn!(namespace = %ns, "reopening failed: {e}"),
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if batch.events == 0 {
+                self.wopts.metrics.caught_up();
+                // An idle stream's token still moves on: store it now and then, so that a
+                // restart does not start from history the server may have dropped by then.
+                if saved.elapsed() >= IDLE_SAVE
+                    && let Some(token) = feed.token()
+                    && token != state.token
+                {
+                    still_held(&lease)?;
+                    state.token = token;
+                    store.save_watch(&state).await?;
+                    saved = Instant::now();
+                }
+                continue;
+            }
+            self.wopts.metrics.pending(batch.events);
+            let began = Instant::now();
+            for (job, t) in self.group.iter().zip(totals.iter_mut()) {
+                t.add(&self.apply(job, &batch.ids, &lease).await?);
+            }
+            if let Some(token) = feed.token() {
+                state.token = token;
+            }
+            if let Some(t) = batch.cluster_time {
+                state.applied_until = t;
+            }
+            still_held(&lease)?;
+            store.save_watch(&state).await?;
+            saved = Instant::now();
+            self.wopts
+                .metrics
+                .applied(&batch.kinds, began.elapsed(), batch.cluster_time);
+            tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
+            if let Some(why) = &batch.invalidated {
+                tracing::warn!(
+                    namespace = %ns,
+                    "{why}: reconciling with a full pass and prune (the --max-delete guard applies), then a new change stream"
+                );
+                self.wopts.metrics.reconcile();
+                (feed, state) = self.start_over(mongo, &settings, true).await?;
+                let plan = PassPlan {
+                    fresh: true,
+                    prune: true,
+                };
+                if !self.passes(plan, &lease, &mut totals).await? {
+                    break;
+                }
+                state.phase = Phase::Stream;
+                state.prune = false;
+                store.save_watch(&state).await?;
+            }
+        }
+        Ok(self.reports(totals, true))
+    }
+
+    /// A new stream from now, and the record of a pass that starts after it: every job's
+    /// checkpoint reset first, so that a restart resumes this pass, never an older one.
+    async fn start_over(
+        &self,
+        mongo: &MongoSource,
+        settings: &str,
+        prune: bool,
+    ) -> Result<(ChangeFeed, WatchState), PipelineError> {
+        let feed = mongo.changes(None, self.wopts.delay).await?;
+        let token = feed.token().ok_or_else(|| {
+            SourceError::NoChangeStream(format!(
+                "collection {}: the server gave no resume token",
+                mongo.namespace
+            ))
+        })?;
+        let store = StateStore::open(self.sink.as_ref(), false).await?;
+        for job in &self.group {
+            let key = pass_key(job, &self.opts, self.worker.embedder().as_ref());
+            let mut cursor = Cursor::open(
+                StateStore::open(self.sink.as_ref(), false).await?,
+                key,
+                true,
+                true,
+                false,
+            )
+            .await?;
+            cursor.finish(false, &Counts::default()).await?;
+        }
+        let state = WatchState {
+            target: self.group[0].target.clone(),
+            namespace: mongo.namespace.to_string(),
+            token,
+            phase: Phase::Pass,
+            prune,
+            settings: settings.to_owned(),
+            run_id: self.opts.run_id.clone(),
+            updated_at: now_rfc3339(),
+            applied_until: 0,
+        };
+        store.save_watch(&state).await?;
+        Ok((feed, state))
+    }
+
+    /// Every job's pass; `false` when stopped before the end.
+    async fn passes(
+        &self,
+        plan: PassPlan,
+        lease: &Option<watch::Receiver<Option<String>>>,
+        totals: &mut [Counts],
+    ) -> Result<bool, PipelineError> {
+        let mut opts = self.opts.clone();
+        opts.fresh = plan.fresh;
+        opts.prune = plan.prune;
+        for (job, t) in self.group.iter().zip(totals.iter_mut()) {
+            let r = pass(
+                &self.sink,
+                &self.worker,
+                job.clone(),
+                &opts,
+                &self.log,
+                lease.clone(),
+            )
+            .await?;
+            t.add(&r.counts);
+            if !r.complete {
+                return Ok(false);
+            }
+            let c = &r.counts;
+            tracing::info!(
+                namespace = %r.namespace,
+                target = %r.target,
+                "pass done: read {}, embedded {}, unchanged {}, payload only {}, deleted {}, failed {}",
+                c.read,
+                c.embedded,
+                c.skipped_unchanged,
+                c.payload_updated,
+                c.deleted,
+                c.failed
+            );
+        }
+        Ok(true)
+    }
+
+    /// Make `job`'s points of the documents `ids` agree with their current versions: written
+    /// where they match the filter (unchanged text costs no embedding, an unchanged document
+    /// no write), removed where they are gone or left the filter.
+    async fn apply(
+        &self,
+        job: &Job,
+        ids: &[Bson],
+        lease: &Option<watch::Receiver<Option<String>>>,
+    ) -> Result<Counts, PipelineError> {
+        let (items, gone) = self.fetch(&job.source, ids).await?;
+        let preparer = Preparer {
+            sink: self.sink.clone(),
+            job: job.clone(),
+            opts: SyncOptions {
+                prune: false,
+                deep: false,
+                ..self.opts.clone()
+            },
+            log: self.log.clone(),
+            embedder: self.worker.embedder().clone(),
+            seen: Default::default(),
+            sampled: Default::default(),
+        };
+        let unit = preparer.unit(items.into_iter(), true).await?;
+        let gone_points = preparer.stored_points(&gone).await?;
+        let mut out = stages::embed_unit(&self.worker, &self.log, false, unit).await?;
+        out.lost.extend(gone_points);
+        still_held(lease)?;
+        let writer = Writer::new(self.sink.as_ref(), &job.target, job.vector_name.as_deref());
+        writer.write(&out.writes).await?;
+        writer.remove(&out.lost).await?;
+        let mut counts = out.counts;
+        counts.upserted = out.writes.points.len() as u64;
+        counts.deleted = (out.writes.deletes.len() + out.lost.len()) as u64;
+        self.log.stats.add(&counts);
+        Ok(counts)
+    }
+
+    /// The current versions of `ids` in `source` (matching its filter) and those gone, with
+    /// transient errors retried.
+    async fn fetch(
+        &self,
+        source: &Source,
+        ids: &[Bson],
+    ) -> Result<(Vec<SourceItem>, Vec<Bson>), PipelineError> {
+        let Source::Mongo(mongo) = source else {
+            return Err(SourceError::NoChangeStream(source.describe()).into());
+        };
+        let mut attempt = 0;
+        loop {
+            match mongo.fetch(ids).await {
+                Ok(r) => return Ok(r),
+                Err(e) if self.opts.retry.allows(attempt, &e) => {
+                    attempt += 1;
+                    let d = self.opts.retry.delay(attempt);
+                    tracing::warn!(
+                        "reading changed documents of {} failed ({e}); retry {attempt} in {d:?}",
+                        mongo.namespace
+                    );
+                    tokio::time::sleep(d).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn reports(&self, totals: Vec<Counts>, complete: bool) -> Vec<NamespaceReport> {
+        self.group
+            .iter()
+            .zip(totals)
+            .map(|(job, counts)| NamespaceReport {
+                namespace: job.source.namespace().to_string(),
+                target: job.target.clone(),
+                vector: job.vector_name.clone(),
+                counts,
+                complete,
+                resumed_after: None,
+                pruned: 0,
+                pruned_outside_filter: 0,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,80 @@
+//! Where a namespace's change stream stands: one record per (target collection, source
+//! namespace) with the resume token that everything applied so far is covered by. The token is
+//! written only after the writes of the events before it were acknowledged, so a restart (also
+//! after kill -9) resumes from it and at worst applies some events twice (harmless: ids are
+//! deterministic, hashes skip what is current).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Record, StateError, StateStore, now_rfc3339};
+use crate::ids::named_uuid;
+use crate::sink::Sink;
+
+/// What the stored token means.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A full pass is under way; the token was taken before it began. A restart resumes the
+    /// pass from its checkpoint and the stream from the token.
+    Pass,
+    /// The pass is done; every change before the token is applied.
+    Stream,
+}
+
+/// The change-stream position of one namespace into one target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchState {
+    pub target: String,
+    pub namespace: String,
+    /// The resume token as canonical Extended JSON text (opaque to us).
+    pub token: String,
+    pub phase: Phase,
+    /// The pass under way must prune when it completes (a reconcile after lost history, a
+    /// dropped or renamed collection): a restart runs it from the start.
+    #[serde(default)]
+    pub prune: bool,
+    /// Hash of every job's settings on this namespace and target: another hash means another
+    /// point layout, and a full pass.
+    pub settings: String,
+    pub run_id: String,
+    pub updated_at: String,
+    /// Cluster time (seconds) of the last applied event, 0 before the first.
+    #[serde(default)]
+    pub applied_until: u32,
+}
+
+/// Record id of the watch state of `namespace` into `target`.
+pub fn watch_id(target: &str, namespace: &str) -> Uuid {
+    named_uuid("mongo2qdrant watch v1", &[target, namespace])
+}
+
+impl<S: Sink + ?Sized> StateStore<'_, S> {
+    /// The watch state of `namespace` into `target`, if any.
+    pub async fn watch_state(
+        &self,
+        target: &str,
+        namespace: &str,
+    ) -> Result<Option<WatchState>, StateError> {
+        let corrupt = |reason: String| StateError::Corrupt {
+            namespace: namespace.to_owned(),
+            target: target.to_owned(),
+            reason,
+        };
+        match self.get(watch_id(target, namespace)).await? {
+            None => Ok(None),
+            Some(Ok(Record::Watch(w))) => Ok(Some(w)),
+            Some(Ok(_)) => Err(corrupt("not a watch record".into())),
+            Some(Err(reason)) => Err(corrupt(reason)),
+        }
+    }
+
+    /// Store `state` (acknowledged on return).
+    pub async fn save_watch(&self, state: &WatchState) -> Result<(), StateError> {
+        let mut state = state.clone();
+        state.updated_at = now_rfc3339();
+        let id = watch_id(&state.target, &state.namespace);
+        Ok(self.put(id, &Record::Watch(state)).await?)
+    }
+}
