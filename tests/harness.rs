@@ -301,6 +301,12 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
     if file.is_some() {
         tally.add("source: a dump file");
     }
+    // `watch` instead of `sync`: every round runs it for a while (stopped, or killed), and a
+    // last clean `watch`, not a sync with prune, must reach the oracle.
+    let watching = file.is_none() && rng.chance(35);
+    if watching {
+        tally.add("watch instead of sync");
+    }
     let run_id = format!("harness-{seed}");
     let injector = Arc::new(Injector {
         writes: AtomicU64::new(0),
@@ -468,6 +474,18 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             tokio::time::sleep(after).await;
             let _ = child.kill();
             let _ = child.wait();
+        } else if watching {
+            let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            o.stop = stop;
+            let (w, _) = start_watch(&faulty, jobs, o);
+            tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;
+            if rng.chance(30) {
+                tally.add("watch: killed mid-stream (task aborted)");
+                w.abort();
+            }
+            let _ = stop_tx.send(true);
+            let _ = w.await;
         } else {
             let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
             let _ = common::sync_jobs(&faulty, jobs, o).await;
@@ -484,20 +502,24 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
         export(&coll, f, &mut rng).await;
     }
 
-    // A clean run with prune, then the target must match the oracle.
+    // A clean run with prune (or a clean watch), then the target must match the oracle.
     let mut o = common::options();
     o.run_id = run_id;
     o.prune = true;
     o.chunking = chunking;
     o.max_delete = MaxDelete::Share(100);
     let jobs = jobs_of(m, &c, vector, file, 100).await;
-    let r = common::sync_jobs(sink, jobs.clone(), o.clone()).await;
-    let r = r.unwrap_or_else(|e| panic!("seed {seed}: the clean run failed: {e}"));
-    // A resumed pass does not prune: one more full pass does.
-    if r.namespaces.iter().any(|n| n.resumed_after.is_some()) {
-        common::sync_jobs(sink, jobs.clone(), o.clone())
-            .await
-            .unwrap();
+    if watching {
+        clean_watch(sink, jobs.clone(), o.clone(), seed).await;
+    } else {
+        let r = common::sync_jobs(sink, jobs.clone(), o.clone()).await;
+        let r = r.unwrap_or_else(|e| panic!("seed {seed}: the clean run failed: {e}"));
+        // A resumed pass does not prune: one more full pass does.
+        if r.namespaces.iter().any(|n| n.resumed_after.is_some()) {
+            common::sync_jobs(sink, jobs.clone(), o.clone())
+                .await
+                .unwrap();
+        }
     }
     check(sink, m, &c, vector, chunking, seed).await;
     let report = mongo2qdrant::verify::verify(sink.clone(), common::embedder(), jobs, &o)
@@ -506,6 +528,68 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
     assert!(report.in_sync, "seed {seed}: verify: {report:#?}");
     // Keep the store small: every later iteration would flush this collection too.
     sink.drop_collection(&c).await.unwrap();
+}
+
+type WatchTask = tokio::task::JoinHandle<
+    Result<mongo2qdrant::report::RunReport, mongo2qdrant::pipeline::PipelineError>,
+>;
+
+/// `watch` of `jobs` into `sink` in a task of its own (100 ms micro-batches).
+fn start_watch<S: Sink>(
+    sink: &Arc<S>,
+    jobs: Vec<mongo2qdrant::pipeline::Job>,
+    o: SyncOptions,
+) -> (WatchTask, Arc<mongo2qdrant::metrics::Metrics>) {
+    let stats = Arc::new(mongo2qdrant::report::Stats::default());
+    let metrics = Arc::new(mongo2qdrant::metrics::Metrics::new(1, stats.clone()));
+    let mut w = mongo2qdrant::pipeline::WatchOptions::new(metrics.clone());
+    w.delay = Duration::from_millis(100);
+    let task = tokio::spawn(mongo2qdrant::pipeline::watch(
+        sink.clone(),
+        common::worker(),
+        jobs,
+        o,
+        w,
+        stats,
+    ));
+    (task, metrics)
+}
+
+/// A clean `watch`: ready, then quiet (nothing applied for a second, nothing pending), then
+/// stopped.
+async fn clean_watch<S: Sink>(
+    sink: &Arc<S>,
+    jobs: Vec<mongo2qdrant::pipeline::Job>,
+    mut o: SyncOptions,
+    seed: u64,
+) {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    o.stop = stop;
+    o.prune = false;
+    let (task, metrics) = start_watch(sink, jobs, o);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        assert!(
+            !task.is_finished(),
+            "seed {seed}: the clean watch ended: {:?}",
+            task.await
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seed {seed}: the clean watch never settled"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = metrics.render();
+        if metrics.health().is_ok() && now == last && now.contains("mongo2qdrant_pending_events 0")
+        {
+            break;
+        }
+        last = now;
+    }
+    stop_tx.send(true).unwrap();
+    let r = task.await.unwrap();
+    r.unwrap_or_else(|e| panic!("seed {seed}: the clean watch failed: {e}"));
 }
 
 /// The target against the oracle: every document's expected points (from the source alone, by

@@ -475,3 +475,62 @@ async fn watch_refuses_files_and_dry_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dry-run is for `sync`"));
 }
+
+both_targets!(a_dropped_and_restored_collection_is_reconciled);
+
+async fn a_dropped_and_restored_collection_is_reconciled<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    common::load_movies(&m, DB, "films", 20).await;
+    let target = common::unique("restored");
+    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut opts = SyncOptions::new(rx);
+    // A restore replaces most documents: allow the prune that follows the drop.
+    opts.max_delete = mongo2qdrant::pipeline::guard::MaxDelete::Share(100);
+    let stats = Arc::new(Stats::default());
+    let metrics = Arc::new(Metrics::new(1, stats.clone()));
+    let mut w = WatchOptions::new(metrics.clone());
+    w.delay = Duration::from_millis(100);
+    let task = tokio::spawn(pipeline::watch(
+        sink.clone(),
+        common::worker(),
+        jobs.clone(),
+        opts,
+        w,
+        stats,
+    ));
+    let running = Running {
+        stop,
+        task,
+        metrics,
+        stats: Arc::new(Stats::default()),
+    };
+    running.ready().await;
+    until_in_sync(&sink, &jobs).await;
+
+    // mongorestore --drop: the collection goes, and comes back with other documents.
+    let c = m.client().await;
+    let films = c.database(DB).collection::<Document>("films");
+    films.drop().await.unwrap();
+    let back: Vec<Document> = common::movies(30)[20..]
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut d)| {
+            d.insert("_id", 500 + i as i32);
+            d
+        })
+        .collect();
+    films.insert_many(back).await.unwrap();
+    until_in_sync(&sink, &jobs).await;
+    assert!(
+        running
+            .metrics
+            .render()
+            .contains("mongo2qdrant_reconciles_total 1")
+    );
+    // The new stream goes on after the reconcile.
+    films.delete_one(doc! {"_id": 501}).await.unwrap();
+    until_in_sync(&sink, &jobs).await;
+    running.stop().await;
+}
