@@ -7,8 +7,9 @@ use mongodb::bson::Document;
 
 use super::ConfigError;
 use crate::point::Job;
+use crate::source::dump::{self, DumpKind};
 use crate::source::mongo::connect;
-use crate::source::{FileSource, MongoSource, Namespace, Source, parse_ext_json_doc};
+use crate::source::{DumpSource, FileSource, MongoSource, Namespace, Source, parse_ext_json_doc};
 use crate::text::Template;
 
 /// Everything one job needs, resolved.
@@ -73,20 +74,38 @@ impl JobSpec {
                 (Source::Mongo(src), c.clone())
             }
             (None, Some(f)) => {
-                let namespace = match &self.namespace {
-                    Some(ns) => parse_namespace(ns)?,
-                    None => {
+                let kind = dump::kind_of(f)?;
+                let namespace = match (&self.namespace, kind) {
+                    (Some(ns), _) => parse_namespace(ns)?,
+                    (None, Some(DumpKind::Archive)) => {
+                        return Err(ConfigError::ArchiveNamespace(f.display().to_string()));
+                    }
+                    // mongodump's layout: DB/COLL.bson (a --database names another DB).
+                    (None, Some(DumpKind::Bson)) if self.database.is_none() => {
+                        dump::bson_namespace(f)
+                            .ok_or_else(|| ConfigError::ArchiveNamespace(f.display().to_string()))?
+                    }
+                    (None, _) => {
                         let stem = f
                             .file_stem()
                             .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
+                        let stem = stem.strip_suffix(".bson").unwrap_or(&stem);
                         Namespace {
                             database: self.database.clone().unwrap_or_else(|| "file".into()),
-                            collection: stem.strip_suffix(".json").unwrap_or(&stem).to_owned(),
+                            collection: stem.strip_suffix(".json").unwrap_or(stem).to_owned(),
                         }
                     }
                 };
                 let name = namespace.collection.clone();
-                (Source::File(FileSource::new(f.clone(), namespace)), name)
+                let source = match kind {
+                    None => Source::File(FileSource::new(f.clone(), namespace)),
+                    Some(kind) => Source::Dump(DumpSource {
+                        namespace,
+                        path: f.clone(),
+                        kind,
+                    }),
+                };
+                (source, name)
             }
             _ => return Err(ConfigError::EntrySource),
         };

@@ -71,6 +71,10 @@ pub enum ConfigError {
         "{0} has no change stream: `watch` reads MongoDB collections; use `sync --file` for files"
     )]
     Unwatchable(String),
+    #[error(
+        "{0}: a mongodump archive holds several collections and this one none that can be told apart; give --namespace DB.COLLECTION (or `namespace` in the config entry)"
+    )]
+    ArchiveNamespace(String),
     #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
     MetricsAddr { addr: String, reason: String },
 }
@@ -281,12 +285,37 @@ fn flag_entries(source: &SourceArgs) -> Vec<SyncEntry> {
         .collect()
 }
 
+/// A mongodump archive without a namespace stands for every user collection in it: one spec
+/// each.
+fn expand_archives(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<JobSpec>, ConfigError> {
+    use crate::source::dump::{DumpKind, archive_namespaces, kind_of};
+    let mut out = Vec::new();
+    for spec in specs {
+        let archive = match (&spec.file, &spec.namespace) {
+            (Some(f), None) => kind_of(f)? == Some(DumpKind::Archive),
+            _ => false,
+        };
+        if !archive {
+            out.push(spec);
+            continue;
+        }
+        let path = spec.file.clone().expect("an archive spec names its file");
+        for ns in archive_namespaces(&path)? {
+            out.push(JobSpec {
+                namespace: Some(ns.to_string()),
+                ..spec.clone()
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Build every job, sharing one MongoDB client per URI; no job at all is an error, and so are
 /// two jobs that would write the same points (same namespace, target and vector).
 async fn into_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<Job>, ConfigError> {
     let mut clients = std::collections::HashMap::new();
     let mut jobs: Vec<Job> = Vec::new();
-    for spec in specs {
+    for spec in expand_archives(specs)? {
         let job = spec.into_job(&mut clients).await?;
         if let Some(other) = jobs.iter().find(|j| j.route() == job.route()) {
             return Err(ConfigError::SharedRoute {

@@ -1,14 +1,16 @@
-//! Sources: MongoDB collections (cursor sorted by `_id`, resumable after a checkpoint) and
-//! mongoexport JSON / JSONL files. Both stream into a bounded channel: a full channel makes the
+//! Sources: MongoDB collections (cursor sorted by `_id`, resumable after a checkpoint),
+//! mongoexport JSON / JSONL files and mongodump output (`.bson`, `--archive`, gzipped or not). Both stream into a bounded channel: a full channel makes the
 //! reader wait, nothing is ever dropped.
 
 pub mod changes;
+pub mod dump;
 pub mod file;
 pub mod mongo;
 
 use mongodb::bson::{Bson, Document};
 use tokio::sync::mpsc;
 
+pub use dump::DumpSource;
 pub use file::FileSource;
 pub use mongo::MongoSource;
 
@@ -157,6 +159,7 @@ pub async fn finished(
 pub enum Source {
     Mongo(MongoSource),
     File(FileSource),
+    Dump(DumpSource),
 }
 
 impl Source {
@@ -164,6 +167,7 @@ impl Source {
         match self {
             Source::Mongo(s) => &s.namespace,
             Source::File(s) => &s.namespace,
+            Source::Dump(s) => &s.namespace,
         }
     }
 
@@ -172,6 +176,7 @@ impl Source {
         match self {
             Source::Mongo(s) => format!("collection {}", s.namespace),
             Source::File(s) => format!("file {}", s.path.display()),
+            Source::Dump(s) => format!("dump {} ({})", s.path.display(), s.namespace),
         }
     }
 
@@ -189,7 +194,7 @@ impl Source {
     ) -> Result<Option<std::collections::HashSet<String>>, SourceError> {
         match self {
             Source::Mongo(s) => s.existing(ids).await.map(Some),
-            Source::File(_) => Ok(None),
+            Source::File(_) | Source::Dump(_) => Ok(None),
         }
     }
 
@@ -197,7 +202,7 @@ impl Source {
     pub async fn estimated_count(&self) -> Option<u64> {
         match self {
             Source::Mongo(s) => s.estimated_count().await,
-            Source::File(_) => None,
+            Source::File(_) | Source::Dump(_) => None,
         }
     }
 
@@ -232,6 +237,7 @@ impl Source {
         match self {
             Source::Mongo(s) => s.stream(after, tx, last).await,
             Source::File(s) => s.stream(tx).await,
+            Source::Dump(s) => s.stream(tx).await,
         }
     }
 }

@@ -1,0 +1,309 @@
+//! mongodump output as a source: a collection's `.bson` file (`dump/DB/COLL.bson`, optionally
+//! `.bson.gz`) or an `--archive` file (optionally `--gzip`), read as a stream of BSON documents.
+//! The documents are the collection's own BSON, so a dump feeds exactly the points of the live
+//! collection (same `_id`s, same ids and hashes).
+//!
+//! Archive layout (mongo-tools' archive format 0.1): the magic number, a header document,
+//! one metadata document per collection, a terminator (`0xFFFFFFFF`), then segments: a
+//! namespace header (`{db, collection, EOF, CRC}`), that namespace's documents, a terminator.
+//! Segments of several collections interleave; a namespace ends with an `EOF: true` header.
+
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use mongodb::bson::Document;
+use tokio::sync::mpsc;
+
+use super::{Namespace, SourceDoc, SourceError, SourceItem};
+
+/// The archive's magic number as it appears in the file (0x8199e26d, little-endian).
+const ARCHIVE_MAGIC: [u8; 4] = [0x6d, 0xe2, 0x99, 0x81];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const TERMINATOR: i32 = -1;
+/// MongoDB's largest document (16 MiB) with room for the dump's own headers.
+const MAX_DOC: i32 = 16 * 1024 * 1024 + 16 * 1024;
+
+/// What a dump file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpKind {
+    /// One collection's documents back to back (`COLL.bson`).
+    Bson,
+    /// A `mongodump --archive` of any number of collections.
+    Archive,
+}
+
+/// The kind of dump at `path`, from its first bytes (after gzip) and name; `None`: not a
+/// dump (JSON from mongoexport).
+pub fn kind_of(path: &Path) -> Result<Option<DumpKind>, SourceError> {
+    let mut head = [0u8; 4];
+    let n = open(path)?.read(&mut head).map_err(|e| io(path, e))?;
+    if n == 4 && head == ARCHIVE_MAGIC {
+        return Ok(Some(DumpKind::Archive));
+    }
+    let name = path.to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    Ok(name.ends_with(".bson").then_some(DumpKind::Bson))
+}
+
+/// The namespace of a collection's `.bson` file in mongodump's layout: `DB/COLL.bson`.
+pub fn bson_namespace(path: &Path) -> Option<Namespace> {
+    let name = path.file_name()?.to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let collection = name.strip_suffix(".bson")?.to_owned();
+    let database = path.parent()?.file_name()?.to_string_lossy().into_owned();
+    Some(Namespace {
+        database,
+        collection,
+    })
+}
+
+/// The user collections an archive holds, from its prelude (system collections and the
+/// `admin`, `config` and `local` databases left out).
+pub fn archive_namespaces(path: &Path) -> Result<Vec<Namespace>, SourceError> {
+    let mut r = Reader::new(path, open(path)?);
+    r.magic()?;
+    r.doc()?
+        .ok_or_else(|| r.malformed("no header after the magic number"))?;
+    let mut out = Vec::new();
+    while let Some(meta) = r.doc()? {
+        let (Ok(db), Ok(coll)) = (meta.get_str("db"), meta.get_str("collection")) else {
+            return Err(r.malformed("a collection metadata document without db / collection"));
+        };
+        let is_view = meta.get_str("type").is_ok_and(|t| t != "collection");
+        let system = coll.starts_with("system.") || ["admin", "config", "local"].contains(&db);
+        if !system && !is_view {
+            out.push(Namespace {
+                database: db.to_owned(),
+                collection: coll.to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A dump file to read: one collection of it.
+#[derive(Debug, Clone)]
+pub struct DumpSource {
+    pub namespace: Namespace,
+    pub path: PathBuf,
+    pub kind: DumpKind,
+}
+
+impl DumpSource {
+    /// Stream the documents of `namespace` in file order (on a blocking thread).
+    pub async fn stream(&self, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
+        let me = self.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut r = Reader::new(&me.path, open(&me.path)?);
+            match me.kind {
+                DumpKind::Bson => me.bson(&mut r, &tx),
+                DumpKind::Archive => me.archive(&mut r, &tx),
+            }
+        })
+        .await
+        .expect("dump reader panicked")
+    }
+
+    fn bson(&self, r: &mut Reader, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
+        let mut sent = 0;
+        while let Some(raw) = r.raw()? {
+            send(tx, item(&raw, r.at()))?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    fn archive(&self, r: &mut Reader, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
+        r.magic()?;
+        r.doc()?
+            .ok_or_else(|| r.malformed("no header after the magic number"))?;
+        while r.doc()?.is_some() {} // collection metadata, up to the terminator
+        let mut sent = 0;
+        // Segments: a namespace header, its documents, a terminator.
+        loop {
+            let Some(header) = r.doc_or_end()? else {
+                return Ok(sent);
+            };
+            let Some(header) = header else {
+                continue; // an empty segment
+            };
+            let ours = header.get_str("db") == Ok(self.namespace.database.as_str())
+                && header.get_str("collection") == Ok(self.namespace.collection.as_str());
+            while let Some(raw) = r.raw()? {
+                if ours {
+                    send(tx, item(&raw, r.at()))?;
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+fn send(tx: &mpsc::Sender<SourceItem>, item: SourceItem) -> Result<(), SourceError> {
+    tx.blocking_send(item).map_err(|_| SourceError::Closed)
+}
+
+/// One document of a dump: like a document of the live collection.
+fn item(raw: &[u8], at: String) -> SourceItem {
+    match mongodb::bson::from_slice_utf8_lossy::<Document>(raw) {
+        Ok(doc) => match doc.get("_id") {
+            Some(id) => match crate::ids::check_id(id) {
+                Ok(()) => SourceItem::Doc(SourceDoc {
+                    id: id.clone(),
+                    doc,
+                }),
+                Err(e) => SourceItem::Bad {
+                    at,
+                    reason: format!("the _id cannot be hashed ({e})"),
+                },
+            },
+            None => SourceItem::Bad {
+                at,
+                reason: "document has no _id".into(),
+            },
+        },
+        Err(e) => SourceItem::Bad {
+            at,
+            reason: format!("undecodable BSON: {e}"),
+        },
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `path` for reading, gunzipped when it starts with gzip's magic number.
+fn open(path: &Path) -> Result<Box<dyn Read + Send>, SourceError> {
+    let mut file =
+        BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(|e| io(path, e))?);
+    let head = std::io::BufRead::fill_buf(&mut file).map_err(|e| io(path, e))?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// Length-prefixed BSON documents from a dump, with the byte offset for messages.
+struct Reader {
+    path: PathBuf,
+    input: Box<dyn Read + Send>,
+    offset: u64,
+    /// Offset of the document last read.
+    last: u64,
+}
+
+impl Reader {
+    fn new(path: &Path, input: Box<dyn Read + Send>) -> Self {
+        Self {
+            path: path.to_owned(),
+            input,
+            offset: 0,
+            last: 0,
+        }
+    }
+
+    fn at(&self) -> String {
+        format!("{}@{}", self.path.display(), self.last)
+    }
+
+    fn malformed(&self, reason: &str) -> SourceError {
+        SourceError::Malformed {
+            path: self.path.display().to_string(),
+            line: 0,
+            column: self.offset as usize,
+            reason: format!(
+                "{reason} (byte {}); the file must be mongodump output: a COLL.bson file or an --archive, optionally gzipped",
+                self.offset
+            ),
+        }
+    }
+
+    /// Fill `buf`; `Ok(false)` at a clean end of input (nothing read).
+    fn fill(&mut self, buf: &mut [u8]) -> Result<bool, SourceError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.input.read(&mut buf[got..]) {
+                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) => return Err(self.malformed("the file ends inside a document")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(&self.path, e)),
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(true)
+    }
+
+    fn magic(&mut self) -> Result<(), SourceError> {
+        let mut m = [0u8; 4];
+        if !self.fill(&mut m)? || m != ARCHIVE_MAGIC {
+            return Err(self.malformed("not a mongodump archive (no magic number)"));
+        }
+        Ok(())
+    }
+
+    /// The next length prefix: `None` at the end of input, `Some(-1)` for a terminator.
+    fn length(&mut self) -> Result<Option<i32>, SourceError> {
+        self.last = self.offset;
+        let mut len = [0u8; 4];
+        if !self.fill(&mut len)? {
+            return Ok(None);
+        }
+        let n = i32::from_le_bytes(len);
+        if n != TERMINATOR && !(5..=MAX_DOC).contains(&n) {
+            return Err(self.malformed(&format!("a document length of {n} bytes")));
+        }
+        Ok(Some(n))
+    }
+
+    fn body(&mut self, n: i32) -> Result<Vec<u8>, SourceError> {
+        let mut raw = vec![0u8; n as usize];
+        raw[..4].copy_from_slice(&n.to_le_bytes());
+        if !self.fill(&mut raw[4..])? {
+            return Err(self.malformed("the file ends inside a document"));
+        }
+        Ok(raw)
+    }
+
+    /// The next raw document; `None` at a terminator or the end of input.
+    fn raw(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        match self.length()? {
+            None | Some(TERMINATOR) => Ok(None),
+            Some(n) => self.body(n).map(Some),
+        }
+    }
+
+    /// The next document, parsed; `None` at a terminator (or the end of input).
+    fn doc(&mut self) -> Result<Option<Document>, SourceError> {
+        match self.raw()? {
+            None => Ok(None),
+            Some(raw) => Document::from_reader(raw.as_slice())
+                .map(Some)
+                .map_err(|e| self.malformed(&format!("an unreadable header document ({e})"))),
+        }
+    }
+
+    /// `None` at the end of input; `Some(None)` for a terminator; else the document.
+    fn doc_or_end(&mut self) -> Result<Option<Option<Document>>, SourceError> {
+        match self.length()? {
+            None => Ok(None),
+            Some(TERMINATOR) => Ok(Some(None)),
+            Some(n) => {
+                let raw = self.body(n)?;
+                let d = Document::from_reader(raw.as_slice()).map_err(|e| {
+                    self.malformed(&format!("an unreadable namespace header ({e})"))
+                })?;
+                Ok(Some(Some(d)))
+            }
+        }
+    }
+}

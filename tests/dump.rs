@@ -1,0 +1,241 @@
+//! mongodump output as a source: a collection's `DB/COLL.bson` (plain and gzipped) and an
+//! `--archive` (gzipped, several collections interleaved, system collections beside them)
+//! feed exactly the points of the live collection (same ids, same content hashes), on both
+//! targets. The files are written here in mongodump's formats from the collection's own BSON
+//! (the bytes mongodump copies); the reader was also checked by hand against a real
+//! `mongodump --archive` (mongo-tools 100.7.1).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Mongo, sync_of};
+use futures_util::TryStreamExt;
+use mongo2qdrant::point::keys;
+use mongo2qdrant::sink::{Fields, Sink, scroll_all};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
+
+const DB: &str = "dumpdb";
+const TEMPLATE: &str = r"{title}\n{extract}";
+
+/// Every document of `db.coll` as raw BSON, in `_id` order.
+async fn raw_docs(m: &Mongo, db: &str, coll: &str) -> Vec<RawDocumentBuf> {
+    m.client()
+        .await
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn bytes_of(d: &Document) -> Vec<u8> {
+    let mut v = Vec::new();
+    d.to_writer(&mut v).unwrap();
+    v
+}
+
+const TERMINATOR: [u8; 4] = [0xff; 4];
+
+/// A `mongodump --archive` of `collections`: the magic number, a header, one metadata
+/// document per collection (and one for `admin.system.version`, whose documents are not
+/// ours), a terminator, then segments of at most 7 documents, the collections interleaved,
+/// each ended by an `EOF` header.
+fn archive(collections: &[(&str, &str, &[RawDocumentBuf])]) -> Vec<u8> {
+    let mut out = vec![0x6d, 0xe2, 0x99, 0x81];
+    out.extend(bytes_of(&doc! {
+        "concurrent_collections": 4, "version": "0.1",
+        "server_version": "8.0.3", "tool_version": "100.7.1",
+    }));
+    let system = doc! {"_id": "featureCompatibilityVersion", "version": "8.0"};
+    let system = RawDocumentBuf::from_document(&system).unwrap();
+    let system = [system];
+    let mut all: Vec<(&str, &str, &[RawDocumentBuf])> = collections.to_vec();
+    all.push(("admin", "system.version", &system));
+    for (db, coll, _) in &all {
+        out.extend(bytes_of(&doc! {
+            "db": *db, "collection": *coll, "metadata": "{\"indexes\":[]}",
+            "size": 0, "type": "collection",
+        }));
+    }
+    out.extend(TERMINATOR);
+    let mut cursors = vec![0usize; all.len()];
+    loop {
+        let mut any = false;
+        for (i, (db, coll, docs)) in all.iter().enumerate() {
+            let from = cursors[i];
+            if from > docs.len() {
+                continue;
+            }
+            any = true;
+            let to = (from + 7).min(docs.len());
+            let eof = from == docs.len();
+            out.extend(bytes_of(
+                &doc! {"db": *db, "collection": *coll, "EOF": eof, "CRC": 0i64},
+            ));
+            for d in &docs[from..to] {
+                out.extend(d.as_bytes());
+            }
+            out.extend(TERMINATOR);
+            cursors[i] = if eof { from + 1 } else { to };
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
+/// Point id -> content hash of `namespace`'s points in `target`.
+async fn points<S: Sink>(sink: &S, target: &str, namespace: &str) -> BTreeMap<uuid::Uuid, String> {
+    scroll_all(sink, target, None, Fields::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.payload[keys::NAMESPACE] == namespace)
+        .map(|p| (p.id, p.payload[keys::HASH].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Sync the dump `files` into `target` (namespaces from the dump).
+async fn sync_files<S: Sink>(m: &Mongo, sink: &Arc<S>, files: &[&Path], target: &str) {
+    let mut source = common::source_args(m, DB, &[]);
+    source.database = None;
+    source.files = files.iter().map(|f| f.to_path_buf()).collect();
+    let jobs = mongo2qdrant::config::jobs(&source, Some(target), TEMPLATE, &["title".into()])
+        .await
+        .unwrap();
+    let r = common::sync_jobs(sink, jobs, common::options())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.failed, 0, "{:?}", r.failures);
+}
+
+both_targets!(a_dump_feeds_the_points_of_the_live_collection);
+
+async fn a_dump_feeds_the_points_of_the_live_collection<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    common::load_movies(&m, DB, "films", 60).await;
+    m.insert(
+        DB,
+        "notes",
+        common::movie_docs(12, |i| format!("n{i}").into()),
+    )
+    .await;
+    let live = common::unique("live");
+    sync_of(&m, DB, &["films"])
+        .template(TEMPLATE)
+        .payload(&["title"])
+        .target(Some(&live))
+        .run(&sink)
+        .await
+        .unwrap();
+    let want = points(sink.as_ref(), &live, "dumpdb.films").await;
+    assert_eq!(want.len(), 60);
+
+    let films = raw_docs(&m, DB, "films").await;
+    let notes = raw_docs(&m, DB, "notes").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(DB)).unwrap();
+    let plain: Vec<u8> = films.iter().flat_map(|d| d.as_bytes().to_vec()).collect();
+    let bson = dir.path().join(DB).join("films.bson");
+    std::fs::write(&bson, &plain).unwrap();
+    let bson_gz = dir.path().join("films.bson.gz");
+    std::fs::write(&bson_gz, gzip(&plain)).unwrap();
+    let arch = dir.path().join("nightly.archive.gz");
+    let bytes = archive(&[(DB, "films", &films), (DB, "notes", &notes)]);
+    std::fs::write(&arch, gzip(&bytes)).unwrap();
+
+    // DB/COLL.bson: the namespace from mongodump's layout.
+    let t = common::unique("from_bson");
+    sync_files(&m, &sink, &[&bson], &t).await;
+    assert_eq!(points(sink.as_ref(), &t, "dumpdb.films").await, want);
+
+    // Gzipped, elsewhere: the namespace from --namespace.
+    let t = common::unique("from_bson_gz");
+    let mut source = common::source_args(&m, DB, &[]);
+    source.files = vec![bson_gz.clone()];
+    source.namespace = Some("dumpdb.films".into());
+    let jobs = mongo2qdrant::config::jobs(&source, Some(&t), TEMPLATE, &["title".into()])
+        .await
+        .unwrap();
+    common::sync_jobs(&sink, jobs, common::options())
+        .await
+        .unwrap();
+    assert_eq!(points(sink.as_ref(), &t, "dumpdb.films").await, want);
+
+    // An archive: every user collection in it, system collections left out.
+    let t = common::unique("from_archive");
+    sync_files(&m, &sink, &[&arch], &t).await;
+    assert_eq!(points(sink.as_ref(), &t, "dumpdb.films").await, want);
+    assert_eq!(points(sink.as_ref(), &t, "dumpdb.notes").await.len(), 12);
+    assert!(
+        points(sink.as_ref(), &t, "admin.system.version")
+            .await
+            .is_empty()
+    );
+
+    // The live collection and the dump are interchangeable: a sync of the live collection
+    // into the archive's target finds every film current.
+    let r = sync_of(&m, DB, &["films"])
+        .template(TEMPLATE)
+        .payload(&["title"])
+        .target(Some(&t))
+        .run(&sink)
+        .await
+        .unwrap();
+    assert_eq!((r.counts.skipped_unchanged, r.counts.embedded), (60, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_dumps_are_refused_naming_the_format() {
+    let m = Mongo::start();
+    common::load_movies(&m, DB, "films", 5).await;
+    let films = raw_docs(&m, DB, "films").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(DB)).unwrap();
+    let mut plain: Vec<u8> = films.iter().flat_map(|d| d.as_bytes().to_vec()).collect();
+    plain.truncate(plain.len() - 10);
+    let cut = dir.path().join(DB).join("films.bson");
+    std::fs::write(&cut, &plain).unwrap();
+    let store = dir.path().join("store");
+    let out = common::bin()
+        .args(["sync", "--quiet", "--text", TEMPLATE, "--file"])
+        .arg(&cut)
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ends inside a document") && err.contains("mongodump"),
+        "{err}"
+    );
+
+    // An archive cut after its prelude's magic number.
+    let arch = dir.path().join("x.archive");
+    std::fs::write(&arch, [0x6d, 0xe2, 0x99, 0x81, 0x05, 0x00]).unwrap();
+    let out = common::bin()
+        .args(["sync", "--quiet", "--file"])
+        .arg(&arch)
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("mongodump"), "{err}");
+}
