@@ -69,6 +69,11 @@ impl Metrics {
         self.ready.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One namespace reconciles (a full pass again): not ready until it is done.
+    pub fn unready(&self) {
+        self.ready.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }

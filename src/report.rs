@@ -99,6 +99,10 @@ pub struct NamespaceReport {
     /// match the filter.
     #[serde(default)]
     pub pruned_outside_filter: u64,
+    /// A prune was asked for and did not happen (the pass stopped early, resumed, or had
+    /// failed documents).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune_skipped: bool,
 }
 
 /// How a run ended.

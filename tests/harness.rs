@@ -226,10 +226,15 @@ fn binary_args(
     file: Option<&std::path::Path>,
     chunking: Option<Chunking>,
     o: &SyncOptions,
+    watching: bool,
 ) -> Vec<String> {
-    let mut a: Vec<String> = ["sync", "--quiet", "--text", "{text}", "--payload", "tag"]
+    let command = if watching { "watch" } else { "sync" };
+    let mut a: Vec<String> = [command, "--quiet", "--text", "{text}", "--payload", "tag"]
         .map(str::to_owned)
         .to_vec();
+    if watching {
+        a.extend(["--watch-delay-ms".into(), "100".into()]);
+    }
     match file {
         Some(f) => a.extend([
             "--file".into(),
@@ -376,6 +381,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
         o.retry.base = Duration::from_millis(5);
         o.retry.max = Duration::from_millis(20);
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
         o.stop = stop;
         *injector.fault.lock().unwrap() = None;
         injector.writes.store(0, Ordering::SeqCst);
@@ -413,6 +419,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             5 => {
                 tally.add("stop request (SIGTERM)");
                 let ms = rng.below(300);
+                let stop_tx = stop_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     let _ = stop_tx.send(true);
@@ -467,7 +474,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
         if let Some(after) = kill {
             let url = std::env::var("QDRANT_URL").unwrap();
             let mut child = common::bin()
-                .args(binary_args(m, &c, vector, file, chunking, &o))
+                .args(binary_args(m, &c, vector, file, chunking, &o, watching))
                 .args(["--qdrant-url", &url])
                 .spawn()
                 .unwrap();
@@ -475,9 +482,8 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             let _ = child.kill();
             let _ = child.wait();
         } else if watching {
+            // The round's stop (also the SIGTERM fault's) stops the watch.
             let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
-            let (stop_tx, stop) = tokio::sync::watch::channel(false);
-            o.stop = stop;
             let (w, _) = start_watch(&faulty, jobs, o);
             tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;
             if rng.chance(30) {

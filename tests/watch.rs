@@ -534,3 +534,23 @@ async fn a_dropped_and_restored_collection_is_reconciled<S: Sink>(sink: Arc<S>) 
     until_in_sync(&sink, &jobs).await;
     running.stop().await;
 }
+
+both_targets!(a_target_dropped_while_nobody_watched_is_filled_again);
+
+async fn a_target_dropped_while_nobody_watched_is_filled_again<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    common::load_movies(&m, DB, "films", 20).await;
+    let target = common::unique("refilled");
+    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let w = start(&sink, jobs.clone());
+    w.ready().await;
+    w.stop().await;
+    // An operator drops the collection to rebuild it; the stream position stays behind in the
+    // records collection.
+    sink.drop_collection(&target).await.unwrap();
+    let w = start(&sink, jobs.clone());
+    w.ready().await;
+    until_in_sync(&sink, &jobs).await;
+    let r = w.stop().await;
+    assert_eq!(r.counts.embedded, 20, "{:?}", r.counts);
+}

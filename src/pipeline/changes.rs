@@ -74,8 +74,17 @@ pub async fn watch<S: Sink>(
     let started = Instant::now();
     let started_at = now_rfc3339();
     let log = Arc::new(RunLog::new(stats));
-    let rebuilt =
+    // A target that does not exist yet (also one dropped while nobody watched) gets a full
+    // pass, whatever position the records collection still holds.
+    let mut missing = std::collections::HashSet::new();
+    for job in &jobs {
+        if !sink.exists(&job.target).await? {
+            missing.insert(job.target.clone());
+        }
+    }
+    let mut rebuilt =
         prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    rebuilt.extend(missing);
     let mut tasks = tokio::task::JoinSet::new();
     for group in groups(jobs) {
         let rebuilt = rebuilt.contains(&group[0].target);
@@ -174,113 +183,121 @@ impl<S: Sink> Watcher<S> {
         let (target, ns) = (&self.group[0].target, mongo.namespace.to_string());
         let settings = self.settings();
         let store = StateStore::open(self.sink.as_ref(), false).await?;
-        let stored = store.watch_state(target, &ns).await?;
+        let stored = match store.watch_state(target, &ns).await {
+            Ok(s) => s,
+            Err(e @ crate::state::StateError::Corrupt { .. }) => {
+                tracing::warn!(namespace = %ns, "{e}: starting over with a full pass");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut totals: Vec<Counts> = vec![Counts::default(); self.group.len()];
-        let delay = self.wopts.delay;
+        let metrics = &self.wopts.metrics;
 
         // Where the stream starts, and which pass comes first.
-        let valid = stored.filter(|s| s.settings == settings && !rebuilt);
+        let valid = stored.filter(|s| s.settings == settings && !rebuilt && !self.opts.fresh);
+        if rebuilt {
+            tracing::info!(namespace = %ns, "the target is new or was rebuilt: a full pass, then the change stream");
+        }
         let resumed = match &valid {
-            Some(s) => match mongo.changes(Some(&s.token), delay).await {
+            Some(s) => match self.open(mongo, Some(&s.token)).await {
                 Ok(feed) => Some((feed, s.clone())),
                 Err(e) if e.is_history_lost() => {
-                    tracing::warn!(
-                        namespace = %ns,
-                        "{e}: reconciling with a full pass and prune, then streaming again"
-                    );
-                    self.wopts.metrics.reconcile();
+                    tracing::warn!(namespace = %ns, "{e}: reconciling with a full pass and prune, then streaming again");
+                    metrics.reconcile();
                     None
                 }
                 Err(e) => return Err(e.into()),
             },
             None => None,
         };
-        let (mut feed, mut state, plan) = match resumed {
-            Some((feed, s)) if s.phase == Phase::Stream => {
+        let (feed, mut state, plan) = match resumed {
+            Some((feed, s)) if s.phase == Phase::Stream && !s.prune => {
                 tracing::info!(namespace = %ns, "resuming the change stream from the stored token");
                 (feed, s, None)
             }
             Some((feed, s)) => {
-                tracing::info!(namespace = %ns, "resuming the initial pass and, after it, the change stream");
+                // A pass under way (resumed from its checkpoint), or a prune still owed (then a
+                // whole pass again: a resumed pass does not prune).
+                tracing::info!(namespace = %ns, "resuming {} and, after it, the change stream", if s.prune { "a pass with prune" } else { "the initial pass" });
                 let plan = PassPlan {
                     fresh: s.prune,
-                    prune: s.prune || self.opts.prune,
+                    prune: s.prune,
                 };
                 (feed, s, Some(plan))
             }
             None => {
-                let history_lost = valid.is_some();
-                let (feed, state) = self.start_over(mongo, &settings, history_lost).await?;
-                let plan = PassPlan {
-                    fresh: true,
-                    prune: history_lost || self.opts.prune,
-                };
+                let prune = valid.is_some() || self.opts.prune;
+                let (feed, state) = self.start_over(mongo, &settings, prune).await?;
+                let plan = PassPlan { fresh: true, prune };
                 (feed, state, Some(plan))
             }
         };
+        let mut feed = Some(feed);
         if let Some(plan) = plan {
-            if !self.passes(plan, &lease, &mut totals).await? {
+            if !self.passes(plan, &mut state, &lease, &mut totals).await? {
                 return Ok(self.reports(totals, false));
             }
-            state.phase = Phase::Stream;
-            state.prune = false;
-            store.save_watch(&state).await?;
         }
-        self.wopts.metrics.ready_one();
+        metrics.ready_one();
         tracing::info!(namespace = %ns, "streaming changes");
 
         let mut attempt = 0;
         let mut saved = Instant::now();
         let mut stop = self.opts.stop.clone();
+        let delay = self.wopts.delay;
         loop {
             if *stop.borrow() {
                 break;
             }
+            // After an error the feed is gone: events it had read but not applied come again
+            // from the stored token.
+            let Some(f) = feed.as_mut() else {
+                match mongo.changes(Some(&state.token), delay).await {
+                    Ok(f) => feed = Some(f),
+                    Err(e) if e.is_history_lost() => {
+                        match self
+                            .reconcile(mongo, &settings, &e.to_string(), &lease, &mut totals)
+                            .await?
+                        {
+                            Some((f, s)) => (feed, state) = (Some(f), s),
+                            None => break,
+                        }
+                    }
+                    Err(e) => self.backoff(&mut attempt, e).await?,
+                }
+                continue;
+            };
             let batch = tokio::select! {
-                b = feed.next_batch(self.wopts.max_events, delay) => b,
+                b = f.next_batch(self.wopts.max_events, delay) => b,
                 _ = stop.wait_for(|s| *s) => break,
             };
             let batch = match batch {
-                Ok(b) => {
-                    attempt = 0;
-                    b
-                }
+                Ok(b) => b,
                 Err(e) if e.is_history_lost() => {
-                    tracing::warn!(namespace = %ns, "{e}: reconciling with a full pass and prune");
-                    self.wopts.metrics.reconcile();
-                    (feed, state) = self.start_over(mongo, &settings, true).await?;
-                    let plan = PassPlan {
-                        fresh: true,
-                        prune: true,
-                    };
-                    if !self.passes(plan, &lease, &mut totals).await? {
-                        break;
-                    }
-                    state.phase = Phase::Stream;
-                    state.prune = false;
-                    store.save_watch(&state).await?;
-                    continue;
-                }
-                Err(e) if self.opts.retry.allows(attempt, &e) => {
-                    self.wopts.metrics.error();
-                    attempt += 1;
-                    let d = self.opts.retry.delay(attempt);
-                    tracing::warn!(namespace = %ns, "reading the change stream failed ({e}); reopening at the stored token in {d:?}");
-                    tokio::time::sleep(d).await;
-                    match mongo.changes(Some(&state.token), delay).await {
-                        Ok(f) => feed = f,
-                        Err(e) => tracing::warn!(namespace = %ns, "reopening failed: {e}"),
+                    drop(feed.take());
+                    match self
+                        .reconcile(mongo, &settings, &e.to_string(), &lease, &mut totals)
+                        .await?
+                    {
+                        Some((f, s)) => (feed, state) = (Some(f), s),
+                        None => break,
                     }
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    feed = None;
+                    self.backoff(&mut attempt, e).await?;
+                    continue;
+                }
             };
+            attempt = 0;
             if batch.events == 0 {
-                self.wopts.metrics.caught_up();
+                metrics.caught_up();
                 // An idle stream's token still moves on: store it now and then, so that a
                 // restart does not start from history the server may have dropped by then.
                 if saved.elapsed() >= IDLE_SAVE
-                    && let Some(token) = feed.token()
+                    && let Some(token) = f.token()
                     && token != state.token
                 {
                     still_held(&lease)?;
@@ -290,12 +307,27 @@ impl<S: Sink> Watcher<S> {
                 }
                 continue;
             }
-            self.wopts.metrics.pending(batch.events);
+            metrics.pending(batch.events);
             let began = Instant::now();
             for (job, t) in self.group.iter().zip(totals.iter_mut()) {
                 t.add(&self.apply(job, &batch.ids, &lease).await?);
             }
-            if let Some(token) = feed.token() {
+            metrics.applied(&batch.kinds, began.elapsed(), batch.cluster_time);
+            tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
+            if let Some(why) = &batch.invalidated {
+                // The invalidating event's token cannot be resumed after: the new stream's
+                // position replaces it.
+                drop(feed.take());
+                match self
+                    .reconcile(mongo, &settings, why, &lease, &mut totals)
+                    .await?
+                {
+                    Some((f, s)) => (feed, state) = (Some(f), s),
+                    None => break,
+                }
+                continue;
+            }
+            if let Some(token) = f.token() {
                 state.token = token;
             }
             if let Some(t) = batch.cluster_time {
@@ -304,30 +336,70 @@ impl<S: Sink> Watcher<S> {
             still_held(&lease)?;
             store.save_watch(&state).await?;
             saved = Instant::now();
-            self.wopts
-                .metrics
-                .applied(&batch.kinds, began.elapsed(), batch.cluster_time);
-            tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
-            if let Some(why) = &batch.invalidated {
-                tracing::warn!(
-                    namespace = %ns,
-                    "{why}: reconciling with a full pass and prune (the --max-delete guard applies), then a new change stream"
-                );
-                self.wopts.metrics.reconcile();
-                (feed, state) = self.start_over(mongo, &settings, true).await?;
-                let plan = PassPlan {
-                    fresh: true,
-                    prune: true,
-                };
-                if !self.passes(plan, &lease, &mut totals).await? {
-                    break;
-                }
-                state.phase = Phase::Stream;
-                state.prune = false;
-                store.save_watch(&state).await?;
-            }
         }
         Ok(self.reports(totals, true))
+    }
+
+    /// Open the stream at `token` (or now), retrying transient errors by the policy.
+    async fn open(
+        &self,
+        mongo: &MongoSource,
+        token: Option<&str>,
+    ) -> Result<ChangeFeed, SourceError> {
+        let mut attempt = 0;
+        loop {
+            match mongo.changes(token, self.wopts.delay).await {
+                Err(e) if !e.is_history_lost() && self.opts.retry.allows(attempt, &e) => {
+                    attempt += 1;
+                    let d = self.opts.retry.delay(attempt);
+                    tracing::warn!(namespace = %mongo.namespace, "opening the change stream failed ({e}); retry {attempt} in {d:?}");
+                    tokio::time::sleep(d).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Wait before the next attempt after `e`, or fail when the policy allows no more.
+    async fn backoff(&self, attempt: &mut u32, e: SourceError) -> Result<(), PipelineError> {
+        self.wopts.metrics.error();
+        if !self.opts.retry.allows(*attempt, &e) {
+            return Err(e.into());
+        }
+        *attempt += 1;
+        let d = self.opts.retry.delay(*attempt);
+        tracing::warn!("the change stream failed ({e}); reopening at the stored token in {d:?}");
+        tokio::time::sleep(d).await;
+        Ok(())
+    }
+
+    /// The stream cannot go on (`why`): a new one from now, and a full pass with prune (under
+    /// the `--max-delete` guard). `None` when stopped during the pass.
+    async fn reconcile(
+        &self,
+        mongo: &MongoSource,
+        settings: &str,
+        why: &str,
+        lease: &Option<watch::Receiver<Option<String>>>,
+        totals: &mut [Counts],
+    ) -> Result<Option<(ChangeFeed, WatchState)>, PipelineError> {
+        tracing::warn!(
+            namespace = %mongo.namespace,
+            "{why}: reconciling with a full pass and prune (the --max-delete guard applies), then a new change stream"
+        );
+        let metrics = &self.wopts.metrics;
+        metrics.reconcile();
+        metrics.unready();
+        let (feed, mut state) = self.start_over(mongo, settings, true).await?;
+        let plan = PassPlan {
+            fresh: true,
+            prune: true,
+        };
+        if !self.passes(plan, &mut state, lease, totals).await? {
+            return Ok(None);
+        }
+        metrics.ready_one();
+        Ok(Some((feed, state)))
     }
 
     /// A new stream from now, and the record of a pass that starts after it: every job's
@@ -338,7 +410,7 @@ impl<S: Sink> Watcher<S> {
         settings: &str,
         prune: bool,
     ) -> Result<(ChangeFeed, WatchState), PipelineError> {
-        let feed = mongo.changes(None, self.wopts.delay).await?;
+        let feed = self.open(mongo, None).await?;
         let token = feed.token().ok_or_else(|| {
             SourceError::NoChangeStream(format!(
                 "collection {}: the server gave no resume token",
@@ -373,16 +445,20 @@ impl<S: Sink> Watcher<S> {
         Ok((feed, state))
     }
 
-    /// Every job's pass; `false` when stopped before the end.
+    /// Every job's pass, then the state says streaming (and whether a prune is still owed:
+    /// a pass with failed documents does not prune, and the next start tries again). `false`
+    /// when stopped before the end.
     async fn passes(
         &self,
         plan: PassPlan,
+        state: &mut WatchState,
         lease: &Option<watch::Receiver<Option<String>>>,
         totals: &mut [Counts],
     ) -> Result<bool, PipelineError> {
         let mut opts = self.opts.clone();
         opts.fresh = plan.fresh;
         opts.prune = plan.prune;
+        let mut owed = false;
         for (job, t) in self.group.iter().zip(totals.iter_mut()) {
             let r = pass(
                 &self.sink,
@@ -397,6 +473,7 @@ impl<S: Sink> Watcher<S> {
             if !r.complete {
                 return Ok(false);
             }
+            owed |= r.prune_skipped;
             let c = &r.counts;
             tracing::info!(
                 namespace = %r.namespace,
@@ -410,6 +487,18 @@ impl<S: Sink> Watcher<S> {
                 c.failed
             );
         }
+        if owed {
+            tracing::error!(
+                namespace = %state.namespace,
+                "the pass had failed documents, so it did not prune: points of documents deleted meanwhile stay until a pass prunes (the next start tries again; fix the failed documents)"
+            );
+        }
+        state.phase = Phase::Stream;
+        state.prune = owed;
+        StateStore::open(self.sink.as_ref(), false)
+            .await?
+            .save_watch(state)
+            .await?;
         Ok(true)
     }
 
@@ -492,6 +581,7 @@ impl<S: Sink> Watcher<S> {
                 resumed_after: None,
                 pruned: 0,
                 pruned_outside_filter: 0,
+                prune_skipped: false,
             })
             .collect()
     }

@@ -533,6 +533,7 @@ async fn pass<S: Sink>(
         resumed_after: after.map(|a| id_text(&a)),
         pruned,
         pruned_outside_filter: outside,
+        prune_skipped: opts.prune && !prune,
     })
 }
 

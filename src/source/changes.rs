@@ -87,9 +87,15 @@ impl MongoSource {
                 reason: "the stored resume token does not parse".into(),
             })?),
         };
+        // Only the keys: no full documents or update descriptions to decode (a document with
+        // invalid UTF-8 or near 16 MiB must not make its event unreadable for ever).
+        let keys = mongodb::bson::doc! {"$project": {
+            "operationType": 1, "documentKey": 1, "clusterTime": 1, "ns": 1, "to": 1,
+        }};
         let stream = self
             .typed_collection()
             .watch()
+            .pipeline([keys])
             .resume_after(resume)
             .max_await_time(max_await)
             .await
@@ -126,6 +132,11 @@ impl ChangeFeed {
                 .await
                 .map_err(|e| change_error(&self.namespace, e))?;
             let Some(event) = event else {
+                if !self.stream.is_alive() {
+                    // Closed without an invalidate event (a lost cursor the driver could not
+                    // resume): what it had read is not applied; reopen at the stored token.
+                    return Err(SourceError::StreamEnded(self.namespace.to_string()));
+                }
                 return Ok(batch);
             };
             batch.events += 1;

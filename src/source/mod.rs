@@ -87,6 +87,9 @@ pub enum SourceError {
     /// token (its oplog moved on while nothing read it).
     #[error("change stream history of {namespace} is lost ({reason})")]
     HistoryLost { namespace: String, reason: String },
+    /// A change stream closed without saying why (no invalidate event).
+    #[error("the change stream on {0} closed unexpectedly")]
+    StreamEnded(String),
     /// `watch` needs a MongoDB change stream.
     #[error(
         "{0}: no change stream to watch; `watch` reads MongoDB collections (a replica set or sharded cluster), use `sync` for files"
@@ -111,7 +114,7 @@ impl crate::retry::Transient for SourceError {
                     || source.contains_label("RetryableReadError")
                     || source.contains_label("ResumableChangeStreamError")
             }
-            SourceError::Connect { .. } => true,
+            SourceError::Connect { .. } | SourceError::StreamEnded(_) => true,
             _ => false,
         }
     }

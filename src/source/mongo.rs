@@ -159,7 +159,16 @@ impl MongoSource {
                 doc! {"$and": [self.filter.clone(), by_id]}
             };
             let collection = self.collection();
-            let mut find = collection.find(filter).batch_size(self.batch_size);
+            // From the primary, majority-committed: never older than the change event that
+            // named the document (a lagging secondary would make it look unchanged), never a
+            // write that may still roll back (a rollback has no event).
+            let mut find = collection
+                .find(filter)
+                .batch_size(self.batch_size)
+                .selection_criteria(mongodb::options::SelectionCriteria::ReadPreference(
+                    mongodb::options::ReadPreference::Primary,
+                ))
+                .read_concern(mongodb::options::ReadConcern::majority());
             if let Some(p) = &self.projection {
                 find = find.projection(p.clone());
             }
