@@ -74,7 +74,7 @@ impl JobSpec {
                 (Source::Mongo(src), c.clone())
             }
             (None, Some(f)) => {
-                let kind = dump::kind_of(f)?;
+                let kind = dump::kind_of(f);
                 let namespace = match (&self.namespace, kind) {
                     (Some(ns), _) => parse_namespace(ns)?,
                     (None, Some(DumpKind::Archive)) => {

@@ -292,7 +292,7 @@ fn expand_archives(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<JobSp
     let mut out = Vec::new();
     for spec in specs {
         let archive = match (&spec.file, &spec.namespace) {
-            (Some(f), None) => kind_of(f)? == Some(DumpKind::Archive),
+            (Some(f), None) => kind_of(f) == Some(DumpKind::Archive),
             _ => false,
         };
         if !archive {

@@ -33,16 +33,17 @@ pub enum DumpKind {
 }
 
 /// The kind of dump at `path`, from its first bytes (after gzip) and name; `None`: not a
-/// dump (JSON from mongoexport).
-pub fn kind_of(path: &Path) -> Result<Option<DumpKind>, SourceError> {
+/// dump (JSON from mongoexport). A file that cannot be read is judged by its name (reading it
+/// reports the problem).
+pub fn kind_of(path: &Path) -> Option<DumpKind> {
     let mut head = [0u8; 4];
-    let n = open(path)?.read(&mut head).map_err(|e| io(path, e))?;
-    if n == 4 && head == ARCHIVE_MAGIC {
-        return Ok(Some(DumpKind::Archive));
+    let read = open(path).is_ok_and(|mut r| r.read_exact(&mut head).is_ok());
+    if read && head == ARCHIVE_MAGIC {
+        return Some(DumpKind::Archive);
     }
     let name = path.to_string_lossy();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
-    Ok(name.ends_with(".bson").then_some(DumpKind::Bson))
+    name.ends_with(".bson").then_some(DumpKind::Bson)
 }
 
 /// The namespace of a collection's `.bson` file in mongodump's layout: `DB/COLL.bson`.
