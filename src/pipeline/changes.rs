@@ -234,10 +234,10 @@ impl<S: Sink> Watcher<S> {
             }
         };
         let mut feed = Some(feed);
-        if let Some(plan) = plan {
-            if !self.passes(plan, &mut state, &lease, &mut totals).await? {
-                return Ok(self.reports(totals, false));
-            }
+        if let Some(plan) = plan
+            && !self.passes(plan, &mut state, &lease, &mut totals).await?
+        {
+            return Ok(self.reports(totals, false));
         }
         metrics.ready_one();
         tracing::info!(namespace = %ns, "streaming changes");
