@@ -31,9 +31,19 @@ struct Running {
 }
 
 fn start<S: Sink>(sink: &Arc<S>, jobs: Vec<Job>) -> Running {
+    start_with(sink, jobs, |_| {})
+}
+
+/// [`start`] with `tune` applied to the options.
+fn start_with<S: Sink>(
+    sink: &Arc<S>,
+    jobs: Vec<Job>,
+    tune: impl FnOnce(&mut SyncOptions),
+) -> Running {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut opts = SyncOptions::new(rx);
     opts.batch_docs = 32;
+    tune(&mut opts);
     let stats = Arc::new(Stats::default());
     let metrics = Arc::new(Metrics::new(1, stats.clone()));
     let mut w = WatchOptions::new(metrics.clone());
@@ -72,6 +82,15 @@ impl Running {
         assert!(r.interrupted);
         r
     }
+}
+
+/// A server with `n` movies in `watch.films`, and the jobs into a new target named `name_*`.
+async fn setup(n: usize, name: &str, args: &[&str]) -> (Mongo, Vec<Job>) {
+    let m = Mongo::start_with(args);
+    common::load_movies(&m, DB, "films", n).await;
+    let target = common::unique(name);
+    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    (m, jobs)
 }
 
 fn jobs_of<'a>(m: &'a Mongo, coll: &str, target: &str) -> common::SyncOf<'a> {
@@ -148,10 +167,7 @@ async fn change_each_kind(m: &Mongo, coll: &str) {
 both_targets!(changes_while_watching_reach_the_target);
 
 async fn changes_while_watching_reach_the_target<S: Sink>(sink: Arc<S>) {
-    let m = Mongo::start();
-    common::load_movies(&m, DB, "films", 40).await;
-    let target = common::unique("watched");
-    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let (m, jobs) = setup(40, "watched", &[]).await;
     let w = start(&sink, jobs.clone());
     w.ready().await;
     until_in_sync(&sink, &jobs).await;
@@ -197,10 +213,7 @@ async fn changes_while_watching_reach_the_target<S: Sink>(sink: Arc<S>) {
 both_targets!(a_restart_applies_what_changed_while_it_was_down);
 
 async fn a_restart_applies_what_changed_while_it_was_down<S: Sink>(sink: Arc<S>) {
-    let m = Mongo::start();
-    common::load_movies(&m, DB, "films", 40).await;
-    let target = common::unique("restarted");
-    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let (m, jobs) = setup(40, "restarted", &[]).await;
     let w = start(&sink, jobs.clone());
     w.ready().await;
     w.stop().await;
@@ -219,10 +232,7 @@ both_targets!(lost_history_is_reconciled_with_a_pass_and_prune);
 
 async fn lost_history_is_reconciled_with_a_pass_and_prune<S: Sink>(sink: Arc<S>) {
     // A server that keeps only 10 oplog entries (it prunes every 1000 writes).
-    let m = Mongo::start_with(&["--oplog-max-entries", "10"]);
-    common::load_movies(&m, DB, "films", 40).await;
-    let target = common::unique("reconciled");
-    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let (m, jobs) = setup(40, "reconciled", &["--oplog-max-entries", "10"]).await;
     let w = start(&sink, jobs.clone());
     w.ready().await;
     w.stop().await;
@@ -479,32 +489,11 @@ async fn watch_refuses_files_and_dry_runs() {
 both_targets!(a_dropped_and_restored_collection_is_reconciled);
 
 async fn a_dropped_and_restored_collection_is_reconciled<S: Sink>(sink: Arc<S>) {
-    let m = Mongo::start();
-    common::load_movies(&m, DB, "films", 20).await;
-    let target = common::unique("restored");
-    let jobs = jobs_of(&m, "films", &target).jobs().await;
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let mut opts = SyncOptions::new(rx);
+    let (m, jobs) = setup(20, "restored", &[]).await;
     // A restore replaces most documents: allow the prune that follows the drop.
-    opts.max_delete = mongo2qdrant::pipeline::guard::MaxDelete::Share(100);
-    let stats = Arc::new(Stats::default());
-    let metrics = Arc::new(Metrics::new(1, stats.clone()));
-    let mut w = WatchOptions::new(metrics.clone());
-    w.delay = Duration::from_millis(100);
-    let task = tokio::spawn(pipeline::watch(
-        sink.clone(),
-        common::worker(),
-        jobs.clone(),
-        opts,
-        w,
-        stats,
-    ));
-    let running = Running {
-        stop,
-        task,
-        metrics,
-        stats: Arc::new(Stats::default()),
-    };
+    let running = start_with(&sink, jobs.clone(), |o| {
+        o.max_delete = mongo2qdrant::pipeline::guard::MaxDelete::Share(100);
+    });
     running.ready().await;
     until_in_sync(&sink, &jobs).await;
 
@@ -538,16 +527,13 @@ async fn a_dropped_and_restored_collection_is_reconciled<S: Sink>(sink: Arc<S>) 
 both_targets!(a_target_dropped_while_nobody_watched_is_filled_again);
 
 async fn a_target_dropped_while_nobody_watched_is_filled_again<S: Sink>(sink: Arc<S>) {
-    let m = Mongo::start();
-    common::load_movies(&m, DB, "films", 20).await;
-    let target = common::unique("refilled");
-    let jobs = jobs_of(&m, "films", &target).jobs().await;
+    let (_m, jobs) = setup(20, "refilled", &[]).await;
     let w = start(&sink, jobs.clone());
     w.ready().await;
     w.stop().await;
     // An operator drops the collection to rebuild it; the stream position stays behind in the
     // records collection.
-    sink.drop_collection(&target).await.unwrap();
+    sink.drop_collection(&jobs[0].target).await.unwrap();
     let w = start(&sink, jobs.clone());
     w.ready().await;
     until_in_sync(&sink, &jobs).await;

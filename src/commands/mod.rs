@@ -103,6 +103,38 @@ pub fn open_target(kind: &TargetKind) -> anyhow::Result<Arc<Target>> {
     Ok(Arc::new(Target::open(kind)?))
 }
 
+/// Run a writing command (`sync`, `watch`) with a new run id and live counters; every way
+/// out writes its report to `report_json` (a cron job must not keep showing the last good
+/// one), a failure with its error and counts. The exit code is the report's.
+pub async fn reported(
+    report_json: Option<&Path>,
+    run: impl AsyncFnOnce(&str, Arc<crate::report::Stats>) -> anyhow::Result<crate::report::RunReport>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::report::{RunReport, RunStatus, Stats};
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let started_at = crate::state::now_rfc3339();
+    let stats = Arc::new(Stats::default());
+    let outcome = run(&run_id, stats.clone()).await;
+    let report = match &outcome {
+        Ok(report) => report.clone(),
+        Err(e) => RunReport {
+            run_id,
+            started_at,
+            finished_at: crate::state::now_rfc3339(),
+            counts: stats.snapshot(),
+            status: RunStatus::Failed,
+            exit_status: exit_code(e),
+            error: Some(format!("{e:#}")),
+            ..RunReport::default()
+        },
+    };
+    if let Some(path) = report_json {
+        write_json(path, "--report-json", &report)?;
+    }
+    outcome?;
+    Ok(std::process::ExitCode::from(report.exit_status))
+}
+
 /// Write `value` as pretty JSON to `path` (the file a `flag` named).
 pub fn write_json(path: &Path, flag: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(value)?)

@@ -4,41 +4,22 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{exit, exit_code, install_signals, load_embedder, lock_target, open_target};
+use super::{exit, install_signals, load_embedder, lock_target, open_target};
 use crate::cli::SyncArgs;
 use crate::config;
 use crate::embed::worker::EmbedWorker;
 use crate::pipeline::{self, Chunking, Job, RetryPolicy, SyncOptions};
 use crate::point::route;
 use crate::progress::{Progress, ProgressMode};
-use crate::report::{RunReport, RunStatus, Stats};
+use crate::report::{RunReport, Stats};
 use crate::sink::Target;
-use crate::state::{StateStore, now_rfc3339};
+use crate::state::StateStore;
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let started_at = now_rfc3339();
-    let stats = Arc::new(Stats::default());
-    let outcome = run(&args, &run_id, stats.clone()).await;
-    // Every way out writes the report (a cron job must not keep showing the last good one).
-    let report = match &outcome {
-        Ok(report) => report.clone(),
-        Err(e) => RunReport {
-            run_id,
-            started_at,
-            finished_at: now_rfc3339(),
-            counts: stats.snapshot(),
-            status: RunStatus::Failed,
-            exit_status: exit_code(e),
-            error: Some(format!("{e:#}")),
-            ..RunReport::default()
-        },
-    };
-    if let Some(path) = &args.report_json {
-        super::write_json(path, "--report-json", &report)?;
-    }
-    outcome?;
-    Ok(ExitCode::from(report.exit_status))
+    super::reported(args.report_json.as_deref(), async |run_id, stats| {
+        run(&args, run_id, stats).await
+    })
+    .await
 }
 
 async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result<RunReport> {

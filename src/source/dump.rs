@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use mongodb::bson::Document;
 use tokio::sync::mpsc;
 
-use super::{Namespace, SourceDoc, SourceError, SourceItem};
+use super::{Namespace, SourceError, SourceItem};
 
 /// The archive's magic number as it appears in the file (0x8199e26d, little-endian).
 const ARCHIVE_MAGIC: [u8; 4] = [0x6d, 0xe2, 0x99, 0x81];
@@ -148,22 +148,7 @@ fn send(tx: &mpsc::Sender<SourceItem>, item: SourceItem) -> Result<(), SourceErr
 /// One document of a dump: like a document of the live collection.
 fn item(raw: &[u8], at: String) -> SourceItem {
     match mongodb::bson::from_slice_utf8_lossy::<Document>(raw) {
-        Ok(doc) => match doc.get("_id") {
-            Some(id) => match crate::ids::check_id(id) {
-                Ok(()) => SourceItem::Doc(SourceDoc {
-                    id: id.clone(),
-                    doc,
-                }),
-                Err(e) => SourceItem::Bad {
-                    at,
-                    reason: format!("the _id cannot be hashed ({e})"),
-                },
-            },
-            None => SourceItem::Bad {
-                at,
-                reason: "document has no _id".into(),
-            },
-        },
+        Ok(doc) => super::file::doc_item(doc, at, "document has no _id"),
         Err(e) => SourceItem::Bad {
             at,
             reason: format!("undecodable BSON: {e}"),

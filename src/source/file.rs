@@ -169,23 +169,11 @@ impl Once {
 
 fn to_item(value: serde_json::Value, at: String) -> SourceItem {
     match Bson::try_from(value) {
-        Ok(Bson::Document(doc)) => match doc.get("_id") {
-            Some(id) => match crate::ids::check_id(id) {
-                Ok(()) => SourceItem::Doc(SourceDoc {
-                    id: id.clone(),
-                    doc,
-                }),
-                Err(e) => SourceItem::Bad {
-                    at,
-                    reason: format!("the _id cannot be stored in MongoDB or hashed ({e})"),
-                },
-            },
-            None => SourceItem::Bad {
-                at,
-                reason: "document has no _id; export with mongoexport, which always writes it"
-                    .into(),
-            },
-        },
+        Ok(Bson::Document(doc)) => doc_item(
+            doc,
+            at,
+            "document has no _id; export with mongoexport, which always writes it",
+        ),
         Ok(_) => SourceItem::Bad {
             at,
             reason: "not a JSON object".into(),
@@ -193,6 +181,27 @@ fn to_item(value: serde_json::Value, at: String) -> SourceItem {
         Err(e) => SourceItem::Bad {
             at,
             reason: format!("invalid Extended JSON: {e}"),
+        },
+    }
+}
+
+/// A document read from a file (`at`): one with a usable `_id`, or bad input (`no_id` says
+/// what to do about a missing one).
+pub(super) fn doc_item(doc: Document, at: String, no_id: &str) -> SourceItem {
+    match doc.get("_id") {
+        Some(id) => match crate::ids::check_id(id) {
+            Ok(()) => SourceItem::Doc(SourceDoc {
+                id: id.clone(),
+                doc,
+            }),
+            Err(e) => SourceItem::Bad {
+                at,
+                reason: format!("the _id cannot be stored in MongoDB or hashed ({e})"),
+            },
+        },
+        None => SourceItem::Bad {
+            at,
+            reason: no_id.to_owned(),
         },
     }
 }
