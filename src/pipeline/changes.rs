@@ -346,18 +346,12 @@ impl<S: Sink> Watcher<S> {
         mongo: &MongoSource,
         token: Option<&str>,
     ) -> Result<ChangeFeed, SourceError> {
-        let mut attempt = 0;
-        loop {
-            match mongo.changes(token, self.wopts.delay).await {
-                Err(e) if !e.is_history_lost() && self.opts.retry.allows(attempt, &e) => {
-                    attempt += 1;
-                    let d = self.opts.retry.delay(attempt);
-                    tracing::warn!(namespace = %mongo.namespace, "opening the change stream failed ({e}); retry {attempt} in {d:?}");
-                    tokio::time::sleep(d).await;
-                }
-                other => return other,
-            }
-        }
+        let what = format!("opening the change stream on {}", mongo.namespace);
+        let delay = self.wopts.delay;
+        self.opts
+            .retry
+            .run(&what, || mongo.changes(token, delay))
+            .await
     }
 
     /// Wait before the next attempt after `e`, or fail when the policy allows no more.
@@ -550,22 +544,8 @@ impl<S: Sink> Watcher<S> {
         let Source::Mongo(mongo) = source else {
             return Err(SourceError::NoChangeStream(source.describe()).into());
         };
-        let mut attempt = 0;
-        loop {
-            match mongo.fetch(ids).await {
-                Ok(r) => return Ok(r),
-                Err(e) if self.opts.retry.allows(attempt, &e) => {
-                    attempt += 1;
-                    let d = self.opts.retry.delay(attempt);
-                    tracing::warn!(
-                        "reading changed documents of {} failed ({e}); retry {attempt} in {d:?}",
-                        mongo.namespace
-                    );
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let what = format!("reading changed documents of {}", mongo.namespace);
+        Ok(self.opts.retry.run(&what, || mongo.fetch(ids)).await?)
     }
 
     fn reports(&self, totals: Vec<Counts>, complete: bool) -> Vec<NamespaceReport> {
