@@ -205,6 +205,16 @@ pub struct SyncArgs {
     /// Attempts for transient MongoDB / Qdrant failures (exponential backoff with jitter).
     #[arg(long, env = "M2Q_RETRIES", default_value_t = 6)]
     pub retries: u32,
+    /// This process's part of every namespace as INDEX/COUNT (0-based: `--shard 2/8` is the
+    /// third of eight): documents are split by a hash of their `_id`; each shard reads, writes,
+    /// checkpoints, leases, prunes and verifies only its own. Run the COUNT shards side by side
+    /// against a Qdrant server (the embedded store takes one writer at a time).
+    #[arg(long, env = "M2Q_SHARD", value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+    /// The number of shards, this process's index taken from JOB_COMPLETION_INDEX: a
+    /// Kubernetes Indexed Job with `completions: COUNT` needs no per-pod flag.
+    #[arg(long, env = "M2Q_SHARDS", value_name = "COUNT")]
+    pub shards: Option<u32>,
     /// Write the run's counts as JSON to this file.
     #[arg(long, env = "M2Q_REPORT_JSON")]
     pub report_json: Option<PathBuf>,

@@ -22,6 +22,7 @@ pub mod point;
 pub mod progress;
 pub mod report;
 pub mod retry;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -89,6 +89,9 @@ pub struct NamespaceReport {
     /// The named vector written, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<String>,
+    /// The shard this run wrote (`INDEX/COUNT`), when sharded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     pub counts: Counts,
     /// The pass reached the end of the source.
     pub complete: bool,

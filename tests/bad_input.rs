@@ -236,7 +236,7 @@ async fn corrupt_checkpoint_is_refused_and_fresh_recovers() {
         let mut garbage = serde_json::Map::new();
         garbage.insert("kind".into(), "checkpoint".into());
         garbage.insert("last_id".into(), "not what you think".into());
-        cps.put_raw(checkpoint_id("films", "cp.films", None), garbage)
+        cps.put_raw(checkpoint_id("films", "cp.films", None, None), garbage)
             .await
             .unwrap();
         mongo2qdrant::sink::Sink::flush(&sink).await.unwrap();

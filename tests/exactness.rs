@@ -131,6 +131,7 @@ async fn a_compound_id_checkpoint_keeps_its_field_order<S: Sink>(sink: Arc<S>) {
         target: target.clone(),
         namespace: "x.y".into(),
         vector: None,
+        shard: None,
         last_id: None,
         complete: false,
         settings: "s".into(),
@@ -144,7 +145,7 @@ async fn a_compound_id_checkpoint_keeps_its_field_order<S: Sink>(sink: Arc<S>) {
     cp.set_last_id(&id);
     store.save_checkpoint(&cp).await.unwrap();
     let back = store
-        .checkpoint(&target, "x.y", None)
+        .checkpoint(&target, "x.y", None, None)
         .await
         .unwrap()
         .unwrap();

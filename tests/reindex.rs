@@ -350,7 +350,7 @@ async fn dry_run_writes_nothing<S: Sink>(sink: Arc<S>) {
     let store = StateStore::open(sink.as_ref(), false).await.unwrap();
     assert!(
         store
-            .checkpoint(&fresh, &format!("d.{fresh}"), None)
+            .checkpoint(&fresh, &format!("d.{fresh}"), None, None)
             .await
             .unwrap()
             .is_none()

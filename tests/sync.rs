@@ -228,7 +228,7 @@ async fn checkpoint_is_recorded<S: Sink>(sink: Arc<S>) {
         .await
         .unwrap();
     let cp = store
-        .checkpoint(&c, &format!("cp.{c}"), None)
+        .checkpoint(&c, &format!("cp.{c}"), None, None)
         .await
         .unwrap()
         .unwrap();

@@ -61,7 +61,7 @@ fn parse_layout(s: &str) -> anyhow::Result<(usize, usize)> {
 async fn read_texts(jobs: Vec<Job>, limit: usize) -> anyhow::Result<Vec<String>> {
     let mut texts = Vec::new();
     for job in jobs {
-        let (mut rx, reader) = job.source.spawn_reader(1024);
+        let (mut rx, reader) = job.source.spawn_reader(1024, None);
         while texts.len() < limit
             && let Some(item) = rx.recv().await
         {

@@ -10,6 +10,7 @@ use super::open_target;
 use crate::cli::StatusArgs;
 use crate::point::route;
 use crate::report::RunReport;
+use crate::shard::Shard;
 use crate::sink::{Sink, TargetKind};
 use crate::state::{
     Checkpoint, Lease, LockError, Phase, Record, StateStore, WatchState, lock_store,
@@ -71,6 +72,16 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
             Record::Watch(w) => watches.push(w),
         }
     }
+    // A namespace's shards together, in index order.
+    checkpoints.sort_by_cached_key(|c| {
+        let shard = c.shard.as_deref().and_then(|s| s.parse::<Shard>().ok());
+        (
+            c.target.clone(),
+            c.namespace.clone(),
+            c.vector.clone(),
+            shard.map(|s| (s.count, s.index)),
+        )
+    });
     Ok(Status::Records {
         target: target.describe(),
         checkpoints,
@@ -105,8 +116,11 @@ fn print_status(s: &Status) {
             .last_id()
             .map_or_else(|| "none".to_owned(), |id| crate::source::id_text(&id));
         crate::out!(
-            "  {}: {} at _id {at}, updated {}, run {}, model {}",
+            "  {}{}: {} at _id {at}, updated {}, run {}, model {}",
             route(&c.namespace, &c.target, c.vector.as_deref()),
+            c.shard
+                .as_ref()
+                .map_or_else(String::new, |s| format!(" (shard {s})")),
             if c.complete {
                 "complete"
             } else {

@@ -26,7 +26,7 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
     let (jobs, target) = config::sync_plan(args).await?;
     let chunking = config::chunking(args)?;
     let stop = install_signals()?;
-    let mut opts = sync_options(args, chunking, stop);
+    let mut opts = sync_options(args, chunking, stop)?;
     opts.run_id = run_id.to_owned();
     // Take the embedded store's lock before loading the model: a refused run costs nothing.
     let lock = lock_target(&target.kind(), run_id)?;
@@ -74,8 +74,13 @@ pub fn sync_options(
     args: &SyncArgs,
     chunking: Option<Chunking>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> SyncOptions {
-    SyncOptions {
+) -> Result<SyncOptions, config::ConfigError> {
+    let shard = crate::shard::resolve(
+        args.shard.as_deref(),
+        args.shards,
+        std::env::var("JOB_COMPLETION_INDEX").ok().as_deref(),
+    )?;
+    Ok(SyncOptions {
         batch_docs: args.batch_size.max(1),
         fresh: args.fresh,
         dry_run: args.dry_run,
@@ -89,8 +94,9 @@ pub fn sync_options(
             attempts: args.retries.max(1),
             ..RetryPolicy::default()
         },
+        shard,
         ..SyncOptions::new(stop)
-    }
+    })
 }
 
 fn print_summary(r: &RunReport) {
@@ -121,8 +127,11 @@ fn print_summary(r: &RunReport) {
             (n, o) => format!(", pruned {n} ({o} of documents outside the --filter)"),
         };
         crate::out!(
-            "  {}: read {}, embedded {}, unchanged {}{pruned}{}",
+            "  {}{}: read {}, embedded {}, unchanged {}{pruned}{}",
             route(&ns.namespace, &ns.target, ns.vector.as_deref()),
+            ns.shard
+                .as_ref()
+                .map_or_else(String::new, |s| format!(" (shard {s})")),
             ns.counts.read,
             ns.counts.embedded,
             ns.counts.skipped_unchanged,

@@ -15,7 +15,7 @@ pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     super::existing_store(&target.kind())?;
     let embedder = load_embedder(&args.model).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
-    let opts = super::sync::sync_options(&args, chunking, stop);
+    let opts = super::sync::sync_options(&args, chunking, stop)?;
     let _lock = lock_target(&target.kind(), &opts.run_id)?;
     let sink = open_target(&target.kind())?;
     let report = crate::verify::verify(sink, embedder, jobs, &opts).await?;
@@ -33,8 +33,11 @@ pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
 fn print_report(report: &VerifyReport) {
     for ns in &report.namespaces {
         crate::out!(
-            "{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
+            "{}{}: {} documents, {} points expected, {} found: {} missing, {} stale, {} orphaned, {} duplicate{}",
             route(&ns.namespace, &ns.target, ns.vector.as_deref()),
+            ns.shard
+                .as_ref()
+                .map_or_else(String::new, |s| format!(" (shard {s})")),
             ns.documents,
             ns.expected_points,
             ns.points,
@@ -53,6 +56,12 @@ fn print_report(report: &VerifyReport) {
             for d in list {
                 crate::out!("  {kind:<9} point {} (_id {})", d.point, d.doc_id);
             }
+        }
+        if ns.unplaced > 0 {
+            crate::out!(
+                "  {} points could not be placed in a shard (their stored _id does not give their id back): run verify without --shard to check them",
+                ns.unplaced
+            );
         }
         if ns.deep_checked > 0 {
             crate::out!(

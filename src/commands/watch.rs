@@ -24,7 +24,12 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 
 async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result<RunReport> {
     let sync = &args.sync;
-    for (set, flag) in [(sync.dry_run, "--dry-run"), (sync.deep, "--deep")] {
+    let sharded = sync.shard.is_some() || sync.shards.is_some();
+    for (set, flag) in [
+        (sync.dry_run, "--dry-run"),
+        (sync.deep, "--deep"),
+        (sharded, "--shard"),
+    ] {
         if set {
             return Err(ConfigError::NotForWatch(flag).into());
         }
@@ -35,7 +40,7 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
     }
     let chunking = config::chunking(sync)?;
     let stop = install_signals()?;
-    let mut opts = sync_options(sync, chunking, stop);
+    let mut opts = sync_options(sync, chunking, stop)?;
     opts.run_id = run_id.to_owned();
     let lock = lock_target(&target.kind(), run_id)?;
     let metrics = Arc::new(Metrics::new(namespaces(&jobs), stats.clone()));

@@ -75,6 +75,8 @@ pub enum ConfigError {
         "{0}: a mongodump archive holds several collections and this one none that can be told apart; give --namespace DB.COLLECTION (or `namespace` in the config entry)"
     )]
     ArchiveNamespace(String),
+    #[error("{0}")]
+    Shard(#[from] crate::shard::ShardError),
     #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
     MetricsAddr { addr: String, reason: String },
 }

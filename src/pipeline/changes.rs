@@ -556,6 +556,7 @@ impl<S: Sink> Watcher<S> {
                 namespace: job.source.namespace().to_string(),
                 target: job.target.clone(),
                 vector: job.vector_name.clone(),
+                shard: None,
                 counts,
                 complete,
                 resumed_after: None,

@@ -30,6 +30,7 @@ pub use crate::point::{Chunking, Job};
 use crate::point::{keys, settings_hash};
 use crate::report::{Counts, NamespaceReport, RunLog, RunReport, RunStatus, Stats};
 pub use crate::retry::RetryPolicy;
+use crate::shard::Shard;
 use crate::sink::{Ensure, Fields, MatchFilter, Retrying, Sink, SinkError, VectorSpec, scroll_all};
 use crate::source::{SourceError, SourceItem, id_text};
 use crate::state::checkpoint::PassKey;
@@ -89,6 +90,8 @@ pub struct SyncOptions {
     /// Set by [`sync`] for the jobs of a target that `recreate` drops (in a dry run: would
     /// drop): their pass starts from the beginning and sees the target empty.
     pub target_rebuilt: bool,
+    /// This process's part of every namespace ([`crate::shard`]); `None`: all of it.
+    pub shard: Option<Shard>,
 }
 
 impl SyncOptions {
@@ -108,6 +111,7 @@ impl SyncOptions {
             run_id: Uuid::new_v4().to_string(),
             stop,
             target_rebuilt: false,
+            shard: None,
         }
     }
 }
@@ -292,11 +296,20 @@ async fn sync_namespace<S: Sink>(
     if opts.dry_run {
         return pass(sink, worker, job, opts, log, None).await;
     }
-    let (target, namespace) = (job.target.clone(), job.source.namespace().to_string());
+    let (target, namespace) = (job.target.clone(), lease_name(&job, opts.shard));
     under_lease(sink, &target, &namespace, &opts.run_id, async |lease| {
         pass(sink, worker, job, opts, log, lease).await
     })
     .await
+}
+
+/// What a lease is named by: the namespace, and the shard when sharded (shards of one namespace
+/// run side by side, each under its own lease).
+pub(crate) fn lease_name(job: &Job, shard: Option<Shard>) -> String {
+    match shard {
+        None => job.source.namespace().to_string(),
+        Some(s) => format!("{} shard {s}", job.source.namespace()),
+    }
 }
 
 /// Run `work` under the lease of (`target`, `namespace`) on a Qdrant server (the embedded
@@ -348,6 +361,7 @@ fn pass_key(job: &Job, opts: &SyncOptions, embedder: &dyn crate::embed::Embedder
         namespace: job.source.namespace().to_string(),
         vector: job.vector_name.clone(),
         settings: settings_hash(&model, job, opts.chunking),
+        shard: opts.shard,
         model,
         dimension: embedder.dimension(),
         run_id: opts.run_id.clone(),
@@ -467,14 +481,16 @@ async fn pass<S: Sink>(
     let mut outside = 0;
     if complete && (prune || !lost.is_empty()) {
         // Everything this pass deletes, checked against the guard before any of it goes.
+        let lost_set: HashSet<Uuid> = lost.iter().copied().collect();
+        let keep = std::mem::take(&mut *seen.lock().expect("seen"));
         let stored = if opts.target_rebuilt && opts.dry_run {
             Vec::new()
         } else {
-            namespace_points(sink.as_ref(), &job).await?
+            // A shard's own documents' points are its own, placed or not.
+            let known = |id: &Uuid| lost_set.contains(id) || keep.contains(id);
+            namespace_points(sink.as_ref(), &job, opts.shard, known).await?
         };
         let points: Vec<Uuid> = stored.iter().map(|(id, _)| *id).collect();
-        let lost_set: HashSet<Uuid> = lost.iter().copied().collect();
-        let keep = std::mem::take(&mut *seen.lock().expect("seen"));
         let stale: Vec<Uuid> = if prune {
             let stale = points
                 .iter()
@@ -528,6 +544,7 @@ async fn pass<S: Sink>(
         namespace: ns_text,
         target: job.target,
         vector: job.vector_name,
+        shard: opts.shard.map(|s| s.to_string()),
         counts: totals,
         complete,
         resumed_after: after.map(|a| id_text(&a)),
@@ -566,25 +583,68 @@ async fn outside_filter(
     Ok(ids.iter().filter(|(_, t, _)| existing.contains(t)).count() as u64)
 }
 
-/// The points of `job`'s namespace that hold its vector, with their document's `_id` as stored.
+/// The points of `job`'s namespace that hold its vector (of `shard` only, when sharded: see
+/// [`shard_points`]), with their document's `_id` as stored.
 async fn namespace_points<S: Sink>(
     sink: &S,
     job: &Job,
+    shard: Option<Shard>,
+    known: impl Fn(&Uuid) -> bool,
 ) -> Result<Vec<(Uuid, Option<Value>)>, SinkError> {
-    if !sink.exists(&job.target).await? {
-        return Ok(Vec::new());
+    let (points, unplaced) = shard_points(sink, job, shard, &job.stored_keys(), known).await?;
+    if unplaced > 0 {
+        tracing::warn!(
+            namespace = %job.source.namespace(),
+            "{unplaced} points have a stored _id that does not give their id back (a compound _id whose field order the server did not keep, or a point of another writer): no shard prunes them; a `sync --prune` without --shard does"
+        );
     }
+    Ok(points
+        .into_iter()
+        .map(|mut p| (p.id, p.payload.remove(keys::ID)))
+        .collect())
+}
+
+/// The points of `job`'s namespace that hold its vector, with `keys` of their payload; when
+/// sharded, only `shard`'s: those `known` to be (the points of its documents) and those its
+/// [`Shard::owns_point`] places. A point whose shard cannot be told is no shard's: it is left
+/// out and counted (the second value); a run without a shard sees it.
+pub(crate) async fn shard_points<S: Sink>(
+    sink: &S,
+    job: &Job,
+    shard: Option<Shard>,
+    keys: &[String],
+    known: impl Fn(&Uuid) -> bool,
+) -> Result<(Vec<crate::sink::StoredPoint>, u64), SinkError> {
+    if !sink.exists(&job.target).await? {
+        return Ok((Vec::new(), 0));
+    }
+    let ns = job.source.namespace();
     let filter = MatchFilter {
         key: keys::NAMESPACE.into(),
-        value: job.source.namespace().to_string(),
+        value: ns.to_string(),
     };
-    let keys = job.stored_keys();
-    Ok(
-        scroll_all(sink, &job.target, Some(&filter), Fields::Only(&keys))
-            .await?
-            .into_iter()
-            .filter(|p| job.owns(&p.payload))
-            .map(|mut p| (p.id, p.payload.remove(keys::ID)))
-            .collect(),
-    )
+    let mut keys = keys.to_vec();
+    for k in [keys::ID, keys::CHUNK] {
+        if !keys.iter().any(|have| have == k) {
+            keys.push(k.to_owned());
+        }
+    }
+    let mut unplaced = 0u64;
+    let points = scroll_all(sink, &job.target, Some(&filter), Fields::Only(&keys))
+        .await?
+        .into_iter()
+        .filter(|p| job.owns(&p.payload))
+        .filter(|p| match shard {
+            None => true,
+            Some(_) if known(&p.id) => true,
+            Some(s) => match s.owns_point(ns, p.id, &p.payload) {
+                Some(mine) => mine,
+                None => {
+                    unplaced += 1;
+                    false
+                }
+            },
+        })
+        .collect();
+    Ok((points, unplaced))
 }

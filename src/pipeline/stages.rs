@@ -58,7 +58,7 @@ pub(super) async fn read(
     loop {
         let from = last.clone().or_else(|| after.clone());
         let outcome = tokio::select! {
-            r = source.stream(from.as_ref(), &tx, &mut last) => r,
+            r = source.stream(from.as_ref(), &tx, &mut last, opts.shard) => r,
             _ = stop.wait_for(|s| *s) => return Ok(false),
         };
         match outcome {

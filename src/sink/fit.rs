@@ -83,12 +83,24 @@ pub async fn ensure_collection<S: Sink + ?Sized>(
     mode: Ensure,
 ) -> Result<(), SinkError> {
     let shape = sink.shape(collection).await?;
-    match fit(collection, shape.as_ref(), vectors, mode)? {
-        Fit::Ready => Ok(()),
+    let made = match fit(collection, shape.as_ref(), vectors, mode)? {
+        Fit::Ready => return Ok(()),
         Fit::Create => sink.create_collection(collection, vectors).await,
         Fit::AddVector => {
             let name = vectors.name.as_deref().unwrap_or_default();
             sink.add_vector(collection, name, vectors.dimension).await
+        }
+    };
+    match made {
+        Ok(()) => Ok(()),
+        // Another writer (a shard beside this one) may have made it in between: what is there
+        // now decides.
+        Err(e) => {
+            let now = sink.shape(collection).await?;
+            match fit(collection, now.as_ref(), vectors, mode) {
+                Ok(Fit::Ready) => Ok(()),
+                _ => Err(e),
+            }
         }
     }
 }

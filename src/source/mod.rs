@@ -14,6 +14,8 @@ pub use dump::DumpSource;
 pub use file::FileSource;
 pub use mongo::MongoSource;
 
+use crate::shard::Shard;
+
 /// `database.collection` of a source: part of every point id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Namespace {
@@ -215,6 +217,7 @@ impl Source {
     pub fn spawn_reader(
         &self,
         capacity: usize,
+        shard: Option<Shard>,
     ) -> (
         mpsc::Receiver<SourceItem>,
         tokio::task::JoinHandle<Result<u64, SourceError>>,
@@ -223,24 +226,52 @@ impl Source {
         let source = self.clone();
         let task = tokio::spawn(async move {
             let mut last = None;
-            source.stream(None, &tx, &mut last).await
+            source.stream(None, &tx, &mut last, shard).await
         });
         (rx, task)
     }
 
-    /// Stream every document (after `after`, where resumable) into `tx`; returns how many
-    /// items were sent. `last` tracks the last `_id` sent, so that a retry after a transient
-    /// error resumes right after it.
+    /// Stream every document (after `after`, where resumable) into `tx`, only `shard`'s when
+    /// sharded; returns how many items were sent. `last` tracks the last `_id` sent, so that a
+    /// retry after a transient error resumes right after it. A collection's shard reads only
+    /// `_id`s beyond its own documents ([`MongoSource::stream_shard`]); a file is read whole and
+    /// each shard keeps its own.
     pub async fn stream(
         &self,
         after: Option<&Bson>,
         tx: &mpsc::Sender<SourceItem>,
         last: &mut Option<Bson>,
+        shard: Option<Shard>,
     ) -> Result<u64, SourceError> {
-        match self {
-            Source::Mongo(s) => s.stream(after, tx, last).await,
-            Source::File(s) => s.stream(tx).await,
-            Source::Dump(s) => s.stream(tx).await,
+        match (self, shard) {
+            (Source::Mongo(s), None) => s.stream(after, tx, last).await,
+            (Source::Mongo(s), Some(shard)) => s.stream_shard(after, tx, last, shard).await,
+            (Source::File(s), None) => s.stream(tx).await,
+            (Source::Dump(s), None) => s.stream(tx).await,
+            (Source::File(_) | Source::Dump(_), Some(shard)) => {
+                let (all_tx, mut all_rx) = mpsc::channel(tx.max_capacity());
+                let read = async move {
+                    let r = match self {
+                        Source::File(s) => s.stream(&all_tx).await,
+                        Source::Dump(s) => s.stream(&all_tx).await,
+                        Source::Mongo(_) => unreachable!("collections are sharded by their reader"),
+                    };
+                    drop(all_tx);
+                    r
+                };
+                let keep = async {
+                    let mut kept = 0u64;
+                    while let Some(item) = all_rx.recv().await {
+                        if shard.keeps(&item) {
+                            tx.send(item).await.map_err(|_| SourceError::Closed)?;
+                            kept += 1;
+                        }
+                    }
+                    Ok(kept)
+                };
+                let (_, kept) = tokio::try_join!(read, keep)?;
+                Ok(kept)
+            }
         }
     }
 }

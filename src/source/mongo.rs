@@ -200,11 +200,7 @@ impl MongoSource {
         tx: &mpsc::Sender<SourceItem>,
         last: &mut Option<Bson>,
     ) -> Result<u64, SourceError> {
-        let filter = match after {
-            None => self.filter.clone(),
-            Some(id) if self.filter.is_empty() => after_id(id),
-            Some(id) => doc! {"$and": [self.filter.clone(), after_id(id)]},
-        };
+        let filter = self.after_filter(after);
         let collection = self.collection();
         let mut find = collection
             .find(filter)
@@ -228,6 +224,115 @@ impl MongoSource {
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+impl MongoSource {
+    /// [`MongoSource::stream`] for one shard: the `_id`s (with the filter, after `after`, in
+    /// `_id` order) are read alone, which the `_id` index answers, and only this shard's
+    /// documents are fetched, a batch of `_id`s at a time, in `_id` order. MongoDB cannot
+    /// compute the shard hash ([`crate::shard::shard_of`]) itself, so every shard reads every
+    /// `_id`, and only its part of the documents.
+    pub async fn stream_shard(
+        &self,
+        after: Option<&Bson>,
+        tx: &mpsc::Sender<SourceItem>,
+        last: &mut Option<Bson>,
+        shard: crate::shard::Shard,
+    ) -> Result<u64, SourceError> {
+        let filter = self.after_filter(after);
+        let collection = self.collection();
+        let mut ids_cursor = collection
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .projection(doc! {"_id": 1})
+            .batch_size(self.batch_size.max(1000))
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let want = self.batch_size.max(1) as usize;
+        let mut mine = Vec::with_capacity(want);
+        let (mut sent, mut scanned) = (0u64, 0u64);
+        loop {
+            let more = ids_cursor
+                .advance()
+                .await
+                .map_err(|e| self.query_error(e))?;
+            if more {
+                scanned += 1;
+                match raw_id(ids_cursor.current()) {
+                    Some(id) if shard.owns(&id) => mine.push(id),
+                    Some(_) => {}
+                    None if shard.index == 0 => {
+                        let item = SourceItem::Bad {
+                            at: "(unreadable _id)".into(),
+                            reason: "the _id does not decode".into(),
+                        };
+                        tx.send(item).await.map_err(|_| SourceError::Closed)?;
+                        sent += 1;
+                    }
+                    None => {}
+                }
+            }
+            if mine.len() >= want || (!more && !mine.is_empty()) {
+                sent += self.send_by_ids(&mine, tx, last).await?;
+                mine.clear();
+            }
+            if !more {
+                break;
+            }
+        }
+        tracing::debug!(
+            namespace = %self.namespace,
+            "shard {shard}: read {scanned} _ids and {sent} documents"
+        );
+        Ok(sent)
+    }
+
+    /// Send the documents `ids` (sorted) that still match the filter, in `_id` order.
+    async fn send_by_ids(
+        &self,
+        ids: &[Bson],
+        tx: &mpsc::Sender<SourceItem>,
+        last: &mut Option<Bson>,
+    ) -> Result<u64, SourceError> {
+        let by_id = doc! {"_id": {"$in": ids.to_vec()}};
+        let filter = if self.filter.is_empty() {
+            by_id
+        } else {
+            doc! {"$and": [self.filter.clone(), by_id]}
+        };
+        let collection = self.collection();
+        let mut find = collection
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .batch_size(self.batch_size);
+        if let Some(p) = &self.projection {
+            find = find.projection(p.clone());
+        }
+        let mut cursor = find.await.map_err(|e| self.query_error(e))?;
+        let mut sent = 0;
+        while cursor.advance().await.map_err(|e| self.query_error(e))? {
+            let item = decode(cursor.current());
+            let id = match &item {
+                SourceItem::Doc(d) => Some(d.id.clone()),
+                SourceItem::Bad { .. } => raw_id(cursor.current()),
+            };
+            tx.send(item).await.map_err(|_| SourceError::Closed)?;
+            if id.is_some() {
+                *last = id;
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// The filter, restricted to `_id`s after `after`.
+    fn after_filter(&self, after: Option<&Bson>) -> Document {
+        match after {
+            None => self.filter.clone(),
+            Some(id) if self.filter.is_empty() => after_id(id),
+            Some(id) => doc! {"$and": [self.filter.clone(), after_id(id)]},
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Checkpoint {
     /// The named vector the pass writes (`None`: the collection's unnamed vector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<String>,
+    /// The shard (`INDEX/COUNT`) whose pass this is (`None`: the whole namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// The last acknowledged `_id` of the current pass, as the text of its canonical Extended
     /// JSON ([`Checkpoint::set_last_id`]): a string, because a Qdrant server keeps payload objects as
     /// protobuf maps and would lose the field order of a compound `_id`. Records of earlier
@@ -66,11 +69,22 @@ impl Checkpoint {
     }
 }
 
-/// Record id of the checkpoint of `namespace` into `target` (and its named `vector`).
-pub fn checkpoint_id(target: &str, namespace: &str, vector: Option<&str>) -> Uuid {
-    match vector {
-        None => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace]),
-        Some(v) => named_uuid("mongo2qdrant checkpoint v1", &[target, namespace, v]),
+/// Record id of the checkpoint of `namespace` into `target` (and its named `vector`, and the
+/// `shard` of the namespace as `INDEX/COUNT`).
+pub fn checkpoint_id(
+    target: &str,
+    namespace: &str,
+    vector: Option<&str>,
+    shard: Option<&str>,
+) -> Uuid {
+    let context = "mongo2qdrant checkpoint v1";
+    match (vector, shard) {
+        (None, None) => named_uuid(context, &[target, namespace]),
+        (Some(v), None) => named_uuid(context, &[target, namespace, v]),
+        (v, Some(s)) => named_uuid(
+            "mongo2qdrant shard checkpoint v1",
+            &[target, namespace, v.unwrap_or(""), s],
+        ),
     }
 }
 
@@ -80,6 +94,7 @@ pub struct PassKey {
     pub target: String,
     pub namespace: String,
     pub vector: Option<String>,
+    pub shard: Option<crate::shard::Shard>,
     pub settings: String,
     pub model: String,
     pub dimension: usize,
@@ -109,7 +124,12 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             None
         } else {
             store
-                .checkpoint(&key.target, &key.namespace, key.vector.as_deref())
+                .checkpoint(
+                    &key.target,
+                    &key.namespace,
+                    key.vector.as_deref(),
+                    key.shard.map(|s| s.to_string()).as_deref(),
+                )
                 .await?
         };
         let resume_after = previous
@@ -124,6 +144,7 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             target: key.target,
             namespace: key.namespace,
             vector: key.vector,
+            shard: key.shard.map(|s| s.to_string()),
             last_id: None,
             complete: false,
             settings: key.settings,

@@ -175,19 +175,23 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
         Ok(out)
     }
 
-    /// The checkpoint of `namespace` into `target` (and its named `vector`).
+    /// The checkpoint of `namespace` into `target` (and its named `vector`, and `shard`).
     pub async fn checkpoint(
         &self,
         target: &str,
         namespace: &str,
         vector: Option<&str>,
+        shard: Option<&str>,
     ) -> Result<Option<Checkpoint>, StateError> {
         let corrupt = |reason: String| StateError::Corrupt {
             namespace: namespace.to_owned(),
             target: target.to_owned(),
             reason,
         };
-        match self.get(checkpoint_id(target, namespace, vector)).await? {
+        match self
+            .get(checkpoint_id(target, namespace, vector, shard))
+            .await?
+        {
             None => Ok(None),
             Some(Ok(Record::Checkpoint(cp))) => Ok(Some(cp)),
             Some(Ok(_)) => Err(corrupt("not a checkpoint record".into())),
@@ -197,7 +201,12 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
 
     /// Store `cp`.
     pub async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), StateError> {
-        let id = checkpoint_id(&cp.target, &cp.namespace, cp.vector.as_deref());
+        let id = checkpoint_id(
+            &cp.target,
+            &cp.namespace,
+            cp.vector.as_deref(),
+            cp.shard.as_deref(),
+        );
         Ok(self.put(id, &Record::Checkpoint(cp.clone())).await?)
     }
 
