@@ -215,6 +215,16 @@ pub struct SyncArgs {
     /// Kubernetes Indexed Job with `completions: COUNT` needs no per-pod flag.
     #[arg(long, env = "M2Q_SHARDS", value_name = "COUNT")]
     pub shards: Option<u32>,
+    /// A first load into an empty collection of a Qdrant server: write with HNSW graph building
+    /// off (`hnsw_config.m = 0`), then switch it back on, wait for the optimiser and report the
+    /// time to an indexed collection. Shards share the load: the last to finish its part
+    /// switches the graph back on. Ignored (with a warning) when the collection has points.
+    #[arg(long, env = "M2Q_BULK")]
+    pub bulk: bool,
+    /// Units whose upserts may be in flight at once (acknowledged and checkpointed in order):
+    /// 1 writes one unit at a time; 4 keeps a Qdrant server busy during a bulk load.
+    #[arg(long, env = "M2Q_WRITE_CONCURRENCY", default_value_t = 1)]
+    pub write_concurrency: usize,
     /// Write the run's counts as JSON to this file.
     #[arg(long, env = "M2Q_REPORT_JSON")]
     pub report_json: Option<PathBuf>,

@@ -142,6 +142,10 @@ pub struct RunReport {
     /// The precision, runtime and instruction set the run embedded with.
     #[serde(default)]
     pub compute: crate::embed::Compute,
+    /// Bulk loads (`--bulk`) this run took part in: whether it switched graph building back on,
+    /// and how long the collection then took to be indexed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexing: Vec<crate::pipeline::bulk::IndexingReport>,
     #[serde(default)]
     pub status: RunStatus,
     /// The process's exit code.

@@ -170,3 +170,68 @@ async fn shrinking_document_with_a_failing_write_loses_its_surplus() {
         assert_eq!(state(&plain, &c).await, expected, "no surplus chunk left");
     }
 }
+
+/// Several units' writes in flight (`write_concurrency`): one unit's upsert fails slowly while
+/// later units' writes are acknowledged. The checkpoint must stay before the failed unit (never
+/// at a later unit that overtook it), and the next run must end where an undisturbed run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_never_checkpoint_past_a_failed_unit() {
+    let m = Mongo::start();
+    let c = unique("wo_concurrent");
+    m.insert("wo", &c, movie_docs(160, |i| Bson::Int32(i as i32)))
+        .await;
+    let mut o = options();
+    o.batch_docs = 32;
+    o.write_concurrency = 4;
+    let (_d, reference) = common::edge_sink();
+    run(&reference, jobs(&m, &c, "{extract}", None).await, o.clone())
+        .await
+        .unwrap();
+
+    // The second unit's upsert fails, three seconds late: the later units overtake it.
+    let (_d, plain) = common::edge_sink();
+    let upserts = std::sync::atomic::AtomicUsize::new(0);
+    let faulty = Arc::new(Faulty {
+        inner: plain.clone(),
+        before_write: move |op, c: &str| {
+            let data = op == WriteOp::Upsert && c != RECORDS_COLLECTION;
+            if data && upserts.fetch_add(1, Ordering::SeqCst) == 1 {
+                Err(common::injected(c, false))
+            } else {
+                Ok(())
+            }
+        },
+        request_limit: None,
+        fail_delay: std::time::Duration::from_secs(3),
+    });
+    let err = run(&faulty, jobs(&m, &c, "{extract}", None).await, o.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    let third_unit = mongo2qdrant::ids::point_id("wo", &c, &Bson::Int32(70), 0);
+    let stored = plain
+        .retrieve(&c, &[third_unit], mongo2qdrant::sink::Fields::All, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the third unit was written while the second failed"
+    );
+    let store = mongo2qdrant::state::StateStore::open(plain.as_ref(), false)
+        .await
+        .unwrap();
+    let cp = store
+        .checkpoint(&c, &format!("wo.{c}"), None, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.last_id(), Some(Bson::Int32(31)), "{cp:?}");
+
+    let r = run(&plain, jobs(&m, &c, "{extract}", None).await, o)
+        .await
+        .unwrap();
+    assert_eq!(r.namespaces[0].resumed_after.as_deref(), Some("31"));
+    assert!(r.counts.skipped_unchanged >= 32, "{r:?}");
+    assert_eq!(state(&plain, &c).await, state(&reference, &c).await);
+}

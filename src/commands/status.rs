@@ -12,6 +12,7 @@ use crate::point::route;
 use crate::report::RunReport;
 use crate::shard::Shard;
 use crate::sink::{Sink, TargetKind};
+use crate::state::bulk::{BulkDone, BulkLoad};
 use crate::state::{
     Checkpoint, Lease, LockError, Phase, Record, StateStore, WatchState, lock_store,
 };
@@ -31,9 +32,19 @@ pub enum Status {
         checkpoints: Vec<Checkpoint>,
         /// Change-stream positions of `watch`.
         watches: Vec<WatchState>,
+        /// Bulk loads under way (HNSW graph building off).
+        bulk_loads: Vec<BulkStatus>,
         leases: Vec<Lease>,
         last_run: Option<Box<RunReport>>,
     },
+}
+
+/// A bulk load under way and the shards that have loaded their part.
+#[derive(Debug, Serialize)]
+pub struct BulkStatus {
+    #[serde(flatten)]
+    pub load: BulkLoad,
+    pub done: Vec<u32>,
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -63,13 +74,15 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
     let target = open_target(kind)?;
     let store = StateStore::open(target.as_ref(), false).await?;
     let (mut checkpoints, mut leases, mut last_run) = (Vec::new(), Vec::new(), None);
-    let mut watches = Vec::new();
+    let (mut watches, mut bulk_loads, mut bulk_done) = (Vec::new(), Vec::new(), Vec::new());
     for r in store.records().await? {
         match r {
             Record::Checkpoint(c) => checkpoints.push(c),
             Record::Lease(l) => leases.push(l),
             Record::Run { report } => last_run = Some(report),
             Record::Watch(w) => watches.push(w),
+            Record::Bulk(b) => bulk_loads.push(b),
+            Record::BulkDone(d) => bulk_done.push(d),
         }
     }
     // A namespace's shards together, in index order.
@@ -82,17 +95,30 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
             shard.map(|s| (s.count, s.index)),
         )
     });
+    let bulk_loads = bulk_loads
+        .into_iter()
+        .map(|load: BulkLoad| {
+            let mut done: Vec<u32> = bulk_done
+                .iter()
+                .filter(|d: &&BulkDone| d.target == load.target && d.shards == load.shards)
+                .map(|d| d.shard)
+                .collect();
+            done.sort_unstable();
+            BulkStatus { load, done }
+        })
+        .collect();
     Ok(Status::Records {
         target: target.describe(),
         checkpoints,
         watches,
+        bulk_loads,
         leases,
         last_run,
     })
 }
 
 fn print_status(s: &Status) {
-    let (target, checkpoints, watches, leases, last_run) = match s {
+    let (target, checkpoints, watches, bulk_loads, leases, last_run) = match s {
         Status::Locked {
             store, locked_by, ..
         } => {
@@ -103,9 +129,10 @@ fn print_status(s: &Status) {
             target,
             checkpoints,
             watches,
+            bulk_loads,
             leases,
             last_run,
-        } => (target, checkpoints, watches, leases, last_run),
+        } => (target, checkpoints, watches, bulk_loads, leases, last_run),
     };
     crate::out!("{target}");
     if checkpoints.is_empty() {
@@ -143,6 +170,16 @@ fn print_status(s: &Status) {
             w.applied_until,
             w.updated_at,
             w.run_id,
+        );
+    }
+    for b in bulk_loads {
+        crate::out!(
+            "  bulk load into {}: HNSW graph building off since {}, shards done {:?} of {} (the last to finish switches it back on to m = {})",
+            b.load.target,
+            b.load.started_at,
+            b.done,
+            b.load.shards,
+            b.load.restore_m,
         );
     }
     let now = std::time::SystemTime::now()

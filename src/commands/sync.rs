@@ -27,6 +27,9 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
     let chunking = config::chunking(args)?;
     let stop = install_signals()?;
     let mut opts = sync_options(args, chunking, stop)?;
+    if opts.bulk && matches!(target.kind(), crate::sink::TargetKind::Embedded { .. }) {
+        return Err(config::ConfigError::BulkEmbedded.into());
+    }
     opts.run_id = run_id.to_owned();
     // Take the embedded store's lock before loading the model: a refused run costs nothing.
     let lock = lock_target(&target.kind(), run_id)?;
@@ -95,6 +98,8 @@ pub fn sync_options(
             ..RetryPolicy::default()
         },
         shard,
+        bulk: args.bulk,
+        write_concurrency: args.write_concurrency.max(1),
         ..SyncOptions::new(stop)
     })
 }
@@ -141,6 +146,23 @@ fn print_summary(r: &RunReport) {
                 " (incomplete: rerun to resume)"
             }
         );
+    }
+    for i in &r.indexing {
+        if i.indexed {
+            crate::out!(
+                "  bulk load into {}: indexed {:.1}s after the load ({} of {} vectors in the HNSW graph)",
+                i.target,
+                i.seconds_to_indexed,
+                i.indexed_vectors,
+                i.points
+            );
+        } else {
+            crate::out!(
+                "  bulk load into {}: this shard's part is loaded; shard(s) {:?} still loading (the last switches HNSW graph building back on)",
+                i.target,
+                i.shards_pending
+            );
+        }
     }
     for f in &r.failures {
         crate::out!("  failed {} {}: {}", f.namespace, f.at, f.reason);

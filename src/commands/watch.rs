@@ -29,6 +29,7 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
         (sync.dry_run, "--dry-run"),
         (sync.deep, "--deep"),
         (sharded, "--shard"),
+        (sync.bulk, "--bulk"),
     ] {
         if set {
             return Err(ConfigError::NotForWatch(flag).into());

@@ -77,6 +77,10 @@ pub enum ConfigError {
     ArchiveNamespace(String),
     #[error("{0}")]
     Shard(#[from] crate::shard::ShardError),
+    #[error(
+        "--bulk is for a Qdrant server (--qdrant-url): the embedded store has no HNSW setting to switch off during a load"
+    )]
+    BulkEmbedded,
     #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
     MetricsAddr { addr: String, reason: String },
 }

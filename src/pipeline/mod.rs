@@ -13,6 +13,7 @@
 //! point is, in [`crate::point`]; how it is written, in [`crate::writer`]; where a pass stands,
 //! in [`crate::state`].
 
+pub mod bulk;
 mod changes;
 pub mod guard;
 mod stages;
@@ -21,6 +22,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -92,6 +94,11 @@ pub struct SyncOptions {
     pub target_rebuilt: bool,
     /// This process's part of every namespace ([`crate::shard`]); `None`: all of it.
     pub shard: Option<Shard>,
+    /// A first load into an empty collection of a server writes with HNSW graph building off
+    /// and switches it back on at the end ([`bulk`]).
+    pub bulk: bool,
+    /// Units whose writes may be in flight at once (acknowledged and checkpointed in order).
+    pub write_concurrency: usize,
 }
 
 impl SyncOptions {
@@ -112,6 +119,8 @@ impl SyncOptions {
             stop,
             target_rebuilt: false,
             shard: None,
+            bulk: false,
+            write_concurrency: 1,
         }
     }
 }
@@ -131,6 +140,16 @@ pub async fn sync<S: Sink>(
     let log = Arc::new(RunLog::new(stats));
     let rebuilt =
         prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    let mut bulk_targets: Vec<String> = Vec::new();
+    if opts.bulk && !opts.dry_run {
+        for job in &jobs {
+            if !bulk_targets.contains(&job.target)
+                && bulk::begin(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
+            {
+                bulk_targets.push(job.target.clone());
+            }
+        }
+    }
     for job in &jobs {
         if let Some(n) = job.source.estimated_count().await {
             log.stats
@@ -172,9 +191,22 @@ pub async fn sync<S: Sink>(
     if let Some(e) = first_error {
         return Err(e);
     }
-    Ok(report(
-        &opts, started, started_at, &log, namespaces, &worker,
-    ))
+    let mut indexing = Vec::new();
+    for target in &bulk_targets {
+        let loaded = !*opts.stop.borrow()
+            && namespaces
+                .iter()
+                .filter(|n| &n.target == target)
+                .all(|n| n.complete);
+        if loaded {
+            let stop = opts.stop.clone();
+            let shard = opts.shard;
+            indexing.extend(bulk::finish(sink.as_ref(), target, shard, &opts.run_id, stop).await?);
+        }
+    }
+    let mut report = report(&opts, started, started_at, &log, namespaces, &worker);
+    report.indexing = indexing;
+    Ok(report)
 }
 
 /// Jobs that write the same points (one source, one target, several named vectors) run one
@@ -214,6 +246,7 @@ fn report(
         failures: log.failures(),
         embedding: log.embedding(),
         compute: worker.embedder().compute().clone(),
+        indexing: Vec::new(),
         status: if interrupted {
             RunStatus::Interrupted
         } else {
@@ -428,17 +461,49 @@ async fn pass<S: Sink>(
     // count them again.
     let mut removed: HashSet<Uuid> = HashSet::new();
     let mut write_error = None;
-    while let Some(unit) = out_rx.recv().await {
+    // Up to `write_concurrency` units' writes in flight (units hold other documents, so their
+    // writes commute); they are taken back in order, and only then is a unit counted and the
+    // cursor moved past it.
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut input_open = true;
+    let depth = opts.write_concurrency.max(1);
+    loop {
+        let unit = tokio::select! {
+            biased;
+            Some((unit, written)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = written {
+                    write_error = Some(e);
+                    break;
+                }
+                unit
+            }
+            next = out_rx.recv(), if input_open && in_flight.len() < depth => {
+                match next {
+                    None => input_open = false,
+                    Some(unit) => {
+                        if writer.is_some()
+                            && let Err(e) = still_held(&lease)
+                        {
+                            write_error = Some(e);
+                            break;
+                        }
+                        let w = writer.as_ref();
+                        in_flight.push_back(async move {
+                            let written = match w {
+                                Some(w) => w.write(&unit.writes).await.map_err(PipelineError::from),
+                                None => Ok(()),
+                            };
+                            (unit, written)
+                        });
+                    }
+                }
+                continue;
+            }
+            else => break,
+        };
+        let unit: EmbeddedUnit = unit;
         let mut counts = unit.counts.clone();
-        if let Some(w) = &writer {
-            if let Err(e) = still_held(&lease) {
-                write_error = Some(e);
-                break;
-            }
-            if let Err(e) = w.write(&unit.writes).await {
-                write_error = Some(e.into());
-                break;
-            }
+        if writer.is_some() {
             counts.upserted = unit.writes.points.len() as u64;
         }
         counts.deleted = unit.writes.deletes.len() as u64;
@@ -458,6 +523,7 @@ async fn pass<S: Sink>(
             );
         }
     }
+    drop(in_flight);
     drop(out_rx);
     if let Some(e) = write_error {
         reader.abort();

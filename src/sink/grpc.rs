@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
-    DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
-    DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder, PayloadIncludeSelector,
-    PointId, PointStruct, PointVectors, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
-    SetPayloadPointsBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
+    CollectionStatus, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateVectorNameRequestBuilder, DeletePayloadPointsBuilder, DeletePointVectorsBuilder,
+    DeletePointsBuilder, DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder,
+    HnswConfigDiffBuilder, PayloadIncludeSelector, PointId, PointStruct, PointVectors,
+    PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
+    UpdateCollectionBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
     VectorOutput, VectorParamsBuilder, VectorsConfig, VectorsOutput, point_id::PointIdOptions,
     vector_output, vectors_config::Config, vectors_output::VectorsOptions,
     with_payload_selector::SelectorOptions,
@@ -19,8 +20,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
-    WriteIf,
+    Fields, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams,
+    VectorSpec, WriteIf,
 };
 
 /// A Qdrant server.
@@ -532,6 +533,53 @@ impl Sink for GrpcSink {
 
     async fn flush(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    async fn hnsw_m(&self, collection: &str) -> Result<Option<u64>, SinkError> {
+        let info = self.info(collection).await?;
+        let hnsw = info.config.and_then(|c| c.hnsw_config);
+        // A server always reports it; 16 is Qdrant's default should one not.
+        Ok(Some(hnsw.and_then(|h| h.m).unwrap_or(16)))
+    }
+
+    async fn set_hnsw_m(&self, collection: &str, m: u64) -> Result<(), SinkError> {
+        self.client
+            .update_collection(
+                UpdateCollectionBuilder::new(collection)
+                    .hnsw_config(HnswConfigDiffBuilder::default().m(m)),
+            )
+            .await
+            .map_err(|e| request_err("update_collection", collection, e))?;
+        Ok(())
+    }
+
+    async fn index_state(&self, collection: &str) -> Result<Option<IndexState>, SinkError> {
+        let info = self.info(collection).await?;
+        let queued = info.update_queue.map_or(0, |q| q.length);
+        Ok(Some(IndexState {
+            settled: info.status == CollectionStatus::Green as i32 && queued == 0,
+            points: info.points_count.unwrap_or(0),
+            indexed: info.indexed_vectors_count.unwrap_or(0),
+        }))
+    }
+}
+
+impl GrpcSink {
+    async fn info(
+        &self,
+        collection: &str,
+    ) -> Result<qdrant_client::qdrant::CollectionInfo, SinkError> {
+        self.client
+            .collection_info(collection)
+            .await
+            .map_err(|e| request_err("collection_info", collection, e))?
+            .result
+            .ok_or_else(|| SinkError::Request {
+                op: "collection_info",
+                collection: collection.to_owned(),
+                reason: "the server sent no collection info".into(),
+                transient: false,
+            })
     }
 }
 

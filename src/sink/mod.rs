@@ -294,6 +294,43 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Persist everything written so far (no-op where writes are durable on acknowledgement).
     fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The HNSW `m` of `collection` (0: no graph is built), or `None` where the target has no
+    /// such setting to change (the embedded store).
+    fn hnsw_m(
+        &self,
+        _collection: &str,
+    ) -> impl Future<Output = Result<Option<u64>, SinkError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Set the HNSW `m` of `collection` (0 switches graph building off, a server's bulk-load
+    /// setting); returns after acknowledgement.
+    fn set_hnsw_m(
+        &self,
+        _collection: &str,
+        _m: u64,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Where the index of `collection` stands (`None` where the target does not say).
+    fn index_state(
+        &self,
+        _collection: &str,
+    ) -> impl Future<Output = Result<Option<IndexState>, SinkError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// Where a collection's index stands on a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexState {
+    /// No optimisation running or pending (Qdrant's status green).
+    pub settled: bool,
+    pub points: u64,
+    /// Vectors in the HNSW graph.
+    pub indexed: u64,
 }
 
 /// Every point of `collection` matching `filter` with its `fields`, page by page.

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec, WriteIf,
+    Fields, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
+    WriteIf,
 };
 use crate::retry::RetryPolicy;
 
@@ -172,5 +173,23 @@ impl<S: Sink> Sink for Retrying<S> {
 
     async fn flush(&self) -> Result<(), SinkError> {
         self.policy.run("flush", || self.inner.flush()).await
+    }
+
+    async fn hnsw_m(&self, c: &str) -> Result<Option<u64>, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.hnsw_m(c))
+            .await
+    }
+
+    async fn set_hnsw_m(&self, c: &str, m: u64) -> Result<(), SinkError> {
+        self.policy
+            .run("update collection", || self.inner.set_hnsw_m(c, m))
+            .await
+    }
+
+    async fn index_state(&self, c: &str) -> Result<Option<IndexState>, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.index_state(c))
+            .await
     }
 }

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    EdgeSink, Fields, GrpcSink, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint,
-    VectorSpec, WriteIf,
+    EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError,
+    StoredPoint, VectorSpec, WriteIf,
 };
 
 /// Where points go, as configured.
@@ -162,5 +162,17 @@ impl Sink for Target {
 
     async fn flush(&self) -> Result<(), SinkError> {
         each!(self, s => s.flush().await)
+    }
+
+    async fn hnsw_m(&self, c: &str) -> Result<Option<u64>, SinkError> {
+        each!(self, s => s.hnsw_m(c).await)
+    }
+
+    async fn set_hnsw_m(&self, c: &str, m: u64) -> Result<(), SinkError> {
+        each!(self, s => s.set_hnsw_m(c, m).await)
+    }
+
+    async fn index_state(&self, c: &str) -> Result<Option<IndexState>, SinkError> {
+        each!(self, s => s.index_state(c).await)
     }
 }

@@ -2,6 +2,7 @@
 //! typed [`Record`] (checkpoint, lease, run, watch) in a collection next to the data
 //! ([`RECORDS_COLLECTION`]); sync, `status` and locking read the same types.
 
+pub mod bulk;
 pub mod checkpoint;
 pub mod lease;
 pub mod watch;
@@ -31,6 +32,8 @@ pub enum Record {
     Lease(Lease),
     Run { report: Box<RunReport> },
     Watch(WatchState),
+    Bulk(bulk::BulkLoad),
+    BulkDone(bulk::BulkDone),
 }
 
 /// Errors reading or writing records.
@@ -100,7 +103,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
     }
 
     /// A record by id: `Ok(None)` when absent, `Err(reason)` inside when it does not parse.
-    async fn get(&self, id: Uuid) -> Result<Option<Result<Record, String>>, SinkError> {
+    pub(crate) async fn get(&self, id: Uuid) -> Result<Option<Result<Record, String>>, SinkError> {
         Ok(self
             .get_raw(id)
             .await?
@@ -152,7 +155,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
             .await
     }
 
-    async fn put(&self, id: Uuid, record: &Record) -> Result<(), SinkError> {
+    pub(crate) async fn put(&self, id: Uuid, record: &Record) -> Result<(), SinkError> {
         let Value::Object(payload) = serde_json::to_value(record).expect("records serialise")
         else {
             unreachable!("a tagged record serialises to an object")

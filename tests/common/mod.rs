@@ -559,6 +559,8 @@ pub struct Faulty<S, F> {
     /// Upsert requests above this many bytes (the points' JSON) are refused as too large, as a
     /// proxy in front of a server would.
     pub request_limit: Option<usize>,
+    /// How long an upsert that the hook fails takes to fail (others overtake it meanwhile).
+    pub fail_delay: std::time::Duration,
 }
 
 impl<S, F> Faulty<S, F>
@@ -570,6 +572,7 @@ where
             inner,
             before_write,
             request_limit: None,
+            fail_delay: std::time::Duration::ZERO,
         })
     }
 }
@@ -584,6 +587,7 @@ impl<S> Faulty<S, NoFault> {
             inner,
             before_write: |_, _| Ok(()),
             request_limit: Some(bytes),
+            fail_delay: std::time::Duration::ZERO,
         })
     }
 }
@@ -637,7 +641,10 @@ mod faulty_sink {
             self.inner.exists(c).await
         }
         async fn upsert(&self, c: &str, n: Option<&str>, p: Vec<Point>) -> Result<(), SinkError> {
-            (self.before_write)(WriteOp::Upsert, c)?;
+            if let Err(e) = (self.before_write)(WriteOp::Upsert, c) {
+                tokio::time::sleep(self.fail_delay).await;
+                return Err(e);
+            }
             if let Some(limit) = self.request_limit {
                 let bytes: usize = p
                     .iter()
