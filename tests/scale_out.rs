@@ -1,9 +1,11 @@
-//! Shards (`--shard I/N`, or `--shards N` with an Indexed Job's `JOB_COMPLETION_INDEX`): N
-//! shards side by side produce exactly the points of one unsharded run (ids, payloads with
-//! their hashes, vectors), from a collection and from a file; each reads, checkpoints,
-//! verifies and prunes only its own part; a shard killed with SIGKILL resumes and converges.
-//! On both targets (the embedded store runs the binary's shards one after the other: it takes
-//! one writer at a time).
+//! Scaling out. Shards (`--shard I/N`, or `--shards N` with an Indexed Job's
+//! `JOB_COMPLETION_INDEX`): N shards side by side produce exactly the points of one unsharded
+//! run (ids, payloads with their hashes, vectors), from a collection and from a file; each
+//! reads, checkpoints, verifies and prunes only its own part; a shard killed with SIGKILL
+//! resumes and converges. On both targets (the embedded store runs the binary's shards one
+//! after the other: it takes one writer at a time). Bulk loads (`--bulk`, a Qdrant server):
+//! shards load a new collection with HNSW graph building off; the last to finish switches it
+//! back on; the points are those of a plain run.
 
 mod common;
 
@@ -15,8 +17,9 @@ use std::sync::Arc;
 use common::{Mongo, options, sync_of, unique};
 use futures_util::future::join_all;
 use mongo2qdrant::point::keys;
+use mongo2qdrant::report::RunReport;
 use mongo2qdrant::shard::{Shard, shard_of};
-use mongo2qdrant::sink::{Fields, Point, Sink, scroll_all};
+use mongo2qdrant::sink::{Fields, GrpcSink, Point, Sink, scroll_all};
 use mongo2qdrant::state::{Record, StateStore};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, doc};
@@ -519,4 +522,116 @@ fn bad_shard_settings_are_refused_naming_the_fix() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+const BULK_DB: &str = "bulk";
+
+async fn bulk_load(
+    m: &Mongo,
+    sink: &Arc<GrpcSink>,
+    target: &str,
+    shard: Option<Shard>,
+) -> RunReport {
+    let mut o = options();
+    o.bulk = true;
+    o.shard = shard;
+    o.write_concurrency = 4;
+    sync_of(m, BULK_DB, &["films"])
+        .template(r"{title}\n{extract}")
+        .target(Some(target))
+        .opts(o)
+        .run(sink)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
+    let Some(sink) = common::grpc_sink() else {
+        return;
+    };
+    let m = Mongo::start();
+    m.insert(
+        DB,
+        "films",
+        common::movie_docs(120, |i| Bson::Int32(i as i32)),
+    )
+    .await;
+    let target = unique("bulk");
+
+    let first = bulk_load(&m, &sink, &target, Some(Shard { index: 0, count: 2 })).await;
+    assert_eq!(
+        sink.hnsw_m(&target).await.unwrap(),
+        Some(0),
+        "graph building is off"
+    );
+    let i = &first.indexing[0];
+    assert!(!i.indexed && i.shards_pending == [1], "{i:?}");
+    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
+    let bulk = store
+        .bulk_load(&target)
+        .await
+        .unwrap()
+        .expect("the load is recorded");
+    assert_eq!((bulk.shards, bulk.restore_m), (2, 16));
+
+    let last = bulk_load(&m, &sink, &target, Some(Shard { index: 1, count: 2 })).await;
+    let i = &last.indexing[0];
+    assert!(i.indexed, "{i:?}");
+    assert_eq!(i.points, 120);
+    assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(16), "restored");
+    assert!(sink.index_state(&target).await.unwrap().unwrap().settled);
+    assert!(
+        store.bulk_load(&target).await.unwrap().is_none(),
+        "records removed"
+    );
+
+    // The points of a plain run.
+    let plain = unique("plain");
+    sync_of(&m, BULK_DB, &["films"])
+        .template(r"{title}\n{extract}")
+        .target(Some(&plain))
+        .run(&sink)
+        .await
+        .unwrap();
+    let ids = |c: String| {
+        let sink = sink.clone();
+        async move {
+            let mut v: Vec<_> = common::points_with_vectors(sink.as_ref(), &c)
+                .await
+                .into_iter()
+                .map(|p| (p.id, p.payload))
+                .collect();
+            v.sort_by_key(|p| p.0);
+            v
+        }
+    };
+    assert_eq!(ids(target.clone()).await, ids(plain).await);
+
+    // A collection with points is not a first load: written as usual, the graph stays on.
+    let again = bulk_load(&m, &sink, &target, None).await;
+    assert!(again.indexing.is_empty(), "{:?}", again.indexing);
+    assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(16));
+    assert!(store.bulk_load(&target).await.unwrap().is_none());
+}
+
+#[test]
+fn the_embedded_store_refuses_bulk() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::bin()
+        .args([
+            "sync",
+            "--database",
+            BULK_DB,
+            "--collection",
+            "films",
+            "--bulk",
+        ])
+        .args(["--mongo-uri", "mongodb://127.0.0.1:1"])
+        .arg("--qdrant-path")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--qdrant-url"));
 }
