@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::ids::{canonical_id_bytes, point_id};
+use crate::pipeline::guard::MaxDelete;
 use crate::point::keys;
 use crate::source::{Namespace, SourceItem};
 
@@ -116,11 +117,21 @@ impl Shard {
     }
 
     /// Whether a source item is this shard's. An item that cannot be read has no `_id` to
-    /// place it by: shard 0 reports it (so it is reported once).
+    /// place it by: every shard keeps it, so that every shard counts it as failed and none
+    /// prunes the points of the document it may be (each shard's report names it).
     pub fn keeps(&self, item: &SourceItem) -> bool {
         match item {
             SourceItem::Doc(d) => self.owns(&d.id),
-            SourceItem::Bad { .. } => self.index == 0,
+            SourceItem::Bad { .. } => true,
+        }
+    }
+
+    /// `limit` for one shard: a count is shared by the shards (rounded up), a share holds for
+    /// each shard's part as for the whole.
+    pub fn max_delete(&self, limit: MaxDelete) -> MaxDelete {
+        match limit {
+            MaxDelete::Count(n) => MaxDelete::Count(n.div_ceil(u64::from(self.count))),
+            share => share,
         }
     }
 
@@ -185,6 +196,9 @@ mod tests {
             resolve(Some("1/2"), Some(4), None),
             Err(ShardError::Conflict { .. })
         ));
+        let s = Shard { index: 1, count: 4 };
+        assert_eq!(s.max_delete(MaxDelete::Count(10)), MaxDelete::Count(3));
+        assert_eq!(s.max_delete(MaxDelete::Share(20)), MaxDelete::Share(20));
         // One shard is the whole namespace: the unsharded checkpoints and leases.
         assert_eq!(resolve(Some("0/1"), None, None), Ok(None));
         assert_eq!(resolve(None, Some(1), Some("0")), Ok(None));

@@ -323,10 +323,140 @@ async fn each_shard_prunes_exactly_its_own<S: Sink>(sink: Arc<S>) {
     );
 }
 
+/// A shard's read dropped mid-way (the connection closed on a `getMore` of the `_id` scan or
+/// of a fetch) continues after the last document it sent: with `--prune`, no live point goes.
+async fn a_dropped_shard_read_continues_and_prunes_nothing_live<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let n = 60;
+    m.insert(DB, "films", common::movie_docs(n, id_of)).await;
+    let target = unique("dropped");
+    let run = |index: u32, prune: bool| {
+        let mut o = options();
+        o.shard = Some(shard(index, 2));
+        o.prune = prune;
+        o.batch_docs = 8;
+        sync_of(&m, DB, &["films"])
+            .template(TEMPLATE)
+            .target(Some(&target))
+            .cursor_batch(7)
+            .opts(o)
+    };
+    for index in 0..2 {
+        run(index, false).run(&sink).await.unwrap();
+    }
+    for (index, skip) in [(0, 1), (1, 4)] {
+        m.fail_once(
+            skip,
+            doc! {"failCommands": ["getMore"], "closeConnection": true},
+        )
+        .await;
+        let r = run(index, true).run(&sink).await.unwrap();
+        let mine = (0..n).filter(|j| shard_of(&id_of(*j), 2) == index).count() as u64;
+        assert_eq!(
+            r.counts.read, mine,
+            "shard {index} read each of its documents once"
+        );
+        assert_eq!(r.namespaces[0].pruned, 0, "{r:#?}");
+    }
+    assert_eq!(sink.count(&target).await.unwrap(), n as u64);
+}
+
+/// A line of a file that cannot be read may be any shard's document: every shard counts it as
+/// failed and none prunes, so the point of the document it was stays.
+async fn an_unreadable_line_blocks_every_shards_prune<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    m.insert(DB, "films", common::movie_docs(20, id_of)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("films.jsonl");
+    export(&m, &file).await;
+    let target = unique("badline");
+    let source = mongo2qdrant::cli::SourceArgs {
+        files: vec![file.clone()],
+        namespace: Some(format!("{DB}.films")),
+        ..common::source_args(&m, DB, &[])
+    };
+    let run = |index: u32| {
+        let (sink, source, target) = (sink.clone(), source.clone(), target.clone());
+        async move {
+            let mut o = options();
+            o.shard = Some(shard(index, 2));
+            o.prune = true;
+            let jobs = mongo2qdrant::config::jobs(&source, Some(&target), TEMPLATE, &[])
+                .await
+                .unwrap();
+            common::sync_jobs(&sink, jobs, o).await.unwrap()
+        }
+    };
+    for index in 0..2 {
+        run(index).await;
+    }
+    assert_eq!(sink.count(&target).await.unwrap(), 20);
+    // The third document's line is damaged.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = format!("{{\"_id\": {}", &lines[2][8..20]);
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    for index in 0..2 {
+        let r = run(index).await;
+        assert_eq!(r.counts.failed, 1, "shard {index}: {r:#?}");
+        assert!(r.namespaces[0].prune_skipped, "shard {index}: {r:#?}");
+    }
+    assert_eq!(sink.count(&target).await.unwrap(), 20);
+}
+
 both_targets!(
     shards_together_make_the_points_of_one_run,
-    each_shard_prunes_exactly_its_own
+    each_shard_prunes_exactly_its_own,
+    a_dropped_shard_read_continues_and_prunes_nothing_live,
+    an_unreadable_line_blocks_every_shards_prune
 );
+
+/// On a server, a run of the whole namespace (a sync, or `watch`) and shards of it exclude
+/// each other, as do shards of different counts; shards of one count run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_and_sharded_runs_exclude_each_other_on_a_server() {
+    let Some(sink) = common::grpc_sink() else {
+        return;
+    };
+    let m = Mongo::start();
+    m.insert(DB, "films", common::movie_docs(10, id_of)).await;
+    let target = unique("leases");
+    sync_of(&m, DB, &["films"])
+        .template(TEMPLATE)
+        .target(Some(&target))
+        .run(&sink)
+        .await
+        .unwrap();
+    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
+    let ns = format!("{DB}.films");
+    let run = |s: Option<Shard>| {
+        let mut o = options();
+        o.shard = s;
+        sync_of(&m, DB, &["films"])
+            .template(TEMPLATE)
+            .target(Some(&target))
+            .opts(o)
+    };
+    let locked = |r: Result<RunReport, mongo2qdrant::pipeline::PipelineError>| {
+        matches!(r, Err(mongo2qdrant::pipeline::PipelineError::Locked(_)))
+    };
+    for (held, attempt, refused) in [
+        (ns.clone(), Some(shard(0, 2)), true),
+        (format!("{ns} shard 1/2"), None, true),
+        (format!("{ns} shard 1/4"), Some(shard(0, 2)), true),
+        (format!("{ns} shard 1/2"), Some(shard(0, 2)), false),
+    ] {
+        let other = mongo2qdrant::state::Holder::me(&uuid::Uuid::new_v4().to_string());
+        mongo2qdrant::state::lease::acquire(&store, &target, &held, &other)
+            .await
+            .unwrap();
+        let r = run(attempt).run(&sink).await;
+        assert_eq!(locked(r), refused, "{held} held, {attempt:?} tried");
+        mongo2qdrant::state::lease::release(&store, &target, &held, &other)
+            .await
+            .unwrap();
+    }
+}
 
 /// (id, content hash) of every point of `collection`, sorted.
 async fn snapshot<S: Sink>(sink: &S, collection: &str) -> Vec<(uuid::Uuid, String)> {
@@ -607,6 +737,17 @@ async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
         }
     };
     assert_eq!(ids(target.clone()).await, ids(plain).await);
+
+    // Three shards that begin together into a new collection: one records the load, the others
+    // join it, and the graph is switched back on once, at the end.
+    let together = unique("bulk3");
+    let runs = (0..3).map(|i| bulk_load(&m, &sink, &together, Some(Shard { index: i, count: 3 })));
+    let reports = join_all(runs).await;
+    let indexed: Vec<bool> = reports.iter().map(|r| r.indexing[0].indexed).collect();
+    assert_eq!(indexed.iter().filter(|i| **i).count(), 1, "{reports:#?}");
+    assert_eq!(sink.hnsw_m(&together).await.unwrap(), Some(16));
+    assert!(store.bulk_load(&together).await.unwrap().is_none());
+    assert_eq!(sink.count(&together).await.unwrap(), 120);
 
     // A collection with points is not a first load: written as usual, the graph stays on.
     let again = bulk_load(&m, &sink, &target, None).await;

@@ -100,7 +100,11 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
         .map(|load: BulkLoad| {
             let mut done: Vec<u32> = bulk_done
                 .iter()
-                .filter(|d: &&BulkDone| d.target == load.target && d.shards == load.shards)
+                .filter(|d: &&BulkDone| {
+                    d.target == load.target
+                        && d.shards == load.shards
+                        && d.load_started == load.started_at
+                })
                 .map(|d| d.shard)
                 .collect();
             done.sort_unstable();

@@ -27,6 +27,9 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
     let chunking = config::chunking(args)?;
     let stop = install_signals()?;
     let mut opts = sync_options(args, chunking, stop)?;
+    if opts.recreate && opts.shard.is_some() {
+        return Err(config::ConfigError::ShardRecreate.into());
+    }
     if opts.bulk && matches!(target.kind(), crate::sink::TargetKind::Embedded { .. }) {
         return Err(config::ConfigError::BulkEmbedded.into());
     }

@@ -81,6 +81,10 @@ pub enum ConfigError {
         "--bulk is for a Qdrant server (--qdrant-url): the embedded store has no HNSW setting to switch off during a load"
     )]
     BulkEmbedded,
+    #[error(
+        "--recreate with --shard: each shard would drop the collection under the others' points; recreate it in one run without --shard first, then start the shards"
+    )]
+    ShardRecreate,
     #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
     MetricsAddr { addr: String, reason: String },
 }

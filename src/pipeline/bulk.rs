@@ -5,10 +5,10 @@
 //!
 //! Shards share a collection: the first to begin records the load (with the `m` to restore)
 //! before switching the graph off, and later ones join it. Each shard records when it has
-//! loaded its part completely; the shard that finds every part loaded switches the graph back
-//! on, waits for the optimiser and removes the records. A killed or failed shard leaves the
-//! graph off until its rerun completes (`status` shows the load). Two shards that finish at
-//! once both restore the same `m`: harmless.
+//! loaded its part completely; a shard that finds every part loaded switches the graph back on
+//! (twice is harmless) and claims the wait (a compare-and-set on the record: of shards that
+//! finish together, one waits for the optimiser, reports it and removes the records). A killed
+//! or failed shard leaves the graph off until its rerun completes (`status` shows the load).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub struct IndexingReport {
     pub target: String,
     /// This run switched graph building back on and waited for the optimiser.
     pub indexed: bool,
+    /// The optimiser settled within the wait (not stopped, not timed out).
+    #[serde(default)]
+    pub settled: bool,
     /// Shards still loading (graph building stays off until they finish).
     #[serde(default)]
     pub shards_pending: Vec<u32>,
@@ -49,19 +52,11 @@ pub(super) async fn begin<S: Sink>(
 ) -> Result<bool, PipelineError> {
     let store = StateStore::open(sink, false).await?;
     let shards = shard.map_or(1, |s| s.count);
-    if let Some(b) = store.bulk_load(target).await? {
-        if b.shards != shards {
-            tracing::warn!(
-                "the bulk load of `{target}` was begun by a run of {} shard(s), this one is of {shards}: the graph is switched back on when those {} have loaded their parts",
-                b.shards,
-                b.shards
-            );
-        }
-        tracing::info!(
-            "joining the bulk load of `{target}` (HNSW graph building off since {})",
-            b.started_at
-        );
-        return Ok(true);
+    match store.bulk_load(target).await? {
+        // A load whose graph was switched back on, and whose waiter did not clean up.
+        Some(b) if b.finisher != crate::state::bulk::NOBODY => store.end_bulk_load(&b).await?,
+        Some(b) => return join(&store, b, shards).await,
+        None => {}
     }
     let Some(m) = sink.hnsw_m(target).await? else {
         tracing::warn!(
@@ -71,25 +66,38 @@ pub(super) async fn begin<S: Sink>(
         return Ok(false);
     };
     let points = sink.count(target).await?;
-    if points > 0 {
-        tracing::warn!(
-            "--bulk: `{target}` already holds {points} points and no bulk load is under way; bulk mode is for a first load into an empty collection, so this run writes as usual"
-        );
+    if points > 0 || m == 0 {
+        // A shard beside this one may have begun the load meanwhile (its record comes first).
+        if let Some(b) = store.bulk_load(target).await?
+            && b.finisher == crate::state::bulk::NOBODY
+        {
+            return join(&store, b, shards).await;
+        }
+        if points > 0 {
+            tracing::warn!(
+                "--bulk: `{target}` already holds {points} points and no bulk load is under way; bulk mode is for a first load into an empty collection, so this run writes as usual"
+            );
+        } else {
+            tracing::info!(
+                "--bulk: `{target}` builds no HNSW graph (m = 0): nothing to switch off"
+            );
+        }
         return Ok(false);
     }
-    if m == 0 {
-        tracing::info!("--bulk: `{target}` builds no HNSW graph (m = 0): nothing to switch off");
-        return Ok(false);
-    }
-    // The record first: a shard that then finds the graph off finds the load too.
     let load = BulkLoad {
         target: target.to_owned(),
         shards,
         restore_m: m,
         started_at: now_rfc3339(),
         run_id: run_id.to_owned(),
+        finisher: crate::state::bulk::NOBODY.to_owned(),
     };
-    store.save_bulk_load(&load).await?;
+    // The record first, written only if none is there: of shards that begin together, one
+    // records the load and the others join it.
+    let recorded = store.begin_bulk_load(&load).await?;
+    if recorded.run_id != load.run_id {
+        return join(&store, recorded, shards).await;
+    }
     sink.set_hnsw_m(target, 0).await?;
     tracing::info!(
         "bulk load of `{target}`: HNSW graph building off until {} loaded",
@@ -101,6 +109,34 @@ pub(super) async fn begin<S: Sink>(
     );
     Ok(true)
 }
+
+/// Join the load `b` as a run of `shards` shards. A load begun by another number of shards is
+/// taken over: it now waits for this run's shards (the points do not depend on the split).
+async fn join<S: Sink>(
+    store: &StateStore<'_, S>,
+    mut b: BulkLoad,
+    shards: u32,
+) -> Result<bool, PipelineError> {
+    if b.shards != shards {
+        tracing::warn!(
+            "the bulk load of `{}` was begun by a run of {} shard(s) and this one is of {shards}: graph building is switched back on when these {shards} have loaded their parts",
+            b.target,
+            b.shards
+        );
+        b.shards = shards;
+        store.save_bulk_load(&b).await?;
+    }
+    tracing::info!(
+        "joining the bulk load of `{}` (HNSW graph building off since {})",
+        b.target,
+        b.started_at
+    );
+    Ok(true)
+}
+
+/// The longest wait for the optimiser after a load: the graph is on either way, the report
+/// says whether it settled.
+const MAX_INDEX_WAIT: Duration = Duration::from_secs(3600);
 
 /// This run (`shard`) loaded its part of `target` completely: record it, and when every part
 /// is loaded, switch graph building back on and wait (until `stop`) for the optimiser.
@@ -116,15 +152,21 @@ pub(super) async fn finish<S: Sink>(
         return Ok(None); // another shard finished the load already
     };
     let (index, count) = shard.map_or((0, 1), |s| (s.index, s.count));
-    store
-        .save_bulk_done(&BulkDone {
-            target: target.to_owned(),
-            shard: index,
-            shards: count,
-            at: now_rfc3339(),
-            run_id: run_id.to_owned(),
-        })
-        .await?;
+    let done = BulkDone {
+        target: target.to_owned(),
+        load_started: load.started_at.clone(),
+        shard: index,
+        shards: count,
+        at: now_rfc3339(),
+        run_id: run_id.to_owned(),
+    };
+    store.save_bulk_done(&done).await?;
+    // The load may have ended between reading it and recording this part.
+    let now = store.bulk_load(target).await?;
+    if now.as_ref().is_none_or(|l| l.started_at != load.started_at) {
+        store.remove_bulk_done(&done).await?;
+        return Ok(None);
+    }
     let pending = store.bulk_pending(&load).await?;
     if !pending.is_empty() {
         tracing::info!(
@@ -137,27 +179,51 @@ pub(super) async fn finish<S: Sink>(
             ..IndexingReport::default()
         }));
     }
+    // Every part is loaded: the graph goes back on whoever waits for it (setting it twice is
+    // harmless; a waiter that dies must not leave it off).
     sink.set_hnsw_m(target, load.restore_m).await?;
     let since = Instant::now();
+    if !store.claim_bulk_finish(&load, run_id).await? {
+        tracing::info!(
+            "bulk load of `{target}`: every part is loaded and graph building is on; another shard waits for the optimiser"
+        );
+        return Ok(Some(IndexingReport {
+            target: target.to_owned(),
+            ..IndexingReport::default()
+        }));
+    }
     tracing::info!(
         "bulk load of `{target}` loaded: HNSW graph building on (m = {}); waiting for the optimiser",
         load.restore_m
     );
     let state = tokio::select! {
-        s = settled(sink, target) => s?,
+        s = settled(sink, target) => Some(s?),
         _ = stop.wait_for(|s| *s) => None,
+        _ = tokio::time::sleep(MAX_INDEX_WAIT) => None,
     };
     store.end_bulk_load(&load).await?;
     let seconds = since.elapsed().as_secs_f64();
-    let state = state.unwrap_or_default();
-    tracing::info!(
-        "`{target}` indexed {seconds:.1}s after the load: {} of {} vectors in the HNSW graph",
-        state.indexed,
-        state.points
-    );
+    let (settled, state) = match state {
+        Some(Some(s)) => (true, s),
+        Some(None) => (false, IndexState::default()),
+        None => {
+            tracing::warn!(
+                "`{target}`: stopped waiting for the optimiser after {seconds:.0}s; graph building is on and the server goes on indexing"
+            );
+            (false, sink.index_state(target).await?.unwrap_or_default())
+        }
+    };
+    if settled {
+        tracing::info!(
+            "`{target}` indexed {seconds:.1}s after the load: {} of {} vectors in the HNSW graph",
+            state.indexed,
+            state.points
+        );
+    }
     Ok(Some(IndexingReport {
         target: target.to_owned(),
         indexed: true,
+        settled,
         shards_pending: Vec::new(),
         seconds_to_indexed: seconds,
         points: state.points,
@@ -165,17 +231,27 @@ pub(super) async fn finish<S: Sink>(
     }))
 }
 
-/// Wait until the optimiser of `target` has settled: two reads a second apart that find no
-/// optimisation running or pending (a change of settings takes a moment to start one).
+/// Wait until the optimiser of `target` has settled: three reads a second apart that find no
+/// optimisation running or pending (a change of settings takes a moment to start one). `None`
+/// when the target does not say; an error when the server reports the collection failed.
 async fn settled<S: Sink>(sink: &S, target: &str) -> Result<Option<IndexState>, PipelineError> {
     let mut calm = 0;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(state) = sink.index_state(target).await? else {
             return Ok(None);
         };
+        if state.failed {
+            return Err(crate::sink::SinkError::Request {
+                op: "optimize",
+                collection: target.to_owned(),
+                reason: "the server reports the collection's optimisation failed (status red); see its log".into(),
+                transient: false,
+            }
+            .into());
+        }
         calm = if state.settled { calm + 1 } else { 0 };
-        if calm >= 2 {
+        if calm >= 3 {
             return Ok(Some(state));
         }
     }

@@ -362,6 +362,15 @@ async fn under_lease<S: Sink, T>(
     let store = StateStore::open(sink.as_ref(), false).await?;
     let holder = Holder::me(run_id);
     lease::acquire(&store, target, namespace, &holder).await?;
+    // A whole-namespace run (sync or watch) and shards of it must not write at once.
+    if let Some(other) = lease::conflicting(&store, target, namespace, &holder).await? {
+        let _ = lease::release(&store, target, namespace, &holder).await;
+        return Err(LockError::Held {
+            what: format!("{} -> {target}", other.namespace),
+            holder: other.holder.to_string(),
+        }
+        .into());
+    }
     let renewer = Renewer::start(
         sink.clone(),
         target.to_owned(),
@@ -514,6 +523,8 @@ async fn pass<S: Sink>(
         if let Some(last) = unit.last_id
             && lost.is_empty()
         {
+            // Writes in flight when the lease was lost are not this run's to checkpoint.
+            still_held(&lease)?;
             cursor.advance(last, &totals).await?;
             tracing::debug!(
                 namespace = %ns_text,
@@ -590,7 +601,10 @@ async fn pass<S: Sink>(
             total: points.len() as u64,
             no_text_at_all: totals.read > 0 && totals.skipped_no_text == totals.read,
         };
-        opts.max_delete.check(&job.route(), &doomed)?;
+        let limit = opts
+            .shard
+            .map_or(opts.max_delete, |s| s.max_delete(opts.max_delete));
+        limit.check(&job.route(), &doomed)?;
         still_held(&lease)?;
         if let Some(w) = &writer {
             for ids in lost.chunks(512).chain(stale.chunks(512)) {

@@ -558,6 +558,7 @@ impl Sink for GrpcSink {
         let queued = info.update_queue.map_or(0, |q| q.length);
         Ok(Some(IndexState {
             settled: info.status == CollectionStatus::Green as i32 && queued == 0,
+            failed: info.status == CollectionStatus::Red as i32,
             points: info.points_count.unwrap_or(0),
             indexed: info.indexed_vectors_count.unwrap_or(0),
         }))

@@ -328,6 +328,8 @@ pub trait Sink: Send + Sync + 'static {
 pub struct IndexState {
     /// No optimisation running or pending (Qdrant's status green).
     pub settled: bool,
+    /// The server reports the collection failed (Qdrant's status red).
+    pub failed: bool,
     pub points: u64,
     /// Vectors in the HNSW graph.
     pub indexed: u64,

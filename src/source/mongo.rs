@@ -246,7 +246,7 @@ impl MongoSource {
             .find(filter)
             .sort(doc! {"_id": 1})
             .projection(doc! {"_id": 1})
-            .batch_size(self.batch_size.max(1000))
+            .batch_size(self.batch_size)
             .await
             .map_err(|e| self.query_error(e))?;
         let want = self.batch_size.max(1) as usize;
@@ -262,7 +262,8 @@ impl MongoSource {
                 match raw_id(ids_cursor.current()) {
                     Some(id) if shard.owns(&id) => mine.push(id),
                     Some(_) => {}
-                    None if shard.index == 0 => {
+                    // Which shard's it is cannot be told: every shard fails it (and none prunes).
+                    None => {
                         let item = SourceItem::Bad {
                             at: "(unreadable _id)".into(),
                             reason: "the _id does not decode".into(),
@@ -270,7 +271,6 @@ impl MongoSource {
                         tx.send(item).await.map_err(|_| SourceError::Closed)?;
                         sent += 1;
                     }
-                    None => {}
                 }
             }
             if mine.len() >= want || (!more && !mine.is_empty()) {

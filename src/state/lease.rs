@@ -321,6 +321,50 @@ pub async fn renew<S: Sink + ?Sized>(
         .map_err(|other| lost(target, namespace, other))
 }
 
+/// A live lease of another run into `target` that excludes `name`'s: the same namespace whole
+/// and in shards (`NS` and `NS shard I/N`, as [`crate::pipeline`] names them), or in shards of
+/// another count. Shards of one count exclude only their own index (their own lease).
+/// Checked after taking one's own lease, so of two runs that start together at least one sees
+/// the other.
+pub async fn conflicting<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    name: &str,
+    me: &Holder,
+) -> Result<Option<Lease>, SinkError> {
+    let now = now_secs();
+    Ok(store.records().await?.into_iter().find_map(|r| match r {
+        Record::Lease(l)
+            if l.target == target
+                && l.holder.run_id != me.run_id
+                && l.holder.expires_at > now
+                && !l.holder.is_gone(me)
+                && excludes(name, &l.namespace) =>
+        {
+            Some(l)
+        }
+        _ => None,
+    }))
+}
+
+/// Whether leases named `a` and `b` cover overlapping documents (see [`conflicting`]).
+fn excludes(a: &str, b: &str) -> bool {
+    let split = |name: &str| match name.rsplit_once(" shard ") {
+        Some((base, s)) => match s.parse::<crate::shard::Shard>() {
+            Ok(s) => (base.to_owned(), Some(s)),
+            Err(_) => (name.to_owned(), None),
+        },
+        None => (name.to_owned(), None),
+    };
+    let ((base_a, shard_a), (base_b, shard_b)) = (split(a), split(b));
+    base_a == base_b
+        && a != b
+        && match (shard_a, shard_b) {
+            (Some(x), Some(y)) => x.count != y.count,
+            _ => true,
+        }
+}
+
 /// Give the lease up (it expires at once), only if this run still holds it.
 pub async fn release<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
@@ -398,6 +442,16 @@ impl Drop for Renewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_namespace_and_its_shards_exclude_each_other() {
+        assert!(excludes("db.c", "db.c shard 0/4"));
+        assert!(excludes("db.c shard 3/4", "db.c"));
+        assert!(excludes("db.c shard 0/4", "db.c shard 0/8"));
+        assert!(!excludes("db.c shard 0/4", "db.c shard 1/4"));
+        assert!(!excludes("db.c", "db.d"));
+        assert!(!excludes("db.c shard 0/4", "db.d shard 0/8"));
+    }
 
     #[test]
     fn second_lock_on_a_store_is_refused_and_names_the_holder() {
