@@ -682,7 +682,7 @@ async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
     };
     let m = Mongo::start();
     m.insert(
-        DB,
+        BULK_DB,
         "films",
         common::movie_docs(120, |i| Bson::Int32(i as i32)),
     )
@@ -695,6 +695,7 @@ async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
         Some(0),
         "graph building is off"
     );
+    assert!((1..120).contains(&first.counts.read), "{:?}", first.counts);
     let i = &first.indexing[0];
     assert!(!i.indexed && i.shards_pending == [1], "{i:?}");
     let store = StateStore::open(sink.as_ref(), false).await.unwrap();
@@ -708,7 +709,7 @@ async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
     let last = bulk_load(&m, &sink, &target, Some(Shard { index: 1, count: 2 })).await;
     let i = &last.indexing[0];
     assert!(i.indexed, "{i:?}");
-    assert_eq!(i.points, 120);
+    assert_eq!(i.points, 120, "{i:?}");
     assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(16), "restored");
     assert!(sink.index_state(&target).await.unwrap().unwrap().settled);
     assert!(

@@ -188,7 +188,7 @@ async fn concurrent_writes_never_checkpoint_past_a_failed_unit() {
         .await
         .unwrap();
 
-    // The second unit's upsert fails, three seconds late: the later units overtake it.
+    // The second unit's upsert fails, six seconds late: the later units overtake it.
     let (_d, plain) = common::edge_sink();
     let upserts = std::sync::atomic::AtomicUsize::new(0);
     let faulty = Arc::new(Faulty {
@@ -202,7 +202,7 @@ async fn concurrent_writes_never_checkpoint_past_a_failed_unit() {
             }
         },
         request_limit: None,
-        fail_delay: std::time::Duration::from_secs(3),
+        fail_delay: std::time::Duration::from_secs(6),
     });
     let err = run(&faulty, jobs(&m, &c, "{extract}", None).await, o.clone())
         .await

@@ -213,11 +213,12 @@ pub(super) async fn finish<S: Sink>(
             (false, sink.index_state(target).await?.unwrap_or_default())
         }
     };
+    // An exact count: the collection info's is an estimate, and lags behind a rebuild.
+    let points = sink.count(target).await?;
     if settled {
         tracing::info!(
-            "`{target}` indexed {seconds:.1}s after the load: {} of {} vectors in the HNSW graph",
+            "`{target}` indexed {seconds:.1}s after the load: {} of {points} vectors in the HNSW graph",
             state.indexed,
-            state.points
         );
     }
     Ok(Some(IndexingReport {
@@ -226,7 +227,7 @@ pub(super) async fn finish<S: Sink>(
         settled,
         shards_pending: Vec::new(),
         seconds_to_indexed: seconds,
-        points: state.points,
+        points,
         indexed_vectors: state.indexed,
     }))
 }
