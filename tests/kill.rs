@@ -5,11 +5,8 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;
-use std::sync::Arc;
 
 use common::Mongo;
-use mongo2qdrant::point::keys;
-use mongo2qdrant::sink::{EdgeSink, scroll_all};
 use mongodb::bson::{Bson, Document};
 
 const BATCH: usize = 16;
@@ -34,20 +31,7 @@ fn report(path: &std::path::Path) -> serde_json::Value {
 }
 
 async fn snapshot(store: &std::path::Path) -> Vec<(uuid::Uuid, String)> {
-    let sink = Arc::new(EdgeSink::open(store).unwrap());
-    let mut v: Vec<_> = scroll_all(
-        sink.as_ref(),
-        "films",
-        None,
-        mongo2qdrant::sink::Fields::All,
-    )
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|p| (p.id, p.payload[keys::HASH].as_str().unwrap().to_owned()))
-    .collect();
-    v.sort();
-    v
+    common::edge_snapshot(store, "films").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use mongo2qdrant::point::keys;
 use mongo2qdrant::report::RunReport;
 use mongo2qdrant::shard::{Shard, shard_of};
-use mongo2qdrant::sink::{Fields, GrpcSink, Point, Sink, scroll_all};
+use mongo2qdrant::sink::{GrpcSink, Point, Sink};
 use mongo2qdrant::state::{Record, StateStore};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, doc};
@@ -458,18 +458,6 @@ async fn whole_and_sharded_runs_exclude_each_other_on_a_server() {
     }
 }
 
-/// (id, content hash) of every point of `collection`, sorted.
-async fn snapshot<S: Sink>(sink: &S, collection: &str) -> Vec<(uuid::Uuid, String)> {
-    let mut v: Vec<_> = scroll_all(sink, collection, None, Fields::All)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.id, p.payload[keys::HASH].as_str().unwrap().to_owned()))
-        .collect();
-    v.sort();
-    v
-}
-
 /// The binary's `sync` (or another command) of `shards.films` into `target`: the Qdrant server
 /// at `url`, else the embedded store at `store`.
 fn cmd(
@@ -583,15 +571,15 @@ fn a_killed_shard_resumes_and_the_shards_converge(url: Option<&str>) {
             Some(u) => {
                 let sink = mongo2qdrant::sink::GrpcSink::connect(u, None).unwrap();
                 (
-                    snapshot(&sink, &whole).await,
-                    snapshot(&sink, &target).await,
+                    common::hash_snapshot(&sink, &whole).await,
+                    common::hash_snapshot(&sink, &target).await,
                 )
             }
             None => {
                 let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
                 (
-                    snapshot(&sink, &whole).await,
-                    snapshot(&sink, &target).await,
+                    common::hash_snapshot(&sink, &whole).await,
+                    common::hash_snapshot(&sink, &target).await,
                 )
             }
         }

@@ -152,12 +152,7 @@ impl MongoSource {
         let mut items = Vec::new();
         let mut found = HashSet::new();
         for part in ids.chunks(1000) {
-            let by_id = doc! {"_id": {"$in": part.to_vec()}};
-            let filter = if self.filter.is_empty() {
-                by_id
-            } else {
-                doc! {"$and": [self.filter.clone(), by_id]}
-            };
+            let filter = self.among(part);
             let collection = self.collection();
             // From the primary, majority-committed: never older than the change event that
             // named the document (a lagging secondary would make it look unchanged), never a
@@ -295,15 +290,9 @@ impl MongoSource {
         tx: &mpsc::Sender<SourceItem>,
         last: &mut Option<Bson>,
     ) -> Result<u64, SourceError> {
-        let by_id = doc! {"_id": {"$in": ids.to_vec()}};
-        let filter = if self.filter.is_empty() {
-            by_id
-        } else {
-            doc! {"$and": [self.filter.clone(), by_id]}
-        };
         let collection = self.collection();
         let mut find = collection
-            .find(filter)
+            .find(self.among(ids))
             .sort(doc! {"_id": 1})
             .batch_size(self.batch_size);
         if let Some(p) = &self.projection {
@@ -324,6 +313,16 @@ impl MongoSource {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// The filter, restricted to the documents `ids`.
+    fn among(&self, ids: &[Bson]) -> Document {
+        let by_id = doc! {"_id": {"$in": ids.to_vec()}};
+        if self.filter.is_empty() {
+            by_id
+        } else {
+            doc! {"$and": [self.filter.clone(), by_id]}
+        }
     }
 
     /// The filter, restricted to `_id`s after `after`.

@@ -488,8 +488,16 @@ pub fn sync_cmd(m: &Mongo, db: &str, coll: &str, store: &Path) -> Command {
 /// Every point of `collection` in the embedded store at `store`: (id, content hash), sorted.
 pub async fn edge_snapshot(store: &Path, collection: &str) -> Vec<(uuid::Uuid, String)> {
     let sink = mongo2qdrant::sink::EdgeSink::open(store).unwrap();
+    hash_snapshot(&sink, collection).await
+}
+
+/// Every point of `collection`: (id, content hash), sorted.
+pub async fn hash_snapshot<S: mongo2qdrant::sink::Sink>(
+    sink: &S,
+    collection: &str,
+) -> Vec<(uuid::Uuid, String)> {
     let mut v: Vec<_> =
-        mongo2qdrant::sink::scroll_all(&sink, collection, None, mongo2qdrant::sink::Fields::All)
+        mongo2qdrant::sink::scroll_all(sink, collection, None, mongo2qdrant::sink::Fields::All)
             .await
             .unwrap()
             .into_iter()
