@@ -78,6 +78,14 @@ fn assert_same_points(
     }
 }
 
+/// The suites' sync of `shards.films` into `target`: the template, `title` copied.
+fn films<'a>(m: &'a Mongo, target: &str) -> common::SyncOf<'a> {
+    sync_of(m, DB, &["films"])
+        .template(TEMPLATE)
+        .payload(&["title"])
+        .target(Some(target))
+}
+
 async fn shard_syncs<S: Sink>(
     m: &Mongo,
     sink: &Arc<S>,
@@ -89,11 +97,7 @@ async fn shard_syncs<S: Sink>(
         let mut o = options();
         o.shard = Some(shard(i, count));
         o.prune = prune;
-        let run = sync_of(m, DB, &["films"])
-            .template(TEMPLATE)
-            .payload(&["title"])
-            .target(Some(target))
-            .opts(o);
+        let run = films(m, target).opts(o);
         async move { run.run(sink).await.unwrap() }
     });
     join_all(runs).await
@@ -104,13 +108,7 @@ async fn shards_together_make_the_points_of_one_run<S: Sink>(sink: Arc<S>) {
     let n = 90;
     m.insert(DB, "films", common::movie_docs(n, id_of)).await;
     let (whole, parts, from_file) = (unique("whole"), unique("parts"), unique("file"));
-    sync_of(&m, DB, &["films"])
-        .template(TEMPLATE)
-        .payload(&["title"])
-        .target(Some(&whole))
-        .run(&sink)
-        .await
-        .unwrap();
+    films(&m, &whole).run(&sink).await.unwrap();
 
     // Three shards at once into one collection.
     let reports = shard_syncs(&m, &sink, &parts, 3, false).await;
@@ -153,24 +151,12 @@ async fn shards_together_make_the_points_of_one_run<S: Sink>(sink: Arc<S>) {
     assert_eq!(shards, ["0/3", "1/3", "2/3"]);
     let mut o = options();
     o.shard = Some(shard(1, 3));
-    let again = sync_of(&m, DB, &["films"])
-        .template(TEMPLATE)
-        .payload(&["title"])
-        .target(Some(&parts))
-        .opts(o.clone())
-        .run(&sink)
-        .await
-        .unwrap();
+    let again = films(&m, &parts).opts(o.clone()).run(&sink).await.unwrap();
     assert_eq!(again.counts.embedded, 0);
     assert_eq!(again.counts.skipped_unchanged, reports[1].counts.read);
 
     // verify: a shard checks its part and finds it whole; without a shard, everything.
-    let jobs = sync_of(&m, DB, &["films"])
-        .template(TEMPLATE)
-        .payload(&["title"])
-        .target(Some(&parts))
-        .jobs()
-        .await;
+    let jobs = films(&m, &parts).jobs().await;
     let report = mongo2qdrant::verify::verify(sink.clone(), common::embedder(), jobs.clone(), &o)
         .await
         .unwrap();
@@ -284,13 +270,7 @@ async fn each_shard_prunes_exactly_its_own<S: Sink>(sink: Arc<S>) {
     let mut o = options();
     o.shard = Some(shard(0, 2));
     o.prune = true;
-    let run = |o| {
-        sync_of(&m, DB, &["films"])
-            .template(TEMPLATE)
-            .payload(&["title"])
-            .target(Some(&parts))
-            .opts(o)
-    };
+    let run = |o| films(&m, &parts).opts(o);
     let r0 = run(o.clone()).run(&sink).await.unwrap();
     assert_eq!(r0.namespaces[0].pruned, gone0.len() as u64);
     let now = points(sink.as_ref(), &parts).await;
@@ -303,13 +283,7 @@ async fn each_shard_prunes_exactly_its_own<S: Sink>(sink: Arc<S>) {
 
     // What is left is exactly what an unsharded run makes of the source, plus the point that
     // no shard can place: a prune without a shard removes it.
-    sync_of(&m, DB, &["films"])
-        .template(TEMPLATE)
-        .payload(&["title"])
-        .target(Some(&whole))
-        .run(&sink)
-        .await
-        .unwrap();
+    films(&m, &whole).run(&sink).await.unwrap();
     let mut left = points(sink.as_ref(), &parts).await;
     assert!(left.remove(&foreign).is_some());
     assert_same_points(&points(sink.as_ref(), &whole).await, &left);
