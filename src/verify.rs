@@ -232,7 +232,7 @@ async fn verify_one<S: Sink>(
     let vector = job.vector_name.as_deref();
     let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
     let (points, unplaced) =
-        crate::pipeline::shard_points(sink, job, opts.shard, &job.stored_keys(), |id| {
+        crate::pipeline::prune::shard_points(sink, job, opts.shard, &job.stored_keys(), |id| {
             expected.contains_key(id)
         })
         .await?;

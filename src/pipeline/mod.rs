@@ -11,11 +11,12 @@
 //! only after its writes returned, and units reach the writer in order, so the checkpoint never
 //! passes a point that the target has not acknowledged. The stages are in [`stages`]; what a
 //! point is, in [`crate::point`]; how it is written, in [`crate::writer`]; where a pass stands,
-//! in [`crate::state`].
+//! in [`crate::state`]; what a complete pass may delete, in [`prune`]; bulk loads, in [`bulk`].
 
 pub mod bulk;
 mod changes;
 pub mod guard;
+pub(crate) mod prune;
 mod stages;
 
 use std::collections::HashSet;
@@ -28,20 +29,18 @@ use uuid::Uuid;
 
 use crate::embed::EmbedError;
 use crate::embed::worker::EmbedWorker;
+use crate::point::settings_hash;
 pub use crate::point::{Chunking, Job};
-use crate::point::{keys, settings_hash};
 use crate::report::{Counts, NamespaceReport, RunLog, RunReport, RunStatus, Stats};
 pub use crate::retry::RetryPolicy;
 use crate::shard::Shard;
-use crate::sink::{Ensure, Fields, MatchFilter, Retrying, Sink, SinkError, VectorSpec, scroll_all};
+use crate::sink::{Ensure, Retrying, Sink, SinkError, VectorSpec};
 use crate::source::{SourceError, SourceItem, id_text};
 use crate::state::checkpoint::PassKey;
 use crate::state::lease::{self, Holder, LockError, Renewer};
 use crate::state::{Cursor, StateError, StateStore, now_rfc3339};
 use crate::writer::Writer;
 pub use changes::{WatchOptions, watch};
-use mongodb::bson::Bson;
-use serde_json::Value;
 use stages::{EmbeddedUnit, Preparer, Unit};
 
 /// Errors that end a run (per-document problems are counted instead).
@@ -565,7 +564,7 @@ async fn pass<S: Sink>(
         } else {
             // A shard's own documents' points are its own, placed or not.
             let known = |id: &Uuid| lost_set.contains(id) || keep.contains(id);
-            namespace_points(sink.as_ref(), &job, opts.shard, known).await?
+            prune::namespace_points(sink.as_ref(), &job, opts.shard, known).await?
         };
         let points: Vec<Uuid> = stored.iter().map(|(id, _)| *id).collect();
         let stale: Vec<Uuid> = if prune {
@@ -578,7 +577,7 @@ async fn pass<S: Sink>(
         };
         if !job.filter_text.is_empty() && !stale.is_empty() {
             // Only a figure for the log and report: a failure to count is no reason to stop.
-            outside = outside_filter(&job, &stored, &stale)
+            outside = prune::outside_filter(&job, &stored, &stale)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(namespace = %ns_text, "could not count the points outside the filter: {e}");
@@ -632,99 +631,4 @@ async fn pass<S: Sink>(
         pruned_outside_filter: outside,
         prune_skipped: opts.prune && !prune,
     })
-}
-
-/// How many of the `stale` points belong to documents that exist in the source but outside
-/// the job's filter (0 where the source cannot tell).
-async fn outside_filter(
-    job: &Job,
-    stored: &[(Uuid, Option<Value>)],
-    stale: &[Uuid],
-) -> Result<u64, PipelineError> {
-    let stale: HashSet<&Uuid> = stale.iter().collect();
-    let ids: Vec<(&Uuid, String, Bson)> = stored
-        .iter()
-        .filter(|(id, _)| stale.contains(id))
-        .filter_map(|(id, v)| {
-            let v = v.as_ref()?;
-            Some((id, v.to_string(), Bson::try_from(v.clone()).ok()?))
-        })
-        .collect();
-    let mut distinct: Vec<Bson> = Vec::new();
-    let mut texts = HashSet::new();
-    for (_, text, id) in &ids {
-        if texts.insert(text.as_str()) {
-            distinct.push(id.clone());
-        }
-    }
-    let Some(existing) = job.source.existing(&distinct).await? else {
-        return Ok(0);
-    };
-    Ok(ids.iter().filter(|(_, t, _)| existing.contains(t)).count() as u64)
-}
-
-/// The points of `job`'s namespace that hold its vector (of `shard` only, when sharded: see
-/// [`shard_points`]), with their document's `_id` as stored.
-async fn namespace_points<S: Sink>(
-    sink: &S,
-    job: &Job,
-    shard: Option<Shard>,
-    known: impl Fn(&Uuid) -> bool,
-) -> Result<Vec<(Uuid, Option<Value>)>, SinkError> {
-    let (points, unplaced) = shard_points(sink, job, shard, &job.stored_keys(), known).await?;
-    if unplaced > 0 {
-        tracing::warn!(
-            namespace = %job.source.namespace(),
-            "{unplaced} points have a stored _id that does not give their id back (a compound _id whose field order the server did not keep, or a point of another writer): no shard prunes them; a `sync --prune` without --shard does"
-        );
-    }
-    Ok(points
-        .into_iter()
-        .map(|mut p| (p.id, p.payload.remove(keys::ID)))
-        .collect())
-}
-
-/// The points of `job`'s namespace that hold its vector, with `keys` of their payload; when
-/// sharded, only `shard`'s: those `known` to be (the points of its documents) and those its
-/// [`Shard::owns_point`] places. A point whose shard cannot be told is no shard's: it is left
-/// out and counted (the second value); a run without a shard sees it.
-pub(crate) async fn shard_points<S: Sink>(
-    sink: &S,
-    job: &Job,
-    shard: Option<Shard>,
-    keys: &[String],
-    known: impl Fn(&Uuid) -> bool,
-) -> Result<(Vec<crate::sink::StoredPoint>, u64), SinkError> {
-    if !sink.exists(&job.target).await? {
-        return Ok((Vec::new(), 0));
-    }
-    let ns = job.source.namespace();
-    let filter = MatchFilter {
-        key: keys::NAMESPACE.into(),
-        value: ns.to_string(),
-    };
-    let mut keys = keys.to_vec();
-    for k in [keys::ID, keys::CHUNK] {
-        if !keys.iter().any(|have| have == k) {
-            keys.push(k.to_owned());
-        }
-    }
-    let mut unplaced = 0u64;
-    let points = scroll_all(sink, &job.target, Some(&filter), Fields::Only(&keys))
-        .await?
-        .into_iter()
-        .filter(|p| job.owns(&p.payload))
-        .filter(|p| match shard {
-            None => true,
-            Some(_) if known(&p.id) => true,
-            Some(s) => match s.owns_point(ns, p.id, &p.payload) {
-                Some(mine) => mine,
-                None => {
-                    unplaced += 1;
-                    false
-                }
-            },
-        })
-        .collect();
-    Ok((points, unplaced))
 }
