@@ -253,6 +253,21 @@ impl Metrics {
     }
 }
 
+/// Read a request's head into `buf`: up to its blank line (a client may send it in pieces, and
+/// closing with part of it unread would reset the connection before the answer is read), the
+/// end of the stream, or a full buffer. Returns the bytes read.
+async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let got = conn.read(&mut buf[n..]).await?;
+        n += got;
+        if got == 0 || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(n)
+}
+
 /// Serve `/healthz` and `/metrics` on `addr` until the process ends. Returns once listening.
 pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -265,11 +280,11 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::ne
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
+                let head = read_head(&mut conn, &mut buf);
+                let n = match tokio::time::timeout(Duration::from_secs(5), head).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body, kind) = match path {
@@ -309,6 +324,24 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request whose head arrives in pieces is answered, not reset.
+    #[tokio::test]
+    async fn a_request_sent_in_pieces_is_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let m = Arc::new(Metrics::new(0, Arc::new(Stats::default())));
+        let at = serve("127.0.0.1:0", m).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(at).await.unwrap();
+        s.write_all(b"GET /li").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"vez HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("ok\n"), "{out}");
+    }
 
     #[test]
     fn ready_after_every_initial_pass_and_counts_in_prometheus_text() {
