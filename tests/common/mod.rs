@@ -82,13 +82,24 @@ pub fn worker() -> EmbedWorker {
     EmbedWorker::spawn(e, 2)
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never the same twice in one test process: a server that takes
+/// a few seconds to bind (SecantusDB) would otherwise find its port given to a second test
+/// meanwhile, and that test would talk to the first test's server (and lose it when that test
+/// ends).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The SecantusDB server command: `M2Q_SECANTUSD`, else the venv the test script made.
