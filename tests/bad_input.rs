@@ -1,11 +1,11 @@
 //! Bad input gets a clear error that names the fix, and loses nothing: each case on the real
 //! binary, real server, real model.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 
-use common::{Mongo, bin, load_movies, sync_cmd};
+use crate::common::{Mongo, bin, load_movies, sync_cmd};
 use mongo2qdrant::sink::EdgeSink;
 use mongo2qdrant::state::{StateStore, checkpoint_id};
 

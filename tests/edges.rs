@@ -1,12 +1,12 @@
 //! Exact at the edges, on the real binary: config entries and flags, files and their paths,
 //! names, reports and closed pipes. Each test is named after the scenario that went wrong.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{Mongo, bin};
+use crate::common::{Mongo, bin};
 use mongodb::bson::{Document, doc};
 
 fn stderr(o: &Output) -> String {

@@ -1,14 +1,14 @@
 //! Cron and bad days, on real processes: concurrent runs, SIGTERM, the MongoDB server dying
 //! mid-run, and ten SIGKILLs at random moments. Each ends identical to an uninterrupted run.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Mongo, bin, edge_snapshot, load_movies, sync_cmd, wait_timeout};
+use crate::common::{Mongo, bin, edge_snapshot, load_movies, sync_cmd, wait_timeout};
 
 /// Reference: an uninterrupted run into a fresh store.
 async fn reference(m: &Mongo, db: &str, coll: &str, dir: &Path) -> Vec<(uuid::Uuid, String)> {

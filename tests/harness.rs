@@ -17,14 +17,14 @@
 //! depends on timing). CI runs a few iterations per target; set `M2Q_HARNESS_ITERATIONS` for
 //! more.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Mongo, unique};
+use crate::common::{Mongo, unique};
 use mongo2qdrant::pipeline::guard::MaxDelete;
 use mongo2qdrant::pipeline::{Chunking, SyncOptions};
 use mongo2qdrant::point::{hash_context, keys, prepare_doc};

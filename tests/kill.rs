@@ -1,12 +1,12 @@
 //! A killed run (SIGKILL mid-run) resumes from its checkpoint and ends identical to an
 //! uninterrupted run, without redoing what the first run had acknowledged.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;
 
-use common::Mongo;
+use crate::common::Mongo;
 use mongodb::bson::{Bson, Document};
 
 const BATCH: usize = 16;

@@ -2,12 +2,12 @@
 //! per document (chunk) carrying one vector per job, each vector current, pruned and verified on
 //! its own, and a config file with one entry per vector.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Mongo, movie_docs, options, unique};
+use crate::common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::embed::Embedder;
 use mongo2qdrant::embed::worker::EmbedWorker;
 use mongo2qdrant::ids::point_id;

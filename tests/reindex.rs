@@ -1,12 +1,12 @@
 //! Change-correct reindexing on real parts: prune, chunks that grow and shrink, template
 //! changes, verify, dry-run, and a config file with several collections.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Mongo, movie_docs, options, unique};
+use crate::common::{Mongo, movie_docs, options, unique};
 use mongo2qdrant::ids::point_id;
 use mongo2qdrant::pipeline::{Chunking, SyncOptions};
 use mongo2qdrant::point::keys;

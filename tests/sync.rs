@@ -2,11 +2,11 @@
 //! model, and Qdrant (the embedded engine always; a Qdrant server too when QDRANT_URL is set).
 //! The same suite runs against both targets.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use common::{Mongo, movie_docs, unique};
+use crate::common::{Mongo, movie_docs, unique};
 use mongo2qdrant::pipeline;
 use mongo2qdrant::point::keys;
 use mongo2qdrant::report::RunReport;

@@ -3,13 +3,13 @@
 //! plain target, must end exactly where an undisturbed run ends. The writes are ordered so that
 //! what marks a document current (its content hash, its chunk count) is written last.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Faulty, Mongo, WriteOp, movie_docs, options, unique};
+use crate::common::{Faulty, Mongo, WriteOp, movie_docs, options, unique};
 use mongo2qdrant::pipeline::{self, Chunking, Job, SyncOptions};
 use mongo2qdrant::report::RunReport;
 use mongo2qdrant::sink::{EdgeSink, Sink};

@@ -40,6 +40,14 @@ pub fn embedder_at(precision: mongo2qdrant::embed::Precision) -> OnnxEmbedder {
     OnnxEmbedder::load(&c).expect("run `bash models/fetch.sh` (it fetches OpenVINO too)")
 }
 
+/// Whether this machine's CPU computes bf16 (its own flags, not `M2Q_CPU_FLAGS`): what the
+/// tests of `--precision bf16` expect follows it, so the suite holds on every CPU kind.
+pub fn cpu_computes_bf16() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    mongo2qdrant::embed::precision::CpuFeatures::from_flags(flags).computes_bf16()
+}
+
 /// The first `n` test movies rendered as `{title}\n{extract}`.
 pub fn movie_texts(n: usize) -> Vec<String> {
     movies(n)
@@ -188,6 +196,12 @@ impl Mongo {
     /// (the server needs `--enable-test-commands`).
     pub async fn fail_once(&self, skip: i32, data: Document) {
         let mode = mongodb::bson::doc! {"skip": skip, "times": 1};
+        self.fail_point(Bson::Document(mode), data).await;
+    }
+
+    /// Arm MongoDB's `failCommand` fail point to fire on the next `times` matching commands.
+    pub async fn fail_times(&self, times: i32, data: Document) {
+        let mode = mongodb::bson::doc! {"times": times};
         self.fail_point(Bson::Document(mode), data).await;
     }
 
@@ -376,6 +390,11 @@ pub fn options() -> SyncOptions {
     o
 }
 
+/// The JSON document in the file at `path` (a `--report-json` or `--json` output).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// Assert that a finished command succeeded; otherwise show what it printed.
 pub fn assert_ok(out: &std::process::Output) {
     assert!(
@@ -430,24 +449,29 @@ pub async fn points_with_vectors<S: mongo2qdrant::sink::Sink>(
     points
 }
 
-/// The gRPC target when QDRANT_URL is set; `None` (saying so) otherwise.
-pub fn grpc_sink() -> Option<Arc<mongo2qdrant::sink::GrpcSink>> {
+/// The reason every test that needs a Qdrant server gives for being ignored without one.
+/// (`#[ignore]` takes a literal, so the tests spell it out; this is what they say.)
+pub const NEEDS_SERVER: &str = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored";
+
+/// The Qdrant server's gRPC URL. Only tests ignored without a server call it, so a missing
+/// `QDRANT_URL` here means they were asked for by hand: fail, never pass without running.
+pub fn server_url() -> String {
     match std::env::var("QDRANT_URL") {
-        Ok(url) if !url.is_empty() => Some(Arc::new(
-            mongo2qdrant::sink::GrpcSink::connect(&url, std::env::var("QDRANT_API_KEY").ok())
-                .unwrap(),
-        )),
-        _ => {
-            eprintln!(
-                "skipped: QDRANT_URL is not set (set it to a Qdrant gRPC URL, e.g. http://localhost:6334, to run the gRPC suite)"
-            );
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("{NEEDS_SERVER} (QDRANT_URL is not set)"),
     }
 }
 
+/// The gRPC target: the Qdrant server at `QDRANT_URL` (see [`server_url`]).
+pub fn grpc_sink() -> Arc<mongo2qdrant::sink::GrpcSink> {
+    Arc::new(
+        mongo2qdrant::sink::GrpcSink::connect(&server_url(), std::env::var("QDRANT_API_KEY").ok())
+            .unwrap(),
+    )
+}
+
 /// Run the generic suite function `$name(sink)` against both targets: `$name::edge` always,
-/// `$name::grpc` when QDRANT_URL is set.
+/// `$name::grpc` against a Qdrant server (ignored without one, so the summary counts it).
 #[macro_export]
 macro_rules! both_targets {
     ($($name:ident),* $(,)?) => {$(
@@ -459,10 +483,9 @@ macro_rules! both_targets {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored"]
             async fn grpc() {
-                if let Some(sink) = $crate::common::grpc_sink() {
-                    super::$name(sink).await;
-                }
+                super::$name($crate::common::grpc_sink()).await;
             }
         }
     )*};
@@ -737,9 +760,9 @@ mod faulty_sink {
             c: &str,
             f: Option<&MatchFilter>,
             fields: mongo2qdrant::sink::Fields<'_>,
-            o: Option<Uuid>,
+            o: Option<mongo2qdrant::sink::PageOffset>,
             l: usize,
-        ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+        ) -> Result<mongo2qdrant::sink::Page, SinkError> {
             self.inner.scroll(c, f, fields, o, l).await
         }
         async fn search(

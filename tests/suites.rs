@@ -1,0 +1,26 @@
+//! Every integration suite in one test binary: each suite compiled on its own relinked the
+//! whole generic pipeline, fifteen times over, and that dominated a clean build. A suite is a
+//! module here and is still picked by name: `cargo test --release --test suites watch::`.
+//!
+//! Tests against a Qdrant server are `#[ignore]`d unless one is at hand: `tests/run.sh` starts
+//! one (or uses `QDRANT_URL`) and then runs them with `--include-ignored`, so the runner's own
+//! summary counts what did not run.
+
+#[macro_use]
+mod common;
+
+mod bad_input;
+mod commands;
+mod dump;
+mod edges;
+mod embedding;
+mod exactness;
+mod faults;
+mod harness;
+mod kill;
+mod named_vectors;
+mod reindex;
+mod scale_out;
+mod sync;
+mod watch;
+mod write_order;
