@@ -84,6 +84,61 @@ fn uuid_from(h: blake3::Hasher) -> Uuid {
     Uuid::from_bytes(b)
 }
 
+/// Payload keys written on every point.
+pub mod keys {
+    pub const NAMESPACE: &str = "namespace";
+    pub const ID: &str = "_id";
+    pub const HASH: &str = "content_hash";
+    pub const PAYLOAD_HASH: &str = "payload_hash";
+    pub const CHUNK: &str = "chunk";
+    pub const CHUNKS: &str = "chunk_count";
+
+    /// Key of the content hash behind `vector`: [`HASH`] for the unnamed vector,
+    /// `content_hash_<name>` for a named one (each named vector of a point is current or stale
+    /// on its own).
+    pub fn hash(vector: Option<&str>) -> String {
+        per_vector(HASH, vector)
+    }
+
+    /// Key of the hash of the copied payload fields behind `vector`, like [`hash`].
+    pub fn payload_hash(vector: Option<&str>) -> String {
+        per_vector(PAYLOAD_HASH, vector)
+    }
+
+    /// Key of the chunk count behind `vector`, like [`hash`].
+    pub fn chunks(vector: Option<&str>) -> String {
+        per_vector(CHUNKS, vector)
+    }
+
+    fn per_vector(base: &str, vector: Option<&str>) -> String {
+        match vector {
+            None => base.to_owned(),
+            Some(v) => format!("{base}_{v}"),
+        }
+    }
+
+    /// Whether `key` is one of the bookkeeping keys above (of any vector).
+    pub fn is_internal(key: &str) -> bool {
+        [NAMESPACE, ID, CHUNK].contains(&key)
+            || [HASH, PAYLOAD_HASH, CHUNKS]
+                .iter()
+                .any(|base| key.starts_with(base))
+    }
+}
+
+/// `database.collection` of a source: part of every point id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Namespace {
+    pub database: String,
+    pub collection: String,
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.database, self.collection)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mongodb::bson::oid::ObjectId;

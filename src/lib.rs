@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod point;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod shard;

@@ -10,47 +10,7 @@ use crate::ids::{content_hash, point_id};
 use crate::source::{Source, SourceDoc};
 use crate::text::{Template, payload_fields};
 
-/// Payload keys written on every point.
-pub mod keys {
-    pub const NAMESPACE: &str = "namespace";
-    pub const ID: &str = "_id";
-    pub const HASH: &str = "content_hash";
-    pub const PAYLOAD_HASH: &str = "payload_hash";
-    pub const CHUNK: &str = "chunk";
-    pub const CHUNKS: &str = "chunk_count";
-
-    /// Key of the content hash behind `vector`: [`HASH`] for the unnamed vector,
-    /// `content_hash_<name>` for a named one (each named vector of a point is current or stale
-    /// on its own).
-    pub fn hash(vector: Option<&str>) -> String {
-        per_vector(HASH, vector)
-    }
-
-    /// Key of the hash of the copied payload fields behind `vector`, like [`hash`].
-    pub fn payload_hash(vector: Option<&str>) -> String {
-        per_vector(PAYLOAD_HASH, vector)
-    }
-
-    /// Key of the chunk count behind `vector`, like [`hash`].
-    pub fn chunks(vector: Option<&str>) -> String {
-        per_vector(CHUNKS, vector)
-    }
-
-    fn per_vector(base: &str, vector: Option<&str>) -> String {
-        match vector {
-            None => base.to_owned(),
-            Some(v) => format!("{base}_{v}"),
-        }
-    }
-
-    /// Whether `key` is one of the bookkeeping keys above (of any vector).
-    pub fn is_internal(key: &str) -> bool {
-        [NAMESPACE, ID, CHUNK].contains(&key)
-            || [HASH, PAYLOAD_HASH, CHUNKS]
-                .iter()
-                .any(|base| key.starts_with(base))
-    }
-}
+pub use crate::ids::keys;
 
 /// One source namespace synced into one target collection.
 #[derive(Debug, Clone)]

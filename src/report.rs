@@ -126,6 +126,9 @@ pub struct RunReport {
     pub finished_at: String,
     #[serde(default)]
     pub seconds: f64,
+    /// Where the run wrote: the Qdrant server's URL (no credentials) or the store's path.
+    #[serde(default)]
+    pub store: String,
     #[serde(default)]
     pub dry_run: bool,
     #[serde(default)]
@@ -145,7 +148,7 @@ pub struct RunReport {
     /// Bulk loads (`--bulk`) this run took part in: whether it switched graph building back on,
     /// and how long the collection then took to be indexed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub indexing: Vec<crate::pipeline::bulk::IndexingReport>,
+    pub indexing: Vec<IndexingReport>,
     #[serde(default)]
     pub status: RunStatus,
     /// The process's exit code.
@@ -154,6 +157,27 @@ pub struct RunReport {
     /// What ended a failed run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a run did about a bulk load into one target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IndexingReport {
+    pub target: String,
+    /// This run switched graph building back on and waited for the optimiser.
+    pub indexed: bool,
+    /// The optimiser settled within the wait (not stopped, not timed out).
+    #[serde(default)]
+    pub settled: bool,
+    /// Shards still loading (graph building stays off until they finish).
+    #[serde(default)]
+    pub shards_pending: Vec<u32>,
+    /// Seconds from switching graph building on to the optimiser settled.
+    #[serde(default)]
+    pub seconds_to_indexed: f64,
+    #[serde(default)]
+    pub points: u64,
+    #[serde(default)]
+    pub indexed_vectors: u64,
 }
 
 /// Embedding figures of a run.

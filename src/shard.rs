@@ -12,10 +12,7 @@ use mongodb::bson::Bson;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::ids::{canonical_id_bytes, point_id};
-use crate::pipeline::guard::MaxDelete;
-use crate::point::keys;
-use crate::source::{Namespace, SourceItem};
+use crate::ids::{Namespace, canonical_id_bytes, keys, point_id};
 
 /// Part `index` of `count` (0-based, as Kubernetes numbers an Indexed Job's pods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +36,10 @@ pub enum ShardError {
         "JOB_COMPLETION_INDEX={index} is not an index below --shards {count}: set `completions: {count}` in the Indexed Job, or --shards to its completions"
     )]
     BadIndex { index: String, count: u32 },
+    #[error(
+        "--shards 0: give the number of shards, at least 1 (for example --shards 4 in a Kubernetes Indexed Job with `completions: 4`)"
+    )]
+    NoShards,
     #[error("--shard {shard} and --shards {count} disagree: give one of them")]
     Conflict { shard: String, count: u32 },
 }
@@ -83,6 +84,7 @@ pub fn resolve(
             }
             s
         }
+        (None, Some(0)) => return Err(ShardError::NoShards),
         (None, Some(count)) => {
             let text = job_index.ok_or(ShardError::NoIndex { count })?;
             let bad = || ShardError::BadIndex {
@@ -114,25 +116,6 @@ impl Shard {
     /// Whether document `id` is this shard's.
     pub fn owns(&self, id: &Bson) -> bool {
         shard_of(id, self.count) == self.index
-    }
-
-    /// Whether a source item is this shard's. An item that cannot be read has no `_id` to
-    /// place it by: every shard keeps it, so that every shard counts it as failed and none
-    /// prunes the points of the document it may be (each shard's report names it).
-    pub fn keeps(&self, item: &SourceItem) -> bool {
-        match item {
-            SourceItem::Doc(d) => self.owns(&d.id),
-            SourceItem::Bad { .. } => true,
-        }
-    }
-
-    /// `limit` for one shard: a count is shared by the shards (rounded up), a share holds for
-    /// each shard's part as for the whole.
-    pub fn max_delete(&self, limit: MaxDelete) -> MaxDelete {
-        match limit {
-            MaxDelete::Count(n) => MaxDelete::Count(n.div_ceil(u64::from(self.count))),
-            share => share,
-        }
     }
 
     /// Whether the stored point `id` of `namespace`, with its `payload`, is this shard's:
@@ -196,9 +179,6 @@ mod tests {
             resolve(Some("1/2"), Some(4), None),
             Err(ShardError::Conflict { .. })
         ));
-        let s = Shard { index: 1, count: 4 };
-        assert_eq!(s.max_delete(MaxDelete::Count(10)), MaxDelete::Count(3));
-        assert_eq!(s.max_delete(MaxDelete::Share(20)), MaxDelete::Share(20));
         // One shard is the whole namespace: the unsharded checkpoints and leases.
         assert_eq!(resolve(Some("0/1"), None, None), Ok(None));
         assert_eq!(resolve(None, Some(1), Some("0")), Ok(None));

@@ -9,6 +9,10 @@
 //! The ONNX file is protobuf; this reads only the fields it needs (graph nodes and
 //! initializers) and copies every other byte through unchanged.
 
+mod wire;
+
+use wire::{WIRE_I32, WIRE_LEN, WIRE_VARINT, put_len, put_varint, records, text, varints};
+
 /// `Some(new model bytes)` when the graph has chains to fold, `None` when it has none.
 pub fn fold_int8_weights(model: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let top = records(model)?;
@@ -258,97 +262,6 @@ fn tensor_bytes(name: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> Vec<u
     put_len(&mut out, TENSOR_NAME, name.as_bytes());
     put_len(&mut out, TENSOR_RAW_DATA, raw);
     out
-}
-
-const WIRE_VARINT: u8 = 0;
-const WIRE_I64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_I32: u8 = 5;
-
-/// One protobuf record: its field number, wire type, its bytes as they stand (key included),
-/// and its value.
-struct Record<'a> {
-    field: u64,
-    wire: u8,
-    raw: &'a [u8],
-    /// Payload of a length-delimited or fixed-size record.
-    payload: &'a [u8],
-    /// Value of a varint record.
-    varint: u64,
-}
-
-fn records(buf: &[u8]) -> Result<Vec<Record<'_>>, String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < buf.len() {
-        let start = at;
-        let key = varint(buf, &mut at)?;
-        let wire = (key & 7) as u8;
-        let (payload, value) = match wire {
-            WIRE_VARINT => (&buf[at..at], varint(buf, &mut at)?),
-            WIRE_I64 | WIRE_I32 => {
-                let n = if wire == WIRE_I64 { 8 } else { 4 };
-                let p = buf.get(at..at + n).ok_or("truncated fixed field")?;
-                at += n;
-                (p, 0)
-            }
-            WIRE_LEN => {
-                let n = varint(buf, &mut at)? as usize;
-                let p = buf.get(at..at.saturating_add(n)).ok_or("truncated field")?;
-                at += n;
-                (p, 0)
-            }
-            w => return Err(format!("unsupported protobuf wire type {w}")),
-        };
-        out.push(Record {
-            field: key >> 3,
-            wire,
-            raw: &buf[start..at],
-            payload,
-            varint: value,
-        });
-    }
-    Ok(out)
-}
-
-fn varint(buf: &[u8], at: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at).ok_or("truncated varint")?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("varint too long".into())
-}
-
-fn varints(buf: &[u8]) -> Result<Vec<u64>, String> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    while at < buf.len() {
-        out.push(varint(buf, &mut at)?);
-    }
-    Ok(out)
-}
-
-fn text(b: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(b).map_err(|_| "a name in the ONNX graph is not UTF-8".to_owned())
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_len(out: &mut Vec<u8>, field: u64, payload: &[u8]) {
-    put_varint(out, (field << 3) | u64::from(WIRE_LEN));
-    put_varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
 }
 
 #[cfg(test)]

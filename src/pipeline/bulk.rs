@@ -12,34 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::PipelineError;
+pub use crate::report::IndexingReport;
 use crate::shard::Shard;
 use crate::sink::{IndexState, Sink};
 use crate::state::bulk::{BulkDone, BulkLoad};
 use crate::state::{StateStore, now_rfc3339};
-
-/// What a run did about a bulk load into one target.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct IndexingReport {
-    pub target: String,
-    /// This run switched graph building back on and waited for the optimiser.
-    pub indexed: bool,
-    /// The optimiser settled within the wait (not stopped, not timed out).
-    #[serde(default)]
-    pub settled: bool,
-    /// Shards still loading (graph building stays off until they finish).
-    #[serde(default)]
-    pub shards_pending: Vec<u32>,
-    /// Seconds from switching graph building on to the optimiser settled.
-    #[serde(default)]
-    pub seconds_to_indexed: f64,
-    #[serde(default)]
-    pub points: u64,
-    #[serde(default)]
-    pub indexed_vectors: u64,
-}
 
 /// Begin (or join) a bulk load into `target`. Returns whether this run takes part in one: not
 /// when the target has points and no load is under way (bulk mode is for first loads), nor on

@@ -15,6 +15,17 @@ pub enum MaxDelete {
     Count(u64),
 }
 
+impl MaxDelete {
+    /// This limit for one of `shards`: a count is shared by the shards (rounded up), a share
+    /// holds for each shard's part as for the whole.
+    pub fn per_shard(self, shards: u32) -> MaxDelete {
+        match self {
+            MaxDelete::Count(n) => MaxDelete::Count(n.div_ceil(u64::from(shards.max(1)))),
+            share => share,
+        }
+    }
+}
+
 impl Default for MaxDelete {
     fn default() -> Self {
         MaxDelete::Share(50)
@@ -133,6 +144,12 @@ mod tests {
             total,
             no_text_at_all: false,
         }
+    }
+
+    #[test]
+    fn a_count_is_shared_by_the_shards_and_a_share_holds_for_each() {
+        assert_eq!(MaxDelete::Count(10).per_shard(4), MaxDelete::Count(3));
+        assert_eq!(MaxDelete::Share(20).per_shard(4), MaxDelete::Share(20));
     }
 
     #[test]

@@ -6,21 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use qdrant_edge::{
-    Condition, ConditionalInsertOperation, CountRequest, CreateVectorName, DeletePayloadOp,
-    DenseVectorConfig, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter,
-    JsonPath, Match, PayloadOps, PointId, PointInsertOperations, PointOperations, PointStruct,
-    PointVectorsPersisted, QueryEnum, QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest,
-    SetPayloadOp, UpdateMode, UpdateOperation, UpdateVectorsOp, VectorNameConfig,
-    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructInternal,
-    VectorStructPersisted, WithPayloadInterface, WithVector,
+    ConditionalInsertOperation, CountRequest, CreateVectorName, DeletePayloadOp, DenseVectorConfig,
+    Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, JsonPath, PayloadOps, PointId,
+    PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, QueryEnum,
+    QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateMode,
+    UpdateOperation, UpdateVectorsOp, VectorNameConfig, VectorNameOperations, VectorOperations,
+    VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+mod convert;
+
 use super::{
-    Fields, Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams, VectorSpec,
-    WriteIf,
+    Fields, Hit, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError, StoredPoint,
+    VectorParams, VectorSpec, WriteIf,
 };
+use convert::{point_ids, stored, to_filter, uuid_of, vector_key, with_payload};
 
 /// A directory of embedded Qdrant collections.
 pub struct EdgeSink {
@@ -87,70 +89,6 @@ impl EdgeSink {
             .await
             .map_err(|e| self.store_err(collection, e))?
             .map_err(|e| self.store_err(collection, e))
-    }
-}
-
-fn vector_key(name: Option<&str>) -> String {
-    name.unwrap_or("").to_owned()
-}
-
-fn uuid_of(id: PointId) -> Option<Uuid> {
-    match id {
-        PointId::Uuid(u) => Some(u),
-        PointId::NumId(_) => None,
-    }
-}
-
-fn point_ids(ids: &[Uuid]) -> Vec<PointId> {
-    ids.iter().map(|u| PointId::Uuid(*u)).collect()
-}
-
-/// A stored point from an engine record (points with numeric ids are not ours).
-fn stored(r: qdrant_edge::Record) -> Option<StoredPoint> {
-    let dense = |v: qdrant_edge::VectorInternal| match v {
-        qdrant_edge::VectorInternal::Dense(d) => d,
-        _ => Vec::new(),
-    };
-    let values: std::collections::BTreeMap<String, Vec<f32>> = match r.vector {
-        None => Default::default(),
-        Some(VectorStructInternal::Named(m)) => m
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), dense(v)))
-            .collect(),
-        Some(VectorStructInternal::Single(v)) => [(String::new(), v)].into(),
-        Some(_) => [(String::new(), Vec::new())].into(),
-    };
-    Some(StoredPoint {
-        id: uuid_of(r.id)?,
-        payload: r.payload.map(|p| p.0).unwrap_or_default(),
-        vectors: values.keys().cloned().collect(),
-        values,
-    })
-}
-
-fn to_filter(f: Option<&MatchFilter>) -> Result<Option<Filter>, String> {
-    f.map(|f| {
-        let key = f.key.as_str().try_into().map_err(|e| format!("{e:?}"))?;
-        Ok(Filter::new_must(Condition::Field(
-            FieldCondition::new_match(key, Match::from(f.value.clone())),
-        )))
-    })
-    .transpose()
-}
-
-/// The payload selection for `fields`: keys taken literally (a copied field `a.b` is one key).
-fn with_payload(fields: Fields<'_>) -> WithPayloadInterface {
-    match fields {
-        Fields::All => WithPayloadInterface::Bool(true),
-        Fields::Only([]) => WithPayloadInterface::Bool(false),
-        Fields::Only(keys) => WithPayloadInterface::Fields(
-            keys.iter()
-                .map(|k| JsonPath {
-                    first_key: k.clone(),
-                    rest: Vec::new(),
-                })
-                .collect(),
-        ),
     }
 }
 
@@ -409,20 +347,32 @@ impl Sink for EdgeSink {
         collection: &str,
         filter: Option<&MatchFilter>,
         fields: Fields<'_>,
-        offset: Option<Uuid>,
+        offset: Option<PageOffset>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+    ) -> Result<Page, SinkError> {
         let filter = to_filter(filter).map_err(|e| self.store_err(collection, e))?;
         let with_payload = with_payload(fields);
         self.blocking(collection, move |shard| {
             let mut req = ScrollRequest::new();
-            req.offset = offset.map(PointId::Uuid);
+            req.offset = offset.map(|o| match o {
+                PageOffset::Uuid(u) => PointId::Uuid(u),
+                PageOffset::Num(n) => PointId::NumId(n),
+            });
             req.limit = Some(limit);
             req.filter = filter;
             req.with_payload = Some(with_payload);
             let (records, next) = shard.scroll(req).map_err(|e| e.to_string())?;
-            let points = records.into_iter().filter_map(stored).collect();
-            Ok((points, next.and_then(uuid_of)))
+            let total = records.len() as u64;
+            let points: Vec<StoredPoint> = records.into_iter().filter_map(stored).collect();
+            let next = next.map(|id| match id {
+                PointId::Uuid(u) => PageOffset::Uuid(u),
+                PointId::NumId(n) => PageOffset::Num(n),
+            });
+            Ok(Page {
+                foreign: total - points.len() as u64,
+                points,
+                next,
+            })
         })
         .await
     }

@@ -11,7 +11,8 @@ use mongodb::bson::{Bson, Document};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 
-use super::mongo::{MongoSource, brief, id_key};
+use super::id_order::id_key;
+use super::mongo::{MongoSource, brief};
 use super::{Namespace, SourceError};
 
 /// Server error codes that mean a resume token points into history the server no longer has:

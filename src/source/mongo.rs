@@ -51,22 +51,8 @@ pub fn brief(e: &mongodb::error::Error) -> String {
     }
 }
 
-/// `uri` with any password replaced by `***`, safe to print.
-pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://") else {
-        return uri.to_owned();
-    };
-    let rest = &uri[scheme_end + 3..];
-    let host_start = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_start].rfind('@') {
-        Some(at) => {
-            let creds = &rest[..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***@{}", &uri[..scheme_end + 3], &rest[at + 1..])
-        }
-        None => uri.to_owned(),
-    }
-}
+pub use super::id_order::{after_id, id_key};
+pub use crate::redact::redact_uri;
 
 /// Connect to `uri` (lazily: the first operation reaches the server).
 pub async fn connect(uri: &str, app_name: &str) -> Result<Client, SourceError> {
@@ -74,7 +60,7 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, SourceError> {
         .await
         .map_err(|e| SourceError::Connect {
             uri: redact_uri(uri),
-            reason: e.to_string().replace(uri, &redact_uri(uri)),
+            reason: crate::redact::redact_in(&e.to_string(), uri),
         })?;
     opts.app_name.get_or_insert_with(|| app_name.to_owned());
     opts.server_selection_timeout
@@ -82,7 +68,7 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, SourceError> {
     opts.connect_timeout.get_or_insert(Duration::from_secs(5));
     Client::with_options(opts).map_err(|e| SourceError::Connect {
         uri: redact_uri(uri),
-        reason: e.to_string(),
+        reason: crate::redact::redact_in(&e.to_string(), uri),
     })
 }
 
@@ -361,115 +347,4 @@ fn raw_id(raw: &mongodb::bson::RawDocument) -> Option<Bson> {
         .ok()
         .flatten()
         .and_then(|r| Bson::try_from(r.to_raw_bson()).ok())
-}
-
-/// An `_id` as canonical Extended JSON text: equal for equal `_id`s of the same type.
-pub fn id_key(id: &Bson) -> String {
-    id.clone().into_canonical_extjson().to_string()
-}
-
-/// MongoDB's sort order of `_id` values by BSON type bracket (the documented comparison /
-/// sort order), each bracket named by its `$type` aliases.
-const BRACKETS: &[&[&str]] = &[
-    &["minKey"],
-    &["null"],
-    &["number"],
-    &["symbol", "string"],
-    &["object"],
-    &["array"],
-    &["binData"],
-    &["objectId"],
-    &["bool"],
-    &["date"],
-    &["timestamp"],
-    &["regex"],
-    &["maxKey"],
-];
-
-/// The bracket of `id` in [`BRACKETS`]; `None` for types outside the documented order.
-fn bracket(id: &Bson) -> Option<usize> {
-    Some(match id {
-        Bson::MinKey => 0,
-        Bson::Null | Bson::Undefined => 1,
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 2,
-        Bson::String(_) | Bson::Symbol(_) => 3,
-        Bson::Document(_) => 4,
-        Bson::Array(_) => 5,
-        Bson::Binary(_) => 6,
-        Bson::ObjectId(_) => 7,
-        Bson::Boolean(_) => 8,
-        Bson::DateTime(_) => 9,
-        Bson::Timestamp(_) => 10,
-        Bson::RegularExpression(_) => 11,
-        Bson::MaxKey => 12,
-        _ => return None,
-    })
-}
-
-/// The filter for `_id`s strictly after `id` in `_id` sort order, across BSON types. A query
-/// operator like `$gt` matches only values of its operand's type bracket (MongoDB's type
-/// bracketing), so `{_id: {$gt: 5}}` skips every string, document and ObjectId `_id`: the rest
-/// of `id`'s bracket is `$gt`, every later bracket is added by `$type`. Both halves can use
-/// the `_id` index.
-pub fn after_id(id: &Bson) -> Document {
-    let Some(b) = bracket(id) else {
-        // Outside the documented brackets: the aggregation comparison orders all types.
-        return doc! {"$expr": {"$gt": ["$_id", {"$literal": id.clone()}]}};
-    };
-    let later: Vec<&str> = BRACKETS[b + 1..]
-        .iter()
-        .flat_map(|t| t.iter().copied())
-        .collect();
-    let same = doc! {"_id": {"$gt": id.clone()}};
-    if later.is_empty() {
-        same
-    } else {
-        doc! {"$or": [same, {"_id": {"$type": later}}]}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_an_id_the_later_type_brackets_follow() {
-        let f = after_id(&Bson::Int32(5));
-        let or = f.get_array("$or").unwrap();
-        assert_eq!(or[0].as_document().unwrap(), &doc! {"_id": {"$gt": 5}});
-        let types = or[1].as_document().unwrap().get_document("_id").unwrap();
-        let types: Vec<&str> = types
-            .get_array("$type")
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap())
-            .collect();
-        assert_eq!(types[0], "symbol");
-        assert!(
-            types.contains(&"object") && types.contains(&"objectId") && types.contains(&"date")
-        );
-        assert!(!types.contains(&"number") && !types.contains(&"null"));
-        // The last bracket has nothing after it.
-        assert_eq!(after_id(&Bson::MaxKey), doc! {"_id": {"$gt": Bson::MaxKey}});
-        // A string continues with documents, not numbers.
-        let f = after_id(&Bson::String("m".into()));
-        let t = f.get_array("$or").unwrap()[1]
-            .as_document()
-            .unwrap()
-            .to_string();
-        assert!(t.contains("object") && !t.contains("number"), "{t}");
-    }
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact_uri("mongodb://alice:s3cret@db:27017/x?authSource=admin"),
-            "mongodb://alice:***@db:27017/x?authSource=admin"
-        );
-        assert_eq!(redact_uri("mongodb://db:27017"), "mongodb://db:27017");
-        assert_eq!(
-            redact_uri("mongodb+srv://u:p@a@cluster/x"),
-            "mongodb+srv://u:***@cluster/x"
-        );
-    }
 }

@@ -5,6 +5,7 @@
 pub mod bulk;
 pub mod checkpoint;
 pub mod lease;
+pub mod store_lock;
 pub mod watch;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use checkpoint::{Checkpoint, Cursor, checkpoint_id};
-pub use lease::{Holder, Lease, LockError, StoreLock, lock_store};
+pub use lease::{Holder, Lease, LockError};
+pub use store_lock::{StoreLock, lock_store};
 pub use watch::{Phase, WatchState};
 
 use crate::ids::named_uuid;

@@ -1,0 +1,74 @@
+//! Leases around a job's writes on a Qdrant server: one writer per namespace (or shard), the
+//! lease renewed while the work runs and released on every way out; writes stop once it is lost.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::PipelineError;
+use crate::point::Job;
+use crate::shard::Shard;
+use crate::sink::Sink;
+use crate::state::StateStore;
+use crate::state::lease::{self, Holder, LockError, Renewer};
+
+/// What a lease is named by: the namespace, and the shard when sharded (shards of one namespace
+/// run side by side, each under its own lease).
+pub(super) fn lease_name(job: &Job, shard: Option<Shard>) -> String {
+    match shard {
+        None => job.source.namespace().to_string(),
+        Some(s) => format!("{} shard {s}", job.source.namespace()),
+    }
+}
+
+/// Run `work` under the lease of (`target`, `namespace`) on a Qdrant server (the embedded
+/// store is locked as a whole: no lease, `None`): the lease is renewed while `work` runs and
+/// released on every way out, so that a retry (a restarted pod) need not wait for it to
+/// expire. `work` gets the receiver that says when the lease was lost: writes stop there.
+pub(super) async fn under_lease<S: Sink, T>(
+    sink: &Arc<S>,
+    target: &str,
+    namespace: &str,
+    run_id: &str,
+    work: impl AsyncFnOnce(Option<watch::Receiver<Option<String>>>) -> Result<T, PipelineError>,
+) -> Result<T, PipelineError> {
+    if !sink.needs_lease() {
+        return work(None).await;
+    }
+    let store = StateStore::open(sink.as_ref(), false).await?;
+    let holder = Holder::me(run_id);
+    lease::acquire(&store, target, namespace, &holder).await?;
+    // A whole-namespace run (sync or watch) and shards of it must not write at once.
+    if let Some(other) = lease::conflicting(&store, target, namespace, &holder).await? {
+        let _ = lease::release(&store, target, namespace, &holder).await;
+        return Err(LockError::Held {
+            what: format!("{} -> {target}", other.namespace),
+            holder: other.holder.to_string(),
+        }
+        .into());
+    }
+    let renewer = Renewer::start(
+        sink.clone(),
+        target.to_owned(),
+        namespace.to_owned(),
+        holder.clone(),
+    );
+    let result = work(Some(renewer.lost())).await;
+    drop(renewer);
+    if let Err(e) = lease::release(&store, target, namespace, &holder).await {
+        tracing::warn!(
+            "releasing the lease of {namespace} -> {target} failed ({e}); it expires by itself"
+        );
+    }
+    result
+}
+
+/// Fails once the lease of this pass was lost to another run: from then on nothing is written.
+pub(super) fn still_held(
+    lease: &Option<watch::Receiver<Option<String>>>,
+) -> Result<(), PipelineError> {
+    match lease.as_ref().and_then(|l| l.borrow().clone()) {
+        Some(why) => Err(PipelineError::LeaseLost(why)),
+        None => Ok(()),
+    }
+}
