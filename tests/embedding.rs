@@ -1,6 +1,6 @@
 //! The embedding stage against the sentence-transformers reference vectors.
 
-mod common;
+use crate::common;
 
 use mongo2qdrant::embed::Embedder;
 
@@ -81,17 +81,24 @@ fn int8_matches_reference_within_its_quantisation_error() {
 
 /// bf16 (OpenVINO; AMX where the CPU has it) against fp32 (ONNX Runtime), the same int8-weight
 /// model: every reference text at cosine >= 0.999, and on 300 movie texts recall@10 >= 0.99 of
-/// a query set searched over them. On a CPU without bf16 units OpenVINO computes in fp32, and
-/// the bounds hold all the more.
+/// a query set searched over them. A CPU without bf16 instructions refuses an explicit bf16
+/// (its vectors would be fp32 under a bf16 identity): what is expected follows its flags.
 #[test]
 fn bf16_keeps_the_fidelity_bound_against_fp32() {
-    use mongo2qdrant::embed::Precision;
+    use mongo2qdrant::embed::{EmbedError, OnnxEmbedder, Precision};
+    let mut c = common::embed_config();
+    c.precision = Precision::Bf16;
+    if !common::cpu_computes_bf16() {
+        let e = OnnxEmbedder::load(&c)
+            .err()
+            .expect("bf16 on a CPU without bf16");
+        assert!(matches!(e, EmbedError::Precision(_)), "{e}");
+        assert!(e.to_string().contains("--precision fp32"), "{e}");
+        return;
+    }
     let bf16 = common::embedder_at(Precision::Bf16);
     let fp32 = common::embedder_at(Precision::Fp32);
-    let cpu = mongo2qdrant::embed::precision::CpuFeatures::detect();
-    if cpu.amx_bf16 || cpu.avx512_bf16 {
-        assert_eq!(bf16.compute().precision, "bf16");
-    }
+    assert_eq!(bf16.compute().precision, "bf16");
     assert_eq!(bf16.compute().runtime, "openvino");
     assert_eq!(fp32.compute().runtime, "onnxruntime");
     // An explicit precision is part of the model identity; the two differ only there.

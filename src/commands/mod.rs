@@ -43,7 +43,12 @@ pub mod exit {
 
 /// Exit code for an error: usage, locked, or failure.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<config::ConfigError>().is_some() {
+    if e.downcast_ref::<config::ConfigError>().is_some()
+        || matches!(
+            e.downcast_ref::<crate::embed::EmbedError>(),
+            Some(crate::embed::EmbedError::Precision(_))
+        )
+    {
         return exit::USAGE;
     }
     let locked = e.downcast_ref::<LockError>().is_some()

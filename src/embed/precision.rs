@@ -69,6 +69,11 @@ impl CpuFeatures {
         }
     }
 
+    /// Whether this CPU has instructions that compute bf16 (matrix units or AVX-512 BF16).
+    pub fn computes_bf16(&self) -> bool {
+        self.amx_bf16 || self.avx512_bf16
+    }
+
     /// The best instruction set for `precision` here.
     pub fn isa(&self, bf16: bool) -> &'static str {
         match () {

@@ -54,10 +54,23 @@ pub(super) fn runners(
         (Precision::Auto, Device::Cpu) => auto_choice(features, config.openvino_library.is_file()),
         (p, Device::Cpu) => (p, "asked for with --precision".to_owned()),
     };
+    // An explicit bf16 is part of the content identity: vectors computed in fp32 must never
+    // carry it, so a CPU without bf16 instructions refuses it (auto picks fp32 there).
+    if config.precision == Precision::Bf16 && !features.computes_bf16() {
+        return Err(EmbedError::Precision(no_bf16(&format!(
+            "this CPU has neither (its best: {})",
+            features.isa(false)
+        ))));
+    }
     if want == Precision::Bf16 {
         match openvino_runners(config, model_path) {
+            Ok((actual, _)) if config.precision == Precision::Bf16 && actual != "bf16" => {
+                return Err(EmbedError::Precision(no_bf16(&format!(
+                    "OpenVINO computes in {actual} on this CPU"
+                ))));
+            }
             Ok((actual, runners)) => {
-                // OpenVINO computes in f32 on a CPU without bf16 instructions: say so.
+                // `auto` on a CPU OpenVINO runs in f32 (its flags overstated): say so.
                 let bf16 = actual == "bf16";
                 let compute = Compute {
                     precision: if bf16 { "bf16" } else { "fp32" }.into(),
@@ -104,6 +117,13 @@ pub(super) fn runners(
         reason,
     };
     Ok((compute, sessions))
+}
+
+/// The refusal of an explicit `--precision bf16` where it cannot be computed, and the fix.
+fn no_bf16(why: &str) -> String {
+    format!(
+        "--precision bf16 needs a CPU that computes bf16 (the avx512_bf16 or amx_bf16 flag): {why}; use --precision fp32, or auto (the default), which picks what this CPU computes"
+    )
 }
 
 /// One compiled model with a stream per session, and a request per session; with the
