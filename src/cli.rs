@@ -83,14 +83,17 @@ pub struct SourceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// Qdrant server gRPC URL (e.g. http://localhost:6334); without it, the embedded store.
-    #[arg(long, env = "QDRANT_URL")]
+    /// [env: QDRANT_URL, used only when neither --qdrant-url nor --qdrant-path is given]
+    #[arg(long)]
     pub qdrant_url: Option<String>,
     /// API key for the Qdrant server.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
     /// Directory of the embedded Qdrant store, used when no --qdrant-url; default
-    /// ./qdrant-data.
-    #[arg(long, env = "M2Q_QDRANT_PATH")]
+    /// ./qdrant-data. A flag on the command line outranks the config file, which outranks the
+    /// environment; two targets at one level (both flags) are refused.
+    /// [env: M2Q_QDRANT_PATH, used only when neither --qdrant-url nor --qdrant-path is given]
+    #[arg(long)]
     pub qdrant_path: Option<PathBuf>,
     /// Target collection; default: the source collection's name.
     #[arg(long, env = "M2Q_COLLECTION_NAME")]

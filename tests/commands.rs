@@ -1,8 +1,8 @@
 //! The `bench`, `status` and `search` commands on the real binary.
 
-mod common;
+use crate::common;
 
-use common::{Mongo, bin, load_movies, sync_cmd};
+use crate::common::{Mongo, bin, load_movies, sync_cmd};
 
 #[test]
 fn bench_sweeps_layouts_and_reports_the_split() {
@@ -101,9 +101,27 @@ async fn status_and_search_after_a_sync() {
     assert!(first["score"].as_f64().unwrap() > 0.5);
 }
 
-/// `bench --fidelity`: the compute it ran on and the comparison with fp32 are reported.
+/// `bench --fidelity`: the compute it ran on and the comparison with fp32 are reported. On a
+/// CPU that cannot compute bf16 (AVX2 only, AVX-512 without BF16), `--precision bf16` is refused
+/// instead: what is expected follows this CPU's own flags.
 #[test]
 fn bench_reports_its_precision_and_fidelity() {
+    if !common::cpu_computes_bf16() {
+        let out = bin()
+            .args([
+                "bench",
+                "--generate",
+                "20",
+                "--runs",
+                "1",
+                "--precision",
+                "bf16",
+            ])
+            .output()
+            .unwrap();
+        assert_refuses_bf16(&out);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let out = bin()
@@ -183,6 +201,172 @@ async fn auto_precision_keeps_hashes_across_cpu_kinds_and_an_explicit_one_reembe
     let (embedded, _, precision, _) = run(xeon, &["--precision", "fp32"]);
     assert_eq!((embedded, precision.as_str()), (24, "fp32"));
     assert_eq!(run(zen4, &["--precision", "fp32"]).0, 0);
-    assert_eq!(run(xeon, &["--precision", "bf16"]).0, 24);
+    if common::cpu_computes_bf16() {
+        assert_eq!(run(xeon, &["--precision", "bf16"]).0, 24);
+    } else {
+        // Flags that claim bf16 do not make this CPU compute it: refused, nothing written.
+        let fp32 = common::edge_snapshot(&store, "films").await;
+        let out = sync_cmd(&m, "p", "films", &store)
+            .env("M2Q_CPU_FLAGS", xeon)
+            .args(["--precision", "bf16"])
+            .output()
+            .unwrap();
+        assert_refuses_bf16(&out);
+        assert_eq!(common::edge_snapshot(&store, "films").await, fp32);
+    }
     assert_ne!(common::edge_snapshot(&store, "films").await, before);
+}
+
+/// `--precision bf16` where the CPU cannot compute bf16: exit 2 naming the lack and the fix.
+fn assert_refuses_bf16(out: &std::process::Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--precision bf16 needs a CPU that computes bf16")
+            && err.contains("avx512_bf16")
+            && err.contains("--precision fp32"),
+        "{err}"
+    );
+}
+
+/// On any CPU, flags without bf16 (an AVX2-only CPU) refuse an explicit `--precision bf16`
+/// before anything is read or written, and `auto` computes fp32 there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_bf16_is_refused_on_a_cpu_without_bf16() {
+    let m = Mongo::start();
+    load_movies(&m, "nb", "films", 8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = sync_cmd(&m, "nb", "films", &store)
+        .env("M2Q_CPU_FLAGS", "fpu sse4_2 avx fma avx2")
+        .args(["--precision", "bf16"])
+        .output()
+        .unwrap();
+    assert_refuses_bf16(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its best: avx2"));
+    assert!(!store.join("films").exists(), "nothing written");
+    let report = dir.path().join("report.json");
+    let out = sync_cmd(&m, "nb", "films", &store)
+        .env("M2Q_CPU_FLAGS", "fpu sse4_2 avx fma avx2")
+        .arg("--report-json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let r = common::read_json(&report);
+    assert_eq!(r["compute"]["precision"], "fp32");
+    assert_eq!(r["compute"]["isa"], "avx2");
+    assert_eq!(r["embedded"], 8);
+}
+
+/// The target a run writes to is the one asked for: `--qdrant-path` on the command line
+/// outranks `QDRANT_URL` in the environment (here a server that is not there), and the summary,
+/// the report and `status` name the store written. Both flags at once exit 2 naming both; so
+/// do both variables, when no flag chooses.
+#[test]
+fn an_explicit_store_outranks_qdrant_url_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("r.json");
+    let nowhere = "http://user:secret@127.0.0.1:9";
+    let demo = common::repo().join("tests/data/demo.jsonl");
+    let sync = || {
+        let mut c = bin();
+        c.env("QDRANT_URL", nowhere)
+            .args(["sync", "--text", "{title}\n{body}", "--file"])
+            .arg(&demo)
+            .args(["--namespace", "demo.notes"]);
+        c
+    };
+    let out = sync()
+        .arg("--qdrant-path")
+        .arg(&store)
+        .arg("--report-json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let shown = format!("embedded Qdrant at {}", store.display());
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains(&format!("into {shown}:")), "{summary}");
+    let r = common::read_json(&report);
+    assert_eq!(r["store"], shown.as_str());
+    assert!(r["upserted"].as_u64().unwrap() > 0, "{r}");
+    let status = bin()
+        .env("QDRANT_URL", nowhere)
+        .arg("status")
+        .arg("--qdrant-path")
+        .arg(&store)
+        .output()
+        .unwrap();
+    common::assert_ok(&status);
+    assert!(String::from_utf8_lossy(&status.stdout).starts_with(&shown));
+
+    // Two targets at one level: refused, naming both, with the password masked.
+    let out = sync()
+        .arg("--qdrant-path")
+        .arg(&store)
+        .args(["--qdrant-url", nowhere])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("two targets asked for: --qdrant-url http://user:***@127.0.0.1:9")
+            && err.contains(&format!("--qdrant-path {}", store.display()))
+            && !err.contains("secret"),
+        "{err}"
+    );
+    let out = sync().env("M2Q_QDRANT_PATH", &store).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("QDRANT_URL http://user:***@127.0.0.1:9 and M2Q_QDRANT_PATH"),
+        "{err}"
+    );
+}
+
+/// Hostile MongoDB URIs (a password with an unescaped `/`, a TLS key password in the query,
+/// malformed ones): no credential is printed, in any message or log line.
+#[test]
+fn credentials_in_a_mongodb_uri_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (uri, secrets) in [
+        (
+            "mongodb://bob:hunter/2secret@127.0.0.1:1/?serverSelectionTimeoutMS=300",
+            &["hunter", "2secret"][..],
+        ),
+        (
+            "mongodb://bob:s3cretpw@127.0.0.1:1/?serverSelectionTimeoutMS=300&tls=true&tlsCertificateKeyFilePassword=k3ypass",
+            &["s3cretpw", "k3ypass"],
+        ),
+        ("mongodb://bob:pass:word99@", &["word99"]),
+        ("mongodb://bob:topsecret@127.0.0.1:1:2:3/x", &["topsecret"]),
+        ("bob:plainsecret@127.0.0.1", &["plainsecret"]),
+    ] {
+        let out = bin()
+            .env("M2Q_LOG", "debug")
+            .args([
+                "sync",
+                "--database",
+                "d",
+                "--collection",
+                "c",
+                "--mongo-uri",
+                uri,
+            ])
+            .arg("--qdrant-path")
+            .arg(dir.path().join("store"))
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{uri}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for s in secrets {
+            assert!(!all.contains(s), "{uri}: {s} printed in\n{all}");
+        }
+    }
 }

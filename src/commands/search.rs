@@ -15,13 +15,13 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .collection_name
         .clone()
         .context("search needs --collection-name (the target collection)")?;
-    super::existing_store(&args.target.kind())?;
+    super::existing_store(&args.target.kind()?)?;
     // Opening a shard may replay and flush it: never beside a running sync.
-    let _lock = lock_target(&args.target.kind(), "search")?;
+    let _lock = lock_target(&args.target.kind()?, "search")?;
     let embedder = load_embedder(&args.model).await?;
     let (mut vectors, _) = embedder.embed(&[args.query.as_str()])?;
     let vector = vectors.pop().expect("one vector");
-    let target = open_target(&args.target.kind())?;
+    let target = open_target(&args.target.kind()?)?;
     let vector_name = args.target.vector_name.as_deref();
     searchable(&target, &collection, vector_name, vector.len()).await?;
     let hits = target

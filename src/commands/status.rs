@@ -48,7 +48,7 @@ pub struct BulkStatus {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let kind = args.target.kind();
+    let kind = args.target.kind()?;
     super::existing_store(&kind)?;
     let status = match &kind {
         TargetKind::Embedded { path } => match lock_store(path, "status") {

@@ -12,7 +12,7 @@ use crate::pipeline::{self, Chunking, Job, RetryPolicy, SyncOptions};
 use crate::point::route;
 use crate::progress::{Progress, ProgressMode};
 use crate::report::{RunReport, Stats};
-use crate::sink::Target;
+use crate::sink::{Sink, Target};
 use crate::state::StateStore;
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -30,12 +30,12 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
     if opts.recreate && opts.shard.is_some() {
         return Err(config::ConfigError::ShardRecreate.into());
     }
-    if opts.bulk && matches!(target.kind(), crate::sink::TargetKind::Embedded { .. }) {
+    if opts.bulk && matches!(target.kind()?, crate::sink::TargetKind::Embedded { .. }) {
         return Err(config::ConfigError::BulkEmbedded.into());
     }
     opts.run_id = run_id.to_owned();
     // Take the embedded store's lock before loading the model: a refused run costs nothing.
-    let lock = lock_target(&target.kind(), run_id)?;
+    let lock = lock_target(&target.kind()?, run_id)?;
     let embedder = load_embedder(&args.model).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
     let mode = if args.quiet {
@@ -44,7 +44,7 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
         ProgressMode::Auto
     };
     let progress = Progress::start(stats.clone(), mode);
-    let outcome = match open_target(&target.kind()) {
+    let outcome = match open_target(&target.kind()?) {
         Ok(t) => finish_run(t, worker, jobs, opts, stats).await,
         Err(e) => Err(e),
     };
@@ -65,6 +65,7 @@ async fn finish_run(
 ) -> anyhow::Result<RunReport> {
     let dry_run = opts.dry_run;
     let mut report = pipeline::sync(target.clone(), worker, jobs, opts, stats).await?;
+    report.store = target.describe();
     if report.interrupted {
         report.exit_status = exit::INTERRUPTED;
     }
@@ -111,9 +112,10 @@ fn print_summary(r: &RunReport) {
     let c = &r.counts;
     let verb = if r.dry_run { "would embed" } else { "embedded" };
     crate::out!(
-        "{} documents read in {:.1}s: {verb} {}, unchanged {}, payload only {}, no text {}, upserted {} points, deleted {}, failed {}",
+        "{} documents read in {:.1}s into {}: {verb} {}, unchanged {}, payload only {}, no text {}, upserted {} points, deleted {}, failed {}",
         c.read,
         r.seconds,
+        r.store,
         c.embedded,
         c.skipped_unchanged,
         c.payload_updated,

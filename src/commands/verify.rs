@@ -12,12 +12,12 @@ use crate::verify::VerifyReport;
 pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
-    super::existing_store(&target.kind())?;
+    super::existing_store(&target.kind()?)?;
     let embedder = load_embedder(&args.model).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let opts = super::sync::sync_options(&args, chunking, stop)?;
-    let _lock = lock_target(&target.kind(), &opts.run_id)?;
-    let sink = open_target(&target.kind())?;
+    let _lock = lock_target(&target.kind()?, &opts.run_id)?;
+    let sink = open_target(&target.kind()?)?;
     let report = crate::verify::verify(sink, embedder, jobs, &opts).await?;
     print_report(&report);
     if let Some(path) = &args.report_json {

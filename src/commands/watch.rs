@@ -12,6 +12,7 @@ use crate::embed::worker::EmbedWorker;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, WatchOptions};
 use crate::report::{RunReport, Stats};
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::state::StateStore;
 
@@ -43,7 +44,7 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
     let stop = install_signals()?;
     let mut opts = sync_options(sync, chunking, stop)?;
     opts.run_id = run_id.to_owned();
-    let lock = lock_target(&target.kind(), run_id)?;
+    let lock = lock_target(&target.kind()?, run_id)?;
     let metrics = Arc::new(Metrics::new(namespaces(&jobs), stats.clone()));
     if let Some(addr) = &args.metrics_addr {
         let at = crate::metrics::serve(addr, metrics.clone())
@@ -61,9 +62,10 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
     };
     let embedder = load_embedder(&sync.model).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
-    let target = open_target(&target.kind())?;
+    let target = open_target(&target.kind()?)?;
     let mut report =
         pipeline::watch(target.clone(), worker, jobs, opts, wopts, stats.clone()).await?;
+    report.store = target.describe();
     if report.interrupted {
         report.exit_status = exit::INTERRUPTED;
     }
@@ -74,8 +76,9 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
     drop(lock);
     let c = &report.counts;
     crate::out!(
-        "watched for {:.1}s: read {}, embedded {}, unchanged {}, payload only {}, upserted {} points, deleted {}, failed {}",
+        "watched for {:.1}s into {}: read {}, embedded {}, unchanged {}, payload only {}, upserted {} points, deleted {}, failed {}",
         report.seconds,
+        report.store,
         c.read,
         c.embedded,
         c.skipped_unchanged,

@@ -26,6 +26,10 @@ pub enum ConfigError {
     Template(TemplateError),
     #[error("{0}")]
     Source(SourceError),
+    #[error(
+        "two targets asked for: {url} and {path}; give one of them (a flag on the command line outranks the config file and the environment)"
+    )]
+    TwoTargets { url: String, path: String },
     #[error("nothing to read: give --database with --collection NAME, or --file PATH")]
     NoSource,
     #[error("--collection needs --database (or set M2Q_DATABASE)")]
@@ -75,7 +79,15 @@ pub enum ConfigError {
         "{0}: a mongodump archive holds several collections and this one none that can be told apart; give --namespace DB.COLLECTION (or `namespace` in the config entry)"
     )]
     ArchiveNamespace(String),
-    #[error("{0}")]
+    #[error(
+        "{file} holds no collection {namespace}; it holds {held}: give one of them with --namespace (or none, for all of them)"
+    )]
+    NotInArchive {
+        file: String,
+        namespace: String,
+        held: String,
+    },
+    #[error(transparent)]
     Shard(#[from] crate::shard::ShardError),
     #[error(
         "--bulk is for a Qdrant server (--qdrant-url): the embedded store has no HNSW setting to switch off during a load"
@@ -109,18 +121,32 @@ pub const DEFAULT_QDRANT_PATH: &str = "qdrant-data";
 pub const DEFAULT_TEMPLATE: &str = "{text}";
 
 impl TargetArgs {
-    pub fn kind(&self) -> TargetKind {
-        match &self.qdrant_url {
-            Some(url) => TargetKind::Grpc {
-                url: url.clone(),
+    /// Where to write. The command line first, then (merged in by [`sync_plan`]) the config
+    /// file, then the environment (`QDRANT_URL`, `M2Q_QDRANT_PATH`): a user who exported
+    /// `QDRANT_URL` and runs with `--qdrant-path` gets the store asked for. Two targets at one
+    /// level are refused, naming both.
+    pub fn kind(&self) -> Result<TargetKind, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (url, path, from) = match (&self.qdrant_url, &self.qdrant_path) {
+            (None, None) => (
+                env("QDRANT_URL"),
+                env("M2Q_QDRANT_PATH").map(PathBuf::from),
+                ["QDRANT_URL", "M2Q_QDRANT_PATH"],
+            ),
+            (url, path) => (url.clone(), path.clone(), ["--qdrant-url", "--qdrant-path"]),
+        };
+        match (url, path) {
+            (Some(url), Some(path)) => Err(ConfigError::TwoTargets {
+                url: format!("{} {}", from[0], crate::redact::redact_uri(&url)),
+                path: format!("{} {}", from[1], path.display()),
+            }),
+            (Some(url), None) => Ok(TargetKind::Grpc {
+                url,
                 api_key: self.qdrant_api_key.clone(),
-            },
-            None => TargetKind::Embedded {
-                path: self
-                    .qdrant_path
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_QDRANT_PATH)),
-            },
+            }),
+            (None, path) => Ok(TargetKind::Embedded {
+                path: path.unwrap_or_else(|| PathBuf::from(DEFAULT_QDRANT_PATH)),
+            }),
         }
     }
 }
@@ -132,9 +158,12 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    // A target flag replaces the file's target whole (it may name the other kind of target).
     let mut target = args.target.clone();
-    target.qdrant_url = target.qdrant_url.or(file.qdrant_url.clone());
-    target.qdrant_path = target.qdrant_path.or(file.qdrant_path.clone());
+    if target.qdrant_url.is_none() && target.qdrant_path.is_none() {
+        target.qdrant_url = file.qdrant_url.clone();
+        target.qdrant_path = file.qdrant_path.clone();
+    }
     let mut source = args.source.clone();
     source.mongo_uri = source.mongo_uri.or(file.mongo_uri.clone());
 
