@@ -3,11 +3,11 @@
 //! bracket, and a `$gt` matches only within one), dropped cursors and failed runs injected with
 //! `configureFailPoint`, a compound `_id` as the resume point.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use common::{Mongo, unique};
+use crate::common::{Mongo, unique};
 use mongo2qdrant::pipeline::PipelineError;
 use mongo2qdrant::pipeline::guard::MaxDelete;
 use mongo2qdrant::sink::Sink;
@@ -134,6 +134,7 @@ async fn a_compound_id_checkpoint_keeps_its_field_order<S: Sink>(sink: Arc<S>) {
         shard: None,
         last_id: None,
         complete: false,
+        anchor: None,
         settings: "s".into(),
         run_id: "r".into(),
         started_at: "t".into(),
@@ -156,6 +157,49 @@ async fn a_compound_id_checkpoint_keeps_its_field_order<S: Sink>(sink: Arc<S>) {
         mongo2qdrant::ids::canonical_id_bytes(&got),
         mongo2qdrant::ids::canonical_id_bytes(&id)
     );
+}
+
+/// Isolated read failures over one long pass, with progress between them, never add up: the
+/// retry count is of consecutive failures. With one retry allowed, four dropped `getMore`s
+/// (each after a resumed read made progress) ended the run at the second before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_read_drops_with_progress_between_do_not_add_up() {
+    let m = Mongo::start_with(&["--enable-test-commands"]);
+    let (_dir, sink) = common::edge_sink();
+    let c = unique("drops");
+    m.insert("x", &c, notes(80)).await;
+    let mut o = common::options();
+    o.retry = mongo2qdrant::pipeline::RetryPolicy {
+        attempts: 2,
+        base: std::time::Duration::from_millis(10),
+        max: std::time::Duration::from_millis(20),
+    };
+    m.fail_times(
+        4,
+        doc! {"failCommands": ["getMore"], "closeConnection": true},
+    )
+    .await;
+    let r = common::sync_of(&m, "x", &[&c])
+        .cursor_batch(10)
+        .opts(o)
+        .run(&sink)
+        .await
+        .expect("isolated drops with progress between are retried");
+    m.fail_point_off().await;
+    assert_eq!(r.counts.read, 80, "every document read once: {r:#?}");
+    assert_eq!(count(sink.as_ref(), &c).await, 80);
+
+    // Consecutive failures without progress still end the run when the retries are spent.
+    let c = unique("drops_fatal");
+    m.insert("x", &c, notes(30)).await;
+    let mut o = common::options();
+    o.retry.attempts = 2;
+    o.retry.base = std::time::Duration::from_millis(10);
+    m.fail_times(6, doc! {"failCommands": ["find"], "closeConnection": true})
+        .await;
+    let r = common::sync_of(&m, "x", &[&c]).opts(o).run(&sink).await;
+    m.fail_point_off().await;
+    assert!(r.is_err(), "failed finds in a row, one retry: {r:?}");
 }
 
 both_targets!(

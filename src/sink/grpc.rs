@@ -5,23 +5,26 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    CollectionStatus, Condition, CountPointsBuilder, CreateCollectionBuilder,
-    CreateVectorNameRequestBuilder, DeletePayloadPointsBuilder, DeletePointVectorsBuilder,
-    DeletePointsBuilder, DenseVectorCreationConfigBuilder, Distance, Filter, GetPointsBuilder,
-    HnswConfigDiffBuilder, PayloadIncludeSelector, PointId, PointStruct, PointVectors,
-    PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
+    CollectionStatus, CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
+    DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
+    DenseVectorCreationConfigBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder, PointId,
+    PointStruct, PointVectors, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
     UpdateCollectionBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
-    VectorOutput, VectorParamsBuilder, VectorsConfig, VectorsOutput, point_id::PointIdOptions,
-    vector_output, vectors_config::Config, vectors_output::VectorsOptions,
-    with_payload_selector::SelectorOptions,
+    VectorParamsBuilder, VectorsConfig, vectors_config::Config,
 };
-use qdrant_client::{Payload, Qdrant, QdrantError};
+use qdrant_client::{Payload, Qdrant};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+mod convert;
+
 use super::{
-    Fields, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorParams,
-    VectorSpec, WriteIf,
+    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError,
+    StoredPoint, VectorParams, VectorSpec, WriteIf,
+};
+use convert::{
+    has_update_mode, id_list, json_payload, page_id, page_offset, pid, request_err, stored,
+    to_filter, uuid_of, with_payload,
 };
 
 /// A Qdrant server.
@@ -30,13 +33,6 @@ pub struct GrpcSink {
     client: Qdrant,
     /// Whether the server can make conditional writes, asked once.
     conditional: tokio::sync::OnceCell<()>,
-}
-
-/// Whether a server of version `v` (`1.19.0`) has conditional upserts (`update_mode`, Qdrant
-/// 1.17): an older one ignores the field and would overwrite unconditionally.
-fn has_update_mode(v: &str) -> bool {
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 17)
 }
 
 impl GrpcSink {
@@ -59,120 +55,9 @@ impl GrpcSink {
     }
 }
 
-fn request_err(op: &'static str, collection: &str, e: QdrantError) -> SinkError {
-    // A request over the server's limit (tonic: OutOfRange, "message length too large").
-    if let QdrantError::ResponseError { status } = &e
-        && (status.code() as i32 == 11 || status.message().contains("too large"))
-    {
-        return SinkError::TooLarge {
-            op,
-            collection: collection.to_owned(),
-            reason: status.message().to_owned(),
-        };
-    }
-    // gRPC codes: 2 Unknown, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable.
-    let transient = match &e {
-        QdrantError::ResponseError { status } => matches!(status.code() as i32, 2 | 4 | 10 | 14),
-        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => true,
-        _ => false,
-    };
-    SinkError::Request {
-        op,
-        collection: collection.to_owned(),
-        reason: e.to_string(),
-        transient,
-    }
-}
-
-fn pid(u: &Uuid) -> PointId {
-    PointId::from(u.to_string())
-}
-
-fn id_list(ids: &[Uuid]) -> PointsIdsList {
-    PointsIdsList {
-        ids: ids.iter().map(pid).collect(),
-    }
-}
-
-fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
-    match id?.point_id_options? {
-        PointIdOptions::Uuid(s) => s.parse().ok(),
-        PointIdOptions::Num(_) => None,
-    }
-}
-
-fn json_payload(p: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String, Value> {
-    match Value::from(Payload::from(p)) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-/// A stored point from a response's id, payload and vectors (points with numeric ids are not
-/// ours).
-fn stored(
-    id: Option<PointId>,
-    payload: HashMap<String, qdrant_client::qdrant::Value>,
-    vectors: Option<VectorsOutput>,
-) -> Option<StoredPoint> {
-    #[allow(deprecated)] // `data`: what servers before 1.12 send instead of `vector`.
-    let dense = |v: VectorOutput| match v.vector {
-        Some(vector_output::Vector::Dense(d)) => d.data,
-        Some(_) => Vec::new(),
-        None => v.data,
-    };
-    let values: std::collections::BTreeMap<String, Vec<f32>> =
-        match vectors.and_then(|v| v.vectors_options) {
-            None => Default::default(),
-            Some(VectorsOptions::Vector(v)) => [(String::new(), dense(v))].into(),
-            Some(VectorsOptions::Vectors(named)) => named
-                .vectors
-                .into_iter()
-                .map(|(k, v)| (k, dense(v)))
-                .collect(),
-        };
-    Some(StoredPoint {
-        id: uuid_of(id)?,
-        payload: json_payload(payload),
-        vectors: values.keys().cloned().collect(),
-        values,
-    })
-}
-
-/// The payload selection for `fields`. The server reads each key as a JSON path, so a key that
-/// is not a plain name (`a.b`) is quoted to stay one key.
-fn with_payload(fields: Fields<'_>) -> SelectorOptions {
-    match fields {
-        Fields::All => true.into(),
-        Fields::Only([]) => false.into(),
-        Fields::Only(keys) => {
-            let plain = |k: &str| {
-                !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-            };
-            let fields = keys
-                .iter()
-                .map(|k| {
-                    if plain(k) {
-                        k.clone()
-                    } else {
-                        format!("\"{k}\"")
-                    }
-                })
-                .collect();
-            SelectorOptions::Include(PayloadIncludeSelector { fields })
-        }
-    }
-}
-
-fn to_filter(f: Option<&MatchFilter>) -> Option<Filter> {
-    f.map(|f| Filter::must([Condition::matches(f.key.clone(), f.value.clone())]))
-}
-
 impl Sink for GrpcSink {
     fn describe(&self) -> String {
-        format!("Qdrant at {}", self.url)
+        format!("Qdrant at {}", crate::redact::redact_uri(&self.url))
     }
 
     fn needs_lease(&self) -> bool {
@@ -464,9 +349,9 @@ impl Sink for GrpcSink {
         collection: &str,
         filter: Option<&MatchFilter>,
         fields: Fields<'_>,
-        offset: Option<Uuid>,
+        offset: Option<PageOffset>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+    ) -> Result<Page, SinkError> {
         let mut req = ScrollPointsBuilder::new(collection)
             .limit(limit as u32)
             .with_payload(with_payload(fields))
@@ -475,19 +360,24 @@ impl Sink for GrpcSink {
             req = req.filter(f);
         }
         if let Some(o) = offset {
-            req = req.offset(pid(&o));
+            req = req.offset(page_id(o));
         }
         let res = self
             .client
             .scroll(req)
             .await
             .map_err(|e| request_err("scroll", collection, e))?;
-        let points = res
+        let total = res.result.len() as u64;
+        let points: Vec<StoredPoint> = res
             .result
             .into_iter()
             .filter_map(|p| stored(p.id, p.payload, p.vectors))
             .collect();
-        Ok((points, uuid_of(res.next_page_offset)))
+        Ok(Page {
+            foreign: total - points.len() as u64,
+            points,
+            next: page_offset(res.next_page_offset),
+        })
     }
 
     async fn search(
@@ -562,35 +452,5 @@ impl Sink for GrpcSink {
             points: info.points_count.unwrap_or(0),
             indexed: info.indexed_vectors_count.unwrap_or(0),
         }))
-    }
-}
-
-impl GrpcSink {
-    async fn info(
-        &self,
-        collection: &str,
-    ) -> Result<qdrant_client::qdrant::CollectionInfo, SinkError> {
-        self.client
-            .collection_info(collection)
-            .await
-            .map_err(|e| request_err("collection_info", collection, e))?
-            .result
-            .ok_or_else(|| SinkError::Request {
-                op: "collection_info",
-                collection: collection.to_owned(),
-                reason: "the server sent no collection info".into(),
-                transient: false,
-            })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conditional_writes_need_qdrant_1_17() {
-        assert!(has_update_mode("1.19.0") && has_update_mode("1.17.0") && has_update_mode("2.0"));
-        assert!(!has_update_mode("1.16.3") && !has_update_mode("0.9") && !has_update_mode(""));
     }
 }

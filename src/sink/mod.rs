@@ -40,6 +40,26 @@ pub struct StoredPoint {
     pub values: std::collections::BTreeMap<String, Vec<f32>>,
 }
 
+/// Where a scroll goes on: a point id of either kind. Qdrant orders numeric ids before UUIDs,
+/// so a collection that also holds points written by others (numeric ids) pages through both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOffset {
+    Uuid(Uuid),
+    Num(u64),
+}
+
+/// One page of a scroll.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Our points (UUID ids).
+    pub points: Vec<StoredPoint>,
+    /// Points on the page with numeric ids: never written by this tool, so never trusted (not
+    /// compared, not pruned), only counted.
+    pub foreign: u64,
+    /// Where the next page begins; `None` at the end.
+    pub next: Option<PageOffset>,
+}
+
 /// A search result.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -270,15 +290,15 @@ pub trait Sink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// One page of points (id order) matching `filter` with their `fields`, and the offset of
-    /// the next page.
+    /// the next page (numeric or UUID).
     fn scroll(
         &self,
         collection: &str,
         filter: Option<&MatchFilter>,
         fields: Fields<'_>,
-        offset: Option<Uuid>,
+        offset: Option<PageOffset>,
         limit: usize,
-    ) -> impl Future<Output = Result<(Vec<StoredPoint>, Option<Uuid>), SinkError>> + Send;
+    ) -> impl Future<Output = Result<Page, SinkError>> + Send;
 
     /// Nearest points to `vector`.
     fn search(
@@ -335,23 +355,43 @@ pub struct IndexState {
     pub indexed: u64,
 }
 
-/// Every point of `collection` matching `filter` with its `fields`, page by page.
+/// Every point of `collection` matching `filter` with its `fields`, page by page, through
+/// numeric and UUID offsets alike. Points with numeric ids are not ours: they are counted and
+/// reported (a warning), never returned.
 pub async fn scroll_all<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
     filter: Option<&MatchFilter>,
     fields: Fields<'_>,
 ) -> Result<Vec<StoredPoint>, SinkError> {
-    let mut out = Vec::new();
+    let (points, foreign) = scroll_counted(sink, collection, filter, fields).await?;
+    if foreign > 0 {
+        tracing::warn!(
+            "{collection}: {foreign} points with numeric ids match{}; mongo2qdrant never writes numeric ids, so they are left alone (neither compared nor pruned)",
+            filter.map_or_else(String::new, |f| format!(" {}={}", f.key, f.value))
+        );
+    }
+    Ok(points)
+}
+
+/// [`scroll_all`], and how many points with numeric ids matched.
+pub async fn scroll_counted<S: Sink + ?Sized>(
+    sink: &S,
+    collection: &str,
+    filter: Option<&MatchFilter>,
+    fields: Fields<'_>,
+) -> Result<(Vec<StoredPoint>, u64), SinkError> {
+    let (mut out, mut foreign) = (Vec::new(), 0);
     let mut offset = None;
     loop {
-        let (page, next) = sink
+        let page = sink
             .scroll(collection, filter, fields, offset, 1000)
             .await?;
-        out.extend(page);
-        match next {
+        out.extend(page.points);
+        foreign += page.foreign;
+        match page.next {
             Some(n) => offset = Some(n),
-            None => return Ok(out),
+            None => return Ok((out, foreign)),
         }
     }
 }

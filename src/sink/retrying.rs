@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Fields, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
-    WriteIf,
+    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError,
+    StoredPoint, VectorSpec, WriteIf,
 };
 use crate::retry::RetryPolicy;
 
@@ -147,9 +147,9 @@ impl<S: Sink> Sink for Retrying<S> {
         c: &str,
         f: Option<&MatchFilter>,
         fields: Fields<'_>,
-        offset: Option<Uuid>,
+        offset: Option<PageOffset>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+    ) -> Result<Page, SinkError> {
         self.policy
             .run("scroll", || self.inner.scroll(c, f, fields, offset, limit))
             .await

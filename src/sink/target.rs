@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Point, Shape, Sink, SinkError,
-    StoredPoint, VectorSpec, WriteIf,
+    EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink,
+    SinkError, StoredPoint, VectorSpec, WriteIf,
 };
 
 /// Where points go, as configured.
@@ -140,9 +140,9 @@ impl Sink for Target {
         c: &str,
         f: Option<&MatchFilter>,
         fields: Fields<'_>,
-        offset: Option<Uuid>,
+        offset: Option<PageOffset>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<Uuid>), SinkError> {
+    ) -> Result<Page, SinkError> {
         each!(self, s => s.scroll(c, f, fields, offset, limit).await)
     }
 
