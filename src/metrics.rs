@@ -268,17 +268,42 @@ async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io:
     Ok(n)
 }
 
+/// The most connections the endpoint serves at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The pause after a failed accept, given the one before: 10 ms, doubling up to 1 s.
+fn accept_backoff(before: Duration) -> Duration {
+    (before * 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
 /// Serve `/healthz` and `/metrics` on `addr` until the process ends. Returns once listening.
 pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    // At most MAX_CONNECTIONS at once (a flood waits in the kernel's backlog); a failed
+    // accept (out of file descriptors) backs off instead of retrying at once on a full core.
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut pause = Duration::ZERO;
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
+            let Ok(permit) = open.clone().acquire_owned().await else {
+                return;
+            };
+            let mut conn = match listener.accept().await {
+                Ok((conn, _)) => {
+                    pause = Duration::ZERO;
+                    conn
+                }
+                Err(e) => {
+                    pause = accept_backoff(pause);
+                    tracing::debug!("metrics: accept failed ({e}); next try in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut buf = vec![0u8; 2048];
                 let head = read_head(&mut conn, &mut buf);
                 let n = match tokio::time::timeout(Duration::from_secs(5), head).await {
@@ -324,6 +349,47 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_accepts_back_off_up_to_a_second() {
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            d = accept_backoff(d);
+            seen.push(d);
+        }
+        assert_eq!(seen[0], Duration::from_millis(10));
+        assert_eq!(seen[1], Duration::from_millis(20));
+        assert_eq!(*seen.last().unwrap(), Duration::from_secs(1));
+    }
+
+    /// Connections are bounded: with MAX_CONNECTIONS held open and silent, the next request
+    /// waits; it is answered once one of them goes.
+    #[tokio::test]
+    async fn open_connections_are_bounded() {
+        let metrics = Arc::new(Metrics::new(1, Arc::new(crate::report::Stats::default())));
+        let at = serve("127.0.0.1:0", metrics).await.unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(at).await.unwrap());
+        }
+        let ask = async move {
+            let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        let ask = tokio::spawn(ask);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!ask.is_finished(), "answered past the bound");
+        drop(idle.pop());
+        let answer = tokio::time::timeout(Duration::from_secs(10), ask)
+            .await
+            .expect("answered once a connection went")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 
     /// A request whose head arrives in pieces is answered, not reset.
     #[tokio::test]
