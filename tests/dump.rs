@@ -5,14 +5,14 @@
 //! (the bytes mongodump copies); the reader was also checked by hand against a real
 //! `mongodump --archive` (mongo-tools 100.7.1).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Mongo, sync_of};
+use crate::common::{Mongo, sync_of};
 use futures_util::TryStreamExt;
 use mongo2qdrant::point::keys;
 use mongo2qdrant::sink::{Fields, Sink, scroll_all};
@@ -238,4 +238,138 @@ async fn damaged_dumps_are_refused_naming_the_format() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("mongodump"), "{err}");
+}
+
+/// An archive cut at a document boundary before a collection's end-of-collection header reads
+/// as well-formed: it was taken for the whole collection and `--prune` deleted the live points
+/// of the documents after the cut. Now the pass is incomplete: exit non-zero naming the file,
+/// nothing pruned. A `--namespace` the archive does not hold names what it holds (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_archive_prunes_nothing_and_names_the_file() {
+    let m = Mongo::start();
+    common::load_movies(&m, DB, "films", 40).await;
+    let films = raw_docs(&m, DB, "films").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let whole = archive(&[(DB, "films", &films)]);
+    let arch = dir.path().join("cut.archive");
+    std::fs::write(&arch, &whole).unwrap();
+    let sync = |extra: &[&str]| {
+        common::bin()
+            .args(["sync", "--quiet", "--text", TEMPLATE, "--file"])
+            .arg(&arch)
+            .args(extra)
+            .arg("--qdrant-path")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    common::assert_ok(&sync(&[]));
+    assert_eq!(common::edge_snapshot(&store, "films").await.len(), 40);
+
+    // Cut right before the segment that holds films' 29th document: whole segments only.
+    let at = |d: &RawDocumentBuf| {
+        whole
+            .windows(d.as_bytes().len())
+            .position(|w| w == d.as_bytes())
+            .unwrap()
+    };
+    let header_len =
+        bytes_of(&doc! {"db": DB, "collection": "films", "EOF": false, "CRC": 0i64}).len();
+    let cut = at(&films[28]) - header_len;
+    std::fs::write(&arch, &whole[..cut]).unwrap();
+    let out = sync(&["--prune"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("incomplete dump")
+            && err.contains("cut.archive")
+            && err.contains("dumpdb.films"),
+        "{err}"
+    );
+    assert_eq!(
+        common::edge_snapshot(&store, "films").await.len(),
+        40,
+        "nothing pruned"
+    );
+
+    std::fs::write(&arch, &whole).unwrap();
+    let out = sync(&["--namespace", "dumpdb.nothere"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds no collection dumpdb.nothere") && err.contains("dumpdb.films"),
+        "{err}"
+    );
+}
+
+/// Two copies of one `_id` in a `.bson` dump (a document that moved while mongodump read):
+/// each run embedded one of them, the stored hash flipped every run and `verify` alternated.
+/// Now the last copy is kept every time and the earlier one reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_ids_in_a_dump_keep_the_last_copy_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(DB)).unwrap();
+    let docs = [
+        doc! {"_id": 4, "title": "Four", "extract": "a quiet film about a lighthouse"},
+        doc! {"_id": 5, "title": "Five", "extract": "the first copy of five"},
+        doc! {"_id": 6, "title": "Six", "extract": "a loud film about a storm"},
+        doc! {"_id": 5i64, "title": "Five", "extract": "the last copy of five"},
+    ];
+    let bytes: Vec<u8> = docs.iter().flat_map(bytes_of).collect();
+    let file = dir.path().join(DB).join("dups.bson");
+    std::fs::write(&file, bytes).unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("r.json");
+    let sync = || {
+        let out = common::bin()
+            .args([
+                "sync",
+                "--quiet",
+                "--text",
+                TEMPLATE,
+                "--payload",
+                "extract",
+                "--file",
+            ])
+            .arg(&file)
+            .arg("--qdrant-path")
+            .arg(&store)
+            .arg("--report-json")
+            .arg(&report)
+            .output()
+            .unwrap();
+        common::assert_ok(&out);
+        common::read_json(&report)
+    };
+    let r = sync();
+    assert_eq!(
+        (r["read"].as_u64(), r["failed"].as_u64()),
+        (Some(4), Some(1)),
+        "{r}"
+    );
+    let failures = r["failures"].to_string();
+    assert!(
+        failures.contains("duplicate _id 5") && failures.contains("later in the dump"),
+        "{failures}"
+    );
+    let first = common::edge_snapshot(&store, "dups").await;
+    for _ in 0..2 {
+        let r = sync();
+        assert_eq!(r["embedded"], 0, "the same copy every run: {r}");
+        assert_eq!(common::edge_snapshot(&store, "dups").await, first);
+    }
+    let sink = mongo2qdrant::sink::EdgeSink::open(&store).unwrap();
+    let points = mongo2qdrant::sink::scroll_all(&sink, "dups", None, Fields::All)
+        .await
+        .unwrap();
+    let five: Vec<_> = points
+        .iter()
+        .filter(|p| {
+            let extract = p.payload.get("extract").and_then(|e| e.as_str());
+            extract.is_some_and(|e| e.contains("five"))
+        })
+        .collect();
+    assert_eq!(five.len(), 1);
+    assert_eq!(five[0].payload["extract"], "the last copy of five");
 }

@@ -96,6 +96,21 @@ impl JobSpec {
                         }
                     }
                 };
+                if kind == Some(DumpKind::Archive) {
+                    let held = dump::archive_namespaces(f)?;
+                    if !held.contains(&namespace) {
+                        let held: Vec<String> = held.iter().map(|n| n.to_string()).collect();
+                        return Err(ConfigError::NotInArchive {
+                            file: f.display().to_string(),
+                            namespace: namespace.to_string(),
+                            held: if held.is_empty() {
+                                "no user collection".into()
+                            } else {
+                                held.join(", ")
+                            },
+                        });
+                    }
+                }
                 let name = namespace.collection.clone();
                 let source = match kind {
                     None => Source::File(FileSource::new(f.clone(), namespace)),

@@ -8,6 +8,7 @@
 //! namespace header (`{db, collection, EOF, CRC}`), that namespace's documents, a terminator.
 //! Segments of several collections interleave; a namespace ends with an `EOF: true` header.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -92,53 +93,121 @@ pub struct DumpSource {
 
 impl DumpSource {
     /// Stream the documents of `namespace` in file order (on a blocking thread).
+    ///
+    /// A dump can hold two copies of one `_id` (a document that moved while mongodump read
+    /// the collection): the last copy in the file is sent, every earlier one is reported as
+    /// bad input, so every run writes the same version. Finding the last copies takes a first
+    /// read of the file.
     pub async fn stream(&self, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
         let me = self.clone();
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
-            let mut r = Reader::new(&me.path, open(&me.path)?);
-            match me.kind {
-                DumpKind::Bson => me.bson(&mut r, &tx),
-                DumpKind::Archive => me.archive(&mut r, &tx),
-            }
+            // The last copy of each `_id`: its index among the items, and where it stands.
+            let mut last: HashMap<[u8; 32], (u64, String)> = HashMap::new();
+            let mut index = 0u64;
+            me.each(&mut |item, at| {
+                if let SourceItem::Doc(d) = &item {
+                    last.insert(id_key(&d.id), (index, at));
+                }
+                index += 1;
+                Ok(())
+            })?;
+            let mut index = 0u64;
+            me.each(&mut |item, at| {
+                let item = match &item {
+                    SourceItem::Doc(d) => match last.get(&id_key(&d.id)) {
+                        Some((kept, kept_at)) if *kept != index => SourceItem::Bad {
+                            at,
+                            reason: format!(
+                                "duplicate _id {}: the copy at {kept_at}, later in the dump, is kept",
+                                super::id_text(&d.id)
+                            ),
+                        },
+                        _ => item,
+                    },
+                    SourceItem::Bad { .. } => item,
+                };
+                index += 1;
+                send(&tx, item)
+            })?;
+            Ok(index)
         })
         .await
         .expect("dump reader panicked")
     }
 
-    fn bson(&self, r: &mut Reader, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
-        let mut sent = 0;
-        while let Some(raw) = r.raw()? {
-            send(tx, item(&raw, r.at()))?;
-            sent += 1;
+    /// Every document of this namespace in file order, as items, to `visit`.
+    fn each(
+        &self,
+        visit: &mut dyn FnMut(SourceItem, String) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
+        let mut r = Reader::new(&self.path, open(&self.path)?);
+        match self.kind {
+            DumpKind::Bson => {
+                while let Some(raw) = r.raw()? {
+                    visit(item(&raw, r.at()), r.at())?;
+                }
+                Ok(())
+            }
+            DumpKind::Archive => self.archive(&mut r, visit),
         }
-        Ok(sent)
     }
 
-    fn archive(&self, r: &mut Reader, tx: &mpsc::Sender<SourceItem>) -> Result<u64, SourceError> {
+    /// The archive's documents of this namespace. The archive is complete only when every
+    /// collection its prelude announces has ended (an `EOF` header): one cut at a document
+    /// boundary reads as well-formed, and would otherwise pass for the whole collection.
+    fn archive(
+        &self,
+        r: &mut Reader,
+        visit: &mut dyn FnMut(SourceItem, String) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
         r.magic()?;
         r.doc()?
             .ok_or_else(|| r.malformed("no header after the magic number"))?;
-        while r.doc()?.is_some() {} // collection metadata, up to the terminator
-        let mut sent = 0;
+        // The collections announced, up to the terminator; each must end.
+        let mut open = std::collections::BTreeSet::new();
+        while let Some(meta) = r.doc()? {
+            if let (Ok(db), Ok(coll)) = (meta.get_str("db"), meta.get_str("collection")) {
+                open.insert(format!("{db}.{coll}"));
+            }
+        }
         // Segments: a namespace header, its documents, a terminator.
         loop {
             let Some(header) = r.doc_or_end()? else {
-                return Ok(sent);
+                if open.is_empty() {
+                    return Ok(());
+                }
+                let names: Vec<String> = open.into_iter().collect();
+                return Err(SourceError::IncompleteDump {
+                    path: r.path.display().to_string(),
+                    reason: format!(
+                        "it ends (byte {}) before {} ended (no end-of-collection header)",
+                        r.offset,
+                        names.join(", ")
+                    ),
+                });
             };
             let Some(header) = header else {
                 continue; // an empty segment
             };
-            let ours = header.get_str("db") == Ok(self.namespace.database.as_str())
-                && header.get_str("collection") == Ok(self.namespace.collection.as_str());
+            let (db, coll) = (header.get_str("db"), header.get_str("collection"));
+            if let (Ok(db), Ok(coll), Ok(true)) = (&db, &coll, header.get_bool("EOF")) {
+                open.remove(&format!("{db}.{coll}"));
+            }
+            let ours = db == Ok(self.namespace.database.as_str())
+                && coll == Ok(self.namespace.collection.as_str());
             while let Some(raw) = r.raw()? {
                 if ours {
-                    send(tx, item(&raw, r.at()))?;
-                    sent += 1;
+                    visit(item(&raw, r.at()), r.at())?;
                 }
             }
         }
     }
+}
+
+/// An `_id`'s key: equal for the `_id`s MongoDB treats as one (as point ids are).
+fn id_key(id: &mongodb::bson::Bson) -> [u8; 32] {
+    *blake3::hash(&crate::ids::canonical_id_bytes(id)).as_bytes()
 }
 
 fn send(tx: &mpsc::Sender<SourceItem>, item: SourceItem) -> Result<(), SourceError> {

@@ -5,6 +5,7 @@
 pub mod changes;
 pub mod dump;
 pub mod file;
+pub mod id_order;
 pub mod mongo;
 
 use mongodb::bson::{Bson, Document};
@@ -16,18 +17,7 @@ pub use mongo::MongoSource;
 
 use crate::shard::Shard;
 
-/// `database.collection` of a source: part of every point id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Namespace {
-    pub database: String,
-    pub collection: String,
-}
-
-impl std::fmt::Display for Namespace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.database, self.collection)
-    }
-}
+pub use crate::ids::Namespace;
 
 /// One document read from a source.
 #[derive(Debug, Clone)]
@@ -46,6 +36,18 @@ pub enum SourceItem {
         at: String,
         reason: String,
     },
+}
+
+impl SourceItem {
+    /// Whether `shard` keeps this item. An item that cannot be read has no `_id` to place it
+    /// by: every shard keeps it, so that every shard counts it as failed and none prunes the
+    /// points of the document it may be (each shard's report names it).
+    pub fn kept_by(&self, shard: &Shard) -> bool {
+        match self {
+            SourceItem::Doc(d) => shard.owns(&d.id),
+            SourceItem::Bad { .. } => true,
+        }
+    }
 }
 
 /// Errors that stop reading a source.
@@ -83,6 +85,10 @@ pub enum SourceError {
         column: usize,
         reason: String,
     },
+    #[error(
+        "{path} is an incomplete dump: {reason}. It was cut short or is still being written: nothing of it is pruned; take the dump again (or wait for mongodump to finish) and rerun"
+    )]
+    IncompleteDump { path: String, reason: String },
     #[error("the reader stopped because the pipeline closed")]
     Closed,
     /// A change stream cannot resume: the server no longer has the history after the stored
@@ -262,7 +268,7 @@ impl Source {
                 let keep = async {
                     let mut kept = 0u64;
                     while let Some(item) = all_rx.recv().await {
-                        if shard.keeps(&item) {
+                        if item.kept_by(&shard) {
                             tx.send(item).await.map_err(|_| SourceError::Closed)?;
                             kept += 1;
                         }
