@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{StateError, StateStore, now_rfc3339};
 use crate::ids::named_uuid;
 use crate::report::Counts;
-use crate::sink::Sink;
+use crate::sink::{Fields, Sink};
 
 /// Where a namespace's pass stands.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,6 +33,11 @@ pub struct Checkpoint {
     pub last_id: Option<Value>,
     /// The pass reached the end of the source.
     pub complete: bool,
+    /// A point this pass wrote (with this vector's hash) before the checkpoint: a resume finds
+    /// it in the target, or the target is not the collection the checkpoint was written for
+    /// (dropped, or dropped and recreated) and a full pass starts instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Uuid>,
     /// Hash of what decides the points (model, template, chunking, filter): a resume is only
     /// valid under the same settings.
     pub settings: String,
@@ -88,6 +93,30 @@ pub fn checkpoint_id(
     }
 }
 
+/// Whether `target` holds the point `id` with the content hash of `vector`: the anchor of a
+/// checkpoint (a missing collection holds nothing).
+async fn has_point<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    vector: Option<&str>,
+    id: Uuid,
+) -> Result<bool, StateError> {
+    if !store.sink.exists(target).await? {
+        return Ok(false);
+    }
+    let key = crate::ids::keys::hash(vector);
+    let found = store
+        .sink
+        .retrieve(
+            target,
+            &[id],
+            Fields::Only(std::slice::from_ref(&key)),
+            false,
+        )
+        .await?;
+    Ok(found.iter().any(|p| p.payload.contains_key(&key)))
+}
+
 /// What identifies a pass: its route, the settings hash and what made the vectors.
 #[derive(Debug, Clone)]
 pub struct PassKey {
@@ -132,10 +161,22 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
                 )
                 .await?
         };
-        let resume_after = previous
+        let mut resume_after = previous
             .as_ref()
             .filter(|_| resumable)
             .and_then(|cp| cp.resume_after(&key.settings));
+        let anchor = previous.as_ref().and_then(|cp| cp.anchor);
+        if resume_after.is_some()
+            && let Some(anchor) = anchor
+            && !has_point(&store, &key.target, key.vector.as_deref(), anchor).await?
+        {
+            tracing::warn!(
+                "{} -> {}: the checkpoint was written for another incarnation of the target (its point {anchor} is gone: the collection was dropped or recreated); starting a full pass",
+                key.namespace,
+                key.target
+            );
+            resume_after = None;
+        }
         let started_at = match (&previous, &resume_after) {
             (Some(cp), Some(_)) => cp.started_at.clone(),
             _ => now_rfc3339(),
@@ -147,6 +188,7 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             shard: key.shard.map(|s| s.to_string()),
             last_id: None,
             complete: false,
+            anchor: resume_after.as_ref().and(anchor),
             settings: key.settings,
             run_id: key.run_id,
             started_at,
@@ -172,8 +214,17 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
     }
 
     /// Everything up to `last` is acknowledged by the target: move the checkpoint there.
-    pub async fn advance(&mut self, last: Bson, totals: &Counts) -> Result<(), StateError> {
+    /// `anchor`: a point the acknowledged writes hold (the last anchor stays when none).
+    pub async fn advance(
+        &mut self,
+        last: Bson,
+        anchor: Option<Uuid>,
+        totals: &Counts,
+    ) -> Result<(), StateError> {
         self.record.set_last_id(&last);
+        if anchor.is_some() {
+            self.record.anchor = anchor;
+        }
         self.write(totals).await
     }
 
