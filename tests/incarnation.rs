@@ -50,6 +50,17 @@ async fn a_dropped_target_means_a_full_pass<S: Sink>(sink: Arc<S>) {
     assert_eq!(sink.count(&c).await.unwrap(), 120, "no document missed");
     common::verify(&sink, sync.jobs().await).await;
 
+    // A pass over unchanged documents, stopped midway, writes nothing: its checkpoint is
+    // anchored by a point found current all the same, so a dropped target still means a full
+    // pass.
+    m.fail_once(2, doc! {"failCommands": ["getMore"], "errorCode": 2})
+        .await;
+    assert!(sync.run(&sink).await.is_err());
+    sink.drop_collection(&c).await.unwrap();
+    let r = sync.run(&sink).await.unwrap();
+    assert_eq!(r.namespaces[0].resumed_after, None, "{r:#?}");
+    assert_eq!(sink.count(&c).await.unwrap(), 120, "no document missed");
+
     // Into the same collection, a stopped run still resumes.
     let (c, sync) = notes(&m, "incarnation_same").await;
     stopped_midway(&m, &sink, &sync, &c).await;

@@ -158,7 +158,7 @@ pub(super) async fn pass<S: Sink>(
             still_held(&lease)?;
             // The unit's last written point anchors the checkpoint to this target collection.
             let anchor = match &writer {
-                Some(_) => unit.writes.points.last().map(|p| p.id),
+                Some(_) => unit.writes.points.last().map(|p| p.id).or(unit.current),
                 None => None,
             };
             cursor.advance(last, anchor, &totals).await?;

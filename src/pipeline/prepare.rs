@@ -91,6 +91,7 @@ impl<S: Sink> Preparer<S> {
             deletes: Vec::new(),
             lost: Vec::new(),
             last_id: None,
+            current: None,
             counts: Counts::default(),
         };
         let mut candidates = Vec::new();
@@ -202,8 +203,10 @@ impl<S: Sink> Preparer<S> {
                 unit.docs.push(doc);
             } else if payload_current {
                 unit.counts.skipped_unchanged += 1;
+                unit.current = doc.chunks.first().map(|(id, _)| *id).or(unit.current);
             } else {
                 unit.counts.payload_updated += 1;
+                unit.current = doc.chunks.first().map(|(id, _)| *id).or(unit.current);
                 unit.payload_only.push(doc);
             }
         }

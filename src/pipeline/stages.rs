@@ -30,6 +30,9 @@ pub(super) struct Unit {
     pub(super) lost: Vec<Uuid>,
     /// Last `_id` of the unit.
     pub(super) last_id: Option<Bson>,
+    /// Chunk 0 of the unit's last document whose stored points are current for this vector
+    /// (unchanged, or only its payload changed): it can anchor the checkpoint.
+    pub(super) current: Option<Uuid>,
     pub(super) counts: Counts,
 }
 
@@ -38,6 +41,8 @@ pub(super) struct EmbeddedUnit {
     pub writes: Writes,
     pub lost: Vec<Uuid>,
     pub last_id: Option<Bson>,
+    /// See [`Unit::current`].
+    pub current: Option<Uuid>,
     pub counts: Counts,
 }
 
@@ -61,7 +66,9 @@ pub(super) async fn read(
             r = source.stream(from.as_ref(), &tx, &mut last, opts.shard) => r,
             _ = stop.wait_for(|s| *s) => return Ok(false),
         };
-        if last != before {
+        // Progress by canonical bytes: a NaN `_id` is not equal to itself.
+        let key = |id: &Option<Bson>| id.as_ref().map(crate::ids::canonical_id_bytes);
+        if key(&last) != key(&before) {
             attempt = 0;
         }
         match outcome {
@@ -137,6 +144,7 @@ pub(super) async fn embed_unit(
         },
         lost: unit.lost,
         last_id: unit.last_id,
+        current: unit.current,
         counts,
     })
 }

@@ -165,17 +165,29 @@ impl<'a, S: Sink + ?Sized> Cursor<'a, S> {
             .as_ref()
             .filter(|_| resumable)
             .and_then(|cp| cp.resume_after(&key.settings));
+        // Resume only into the collection the checkpoint was written for: its anchor point
+        // must be there. A checkpoint with none (an earlier version's, or a pass that had
+        // written nothing yet) cannot tell, so a full pass runs (unchanged documents cost a
+        // hash lookup, not an embedding).
         let anchor = previous.as_ref().and_then(|cp| cp.anchor);
-        if resume_after.is_some()
-            && let Some(anchor) = anchor
-            && !has_point(&store, &key.target, key.vector.as_deref(), anchor).await?
-        {
-            tracing::warn!(
-                "{} -> {}: the checkpoint was written for another incarnation of the target (its point {anchor} is gone: the collection was dropped or recreated); starting a full pass",
-                key.namespace,
-                key.target
-            );
-            resume_after = None;
+        if resume_after.is_some() {
+            let why = match anchor {
+                None => Some("it names no point of its pass to check the target by".to_owned()),
+                Some(a) if !has_point(&store, &key.target, key.vector.as_deref(), a).await? => {
+                    Some(format!(
+                        "its point {a} is gone: the collection was dropped or recreated"
+                    ))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                tracing::warn!(
+                    "{} -> {}: not resuming from the checkpoint ({why}); starting a full pass",
+                    key.namespace,
+                    key.target
+                );
+                resume_after = None;
+            }
         }
         let started_at = match (&previous, &resume_after) {
             (Some(cp), Some(_)) => cp.started_at.clone(),
