@@ -68,19 +68,26 @@ pub fn archive_namespaces(path: &Path) -> Result<Vec<Namespace>, SourceError> {
         .ok_or_else(|| r.malformed("no header after the magic number"))?;
     let mut out = Vec::new();
     while let Some(meta) = r.doc()? {
-        let (Ok(db), Ok(coll)) = (meta.get_str("db"), meta.get_str("collection")) else {
+        if meta.get_str("db").is_err() || meta.get_str("collection").is_err() {
             return Err(r.malformed("a collection metadata document without db / collection"));
-        };
-        let is_view = meta.get_str("type").is_ok_and(|t| t != "collection");
-        let system = coll.starts_with("system.") || ["admin", "config", "local"].contains(&db);
-        if !system && !is_view {
-            out.push(Namespace {
-                database: db.to_owned(),
-                collection: coll.to_owned(),
-            });
         }
+        out.extend(user_collection(&meta));
     }
     Ok(out)
+}
+
+/// The namespace of an archive's collection metadata when it is a user collection: not a
+/// view or time-series collection, not `system.*`, not in `admin`, `config` or `local`.
+fn user_collection(meta: &Document) -> Option<Namespace> {
+    let (Ok(db), Ok(coll)) = (meta.get_str("db"), meta.get_str("collection")) else {
+        return None;
+    };
+    let is_view = meta.get_str("type").is_ok_and(|t| t != "collection");
+    let system = coll.starts_with("system.") || ["admin", "config", "local"].contains(&db);
+    (!system && !is_view).then(|| Namespace {
+        database: db.to_owned(),
+        collection: coll.to_owned(),
+    })
 }
 
 /// A dump file to read: one collection of it.
@@ -102,24 +109,24 @@ impl DumpSource {
         let me = self.clone();
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
-            // The last copy of each `_id`: its index among the items, and where it stands.
-            let mut last: HashMap<[u8; 32], (u64, String)> = HashMap::new();
+            // The last copy of each `_id`: its index among the items, and its byte offset.
+            let mut last: HashMap<[u8; 32], (u64, u64)> = HashMap::new();
             let mut index = 0u64;
-            me.each(&mut |item, at| {
+            me.each(&mut |item, offset| {
                 if let SourceItem::Doc(d) = &item {
-                    last.insert(id_key(&d.id), (index, at));
+                    last.insert(id_key(&d.id), (index, offset));
                 }
                 index += 1;
                 Ok(())
             })?;
             let mut index = 0u64;
-            me.each(&mut |item, at| {
+            me.each(&mut |item, offset| {
                 let item = match &item {
                     SourceItem::Doc(d) => match last.get(&id_key(&d.id)) {
                         Some((kept, kept_at)) if *kept != index => SourceItem::Bad {
-                            at,
+                            at: format!("{}@{offset}", me.path.display()),
                             reason: format!(
-                                "duplicate _id {}: the copy at {kept_at}, later in the dump, is kept",
+                                "duplicate _id {}: the copy at byte {kept_at}, later in the dump, is kept",
                                 super::id_text(&d.id)
                             ),
                         },
@@ -139,13 +146,13 @@ impl DumpSource {
     /// Every document of this namespace in file order, as items, to `visit`.
     fn each(
         &self,
-        visit: &mut dyn FnMut(SourceItem, String) -> Result<(), SourceError>,
+        visit: &mut dyn FnMut(SourceItem, u64) -> Result<(), SourceError>,
     ) -> Result<(), SourceError> {
         let mut r = Reader::new(&self.path, open(&self.path)?);
         match self.kind {
             DumpKind::Bson => {
                 while let Some(raw) = r.raw()? {
-                    visit(item(&raw, r.at()), r.at())?;
+                    visit(item(&raw, r.at()), r.last)?;
                 }
                 Ok(())
             }
@@ -159,16 +166,17 @@ impl DumpSource {
     fn archive(
         &self,
         r: &mut Reader,
-        visit: &mut dyn FnMut(SourceItem, String) -> Result<(), SourceError>,
+        visit: &mut dyn FnMut(SourceItem, u64) -> Result<(), SourceError>,
     ) -> Result<(), SourceError> {
         r.magic()?;
         r.doc()?
             .ok_or_else(|| r.malformed("no header after the magic number"))?;
-        // The collections announced, up to the terminator; each must end.
+        // The user collections announced (as `archive_namespaces` lists them), up to the
+        // terminator; each must end.
         let mut open = std::collections::BTreeSet::new();
         while let Some(meta) = r.doc()? {
-            if let (Ok(db), Ok(coll)) = (meta.get_str("db"), meta.get_str("collection")) {
-                open.insert(format!("{db}.{coll}"));
+            if let Some(ns) = user_collection(&meta) {
+                open.insert(ns.to_string());
             }
         }
         // Segments: a namespace header, its documents, a terminator.
@@ -198,7 +206,7 @@ impl DumpSource {
                 && coll == Ok(self.namespace.collection.as_str());
             while let Some(raw) = r.raw()? {
                 if ours {
-                    visit(item(&raw, r.at()), r.at())?;
+                    visit(item(&raw, r.at()), r.last)?;
                 }
             }
         }
