@@ -107,6 +107,28 @@ pub fn redact_in(text: &str, uri: &str) -> String {
     text
 }
 
+/// `text` with every URI-looking word in it (`scheme://...`) redacted: for messages that quote
+/// an address whose spelling is not known here.
+pub fn redact_uris(text: &str) -> String {
+    text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .map(|w| match w.find("://") {
+            Some(at) => {
+                let end = w.trim_end_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'');
+                let start = w[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+                    .map_or(0, |i| i + 1);
+                format!(
+                    "{}{}{}",
+                    &w[..start],
+                    redact_uri(&end[start..]),
+                    &w[end.len()..]
+                )
+            }
+            None => w.to_owned(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +172,12 @@ mod tests {
             assert!(!said.contains(secret), "{said}");
         }
         assert_eq!(redact_uri("http://127.0.0.1:6334"), "http://127.0.0.1:6334");
+        let said = "Failed to connect to http://admin:pw123@q:6334/: tonic::transport::Error";
+        let r = redact_uris(said);
+        assert!(
+            !r.contains("pw123") && r.contains("admin:***@q:6334"),
+            "{r}"
+        );
+        assert_eq!(redact_uris("no address here"), "no address here");
     }
 }

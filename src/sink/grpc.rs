@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    CollectionStatus, CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
+    CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
     DenseVectorCreationConfigBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder, PointId,
     PointStruct, PointVectors, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
@@ -23,8 +23,8 @@ use super::{
     StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
 use convert::{
-    has_update_mode, id_list, json_payload, page_id, page_offset, pid, request_err, stored,
-    to_filter, uuid_of, with_payload,
+    has_update_mode, hnsw_m_of, id_list, index_state_of, json_payload, page_id, page_offset, pid,
+    request_err, stored, to_filter, uuid_of, with_payload,
 };
 
 /// A Qdrant server.
@@ -44,8 +44,8 @@ impl GrpcSink {
             .skip_compatibility_check()
             .build()
             .map_err(|e| SinkError::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
+                url: crate::redact::redact_uri(url),
+                reason: crate::redact::redact_in(&e.to_string(), url),
             })?;
         Ok(Self {
             url: url.to_owned(),
@@ -426,10 +426,7 @@ impl Sink for GrpcSink {
     }
 
     async fn hnsw_m(&self, collection: &str) -> Result<Option<u64>, SinkError> {
-        let info = self.info(collection).await?;
-        let hnsw = info.config.and_then(|c| c.hnsw_config);
-        // A server always reports it; 16 is Qdrant's default should one not.
-        Ok(Some(hnsw.and_then(|h| h.m).unwrap_or(16)))
+        Ok(Some(hnsw_m_of(self.info(collection).await?)))
     }
 
     async fn set_hnsw_m(&self, collection: &str, m: u64) -> Result<(), SinkError> {
@@ -444,13 +441,6 @@ impl Sink for GrpcSink {
     }
 
     async fn index_state(&self, collection: &str) -> Result<Option<IndexState>, SinkError> {
-        let info = self.info(collection).await?;
-        let queued = info.update_queue.map_or(0, |q| q.length);
-        Ok(Some(IndexState {
-            settled: info.status == CollectionStatus::Green as i32 && queued == 0,
-            failed: info.status == CollectionStatus::Red as i32,
-            points: info.points_count.unwrap_or(0),
-            indexed: info.indexed_vectors_count.unwrap_or(0),
-        }))
+        Ok(Some(index_state_of(self.info(collection).await?)))
     }
 }

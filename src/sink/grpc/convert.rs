@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 
 use qdrant_client::qdrant::{
-    Condition, Filter, PayloadIncludeSelector, PointId, PointsIdsList, VectorOutput, VectorsOutput,
-    point_id::PointIdOptions, vector_output, vectors_output::VectorsOptions,
-    with_payload_selector::SelectorOptions,
+    CollectionInfo, CollectionStatus, Condition, Filter, PayloadIncludeSelector, PointId,
+    PointsIdsList, VectorOutput, VectorsOutput, point_id::PointIdOptions, vector_output,
+    vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Payload, QdrantError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::GrpcSink;
-use crate::sink::{Fields, MatchFilter, PageOffset, SinkError, StoredPoint};
+use crate::sink::{Fields, IndexState, MatchFilter, PageOffset, SinkError, StoredPoint};
 
 /// Whether a server of version `v` (`1.19.0`) has conditional upserts (`update_mode`, Qdrant
 /// 1.17): an older one ignores the field and would overwrite unconditionally.
@@ -43,13 +43,32 @@ pub(super) fn request_err(op: &'static str, collection: &str, e: QdrantError) ->
     SinkError::Request {
         op,
         collection: collection.to_owned(),
-        reason: e.to_string(),
+        // The client quotes the server's URL in a failed connection ("Failed to connect to").
+        reason: crate::redact::redact_uris(&e.to_string()),
         transient,
     }
 }
 
+/// A collection's HNSW `m` as the server reports it (it always does; 16 is Qdrant's default
+/// should it not).
+pub(super) fn hnsw_m_of(info: CollectionInfo) -> u64 {
+    let hnsw = info.config.and_then(|c| c.hnsw_config);
+    hnsw.and_then(|h| h.m).unwrap_or(16)
+}
+
+/// How far the server has indexed a collection.
+pub(super) fn index_state_of(info: CollectionInfo) -> IndexState {
+    let queued = info.update_queue.map_or(0, |q| q.length);
+    IndexState {
+        settled: info.status == CollectionStatus::Green as i32 && queued == 0,
+        failed: info.status == CollectionStatus::Red as i32,
+        points: info.points_count.unwrap_or(0),
+        indexed: info.indexed_vectors_count.unwrap_or(0),
+    }
+}
+
 /// Whether a failed request with gRPC status `code` and `message` may succeed when tried again:
-/// 1 Cancelled, 2 Unknown, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable; and 13 Internal
+/// 2 Unknown, 4 DeadlineExceeded, 10 Aborted, 14 Unavailable; and 13 Internal
 /// when it is the connection that failed, not the server: the client reports a server that
 /// refuses connections (restarting, not up yet) as "Failed to connect to ..." with code 13.
 pub(super) fn transient_status(code: i32, message: &str) -> bool {
@@ -65,7 +84,7 @@ pub(super) fn transient_status(code: i32, message: &str) -> bool {
     ];
     let message = message.to_lowercase();
     match code {
-        1 | 2 | 4 | 10 | 14 => true,
+        2 | 4 | 10 | 14 => true,
         13 => CONNECTION.iter().any(|c| message.contains(c)),
         _ => false,
     }
