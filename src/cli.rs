@@ -90,11 +90,17 @@ pub struct TargetArgs {
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
     /// Directory of the embedded Qdrant store, used when no --qdrant-url; default
-    /// ./qdrant-data. A flag on the command line outranks the config file, which outranks the
-    /// environment; two targets at one level (both flags) are refused.
+    /// ./qdrant-data. A target flag on the command line outranks the environment and the
+    /// config file; both flags at once are refused.
     /// [env: M2Q_QDRANT_PATH, used only when neither --qdrant-url nor --qdrant-path is given]
     #[arg(long)]
     pub qdrant_path: Option<PathBuf>,
+    /// The config file's `qdrant_url`, when it has one (set by the config, not a flag).
+    #[arg(skip)]
+    pub file_qdrant_url: Option<String>,
+    /// The config file's `qdrant_path`, when it has one (set by the config, not a flag).
+    #[arg(skip)]
+    pub file_qdrant_path: Option<PathBuf>,
     /// Target collection; default: the source collection's name.
     #[arg(long, env = "M2Q_COLLECTION_NAME")]
     pub collection_name: Option<String>,

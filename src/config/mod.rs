@@ -27,7 +27,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Source(SourceError),
     #[error(
-        "two targets asked for: {url} and {path}; give one of them (a flag on the command line outranks the config file and the environment)"
+        "two targets asked for: {url} and {path}; give one of them (a target flag on the command line outranks the environment and the config file)"
     )]
     TwoTargets { url: String, path: String },
     #[error("nothing to read: give --database with --collection NAME, or --file PATH")]
@@ -121,33 +121,37 @@ pub const DEFAULT_QDRANT_PATH: &str = "qdrant-data";
 pub const DEFAULT_TEMPLATE: &str = "{text}";
 
 impl TargetArgs {
-    /// Where to write. The command line first, then (merged in by [`sync_plan`]) the config
-    /// file, then the environment (`QDRANT_URL`, `M2Q_QDRANT_PATH`): a user who exported
-    /// `QDRANT_URL` and runs with `--qdrant-path` gets the store asked for. Two targets at one
-    /// level are refused, naming both.
+    /// Where to write. A target flag on the command line decides (both flags at once are
+    /// refused, naming both), so a user who exported `QDRANT_URL` and runs with
+    /// `--qdrant-path` gets the store asked for. Without one, a server URL (`QDRANT_URL`, else
+    /// the config file's `qdrant_url`) is taken before a store path (`M2Q_QDRANT_PATH`, else
+    /// `qdrant_path`): an image that sets a default store path still follows `QDRANT_URL`.
     pub fn kind(&self) -> Result<TargetKind, ConfigError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (url, path, from) = match (&self.qdrant_url, &self.qdrant_path) {
+        let (url, path) = match (&self.qdrant_url, &self.qdrant_path) {
+            (Some(url), Some(path)) => {
+                return Err(ConfigError::TwoTargets {
+                    url: format!("--qdrant-url {}", crate::redact::redact_uri(url)),
+                    path: format!("--qdrant-path {}", path.display()),
+                });
+            }
             (None, None) => (
-                env("QDRANT_URL"),
-                env("M2Q_QDRANT_PATH").map(PathBuf::from),
-                ["QDRANT_URL", "M2Q_QDRANT_PATH"],
+                env("QDRANT_URL").or_else(|| self.file_qdrant_url.clone()),
+                env("M2Q_QDRANT_PATH")
+                    .map(PathBuf::from)
+                    .or_else(|| self.file_qdrant_path.clone()),
             ),
-            (url, path) => (url.clone(), path.clone(), ["--qdrant-url", "--qdrant-path"]),
+            (url, path) => (url.clone(), path.clone()),
         };
-        match (url, path) {
-            (Some(url), Some(path)) => Err(ConfigError::TwoTargets {
-                url: format!("{} {}", from[0], crate::redact::redact_uri(&url)),
-                path: format!("{} {}", from[1], path.display()),
-            }),
-            (Some(url), None) => Ok(TargetKind::Grpc {
+        Ok(match url {
+            Some(url) => TargetKind::Grpc {
                 url,
                 api_key: self.qdrant_api_key.clone(),
-            }),
-            (None, path) => Ok(TargetKind::Embedded {
+            },
+            None => TargetKind::Embedded {
                 path: path.unwrap_or_else(|| PathBuf::from(DEFAULT_QDRANT_PATH)),
-            }),
-        }
+            },
+        })
     }
 }
 
@@ -158,12 +162,10 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    // A target flag replaces the file's target whole (it may name the other kind of target).
+    // The file's target is taken when no target flag is given (TargetArgs::kind).
     let mut target = args.target.clone();
-    if target.qdrant_url.is_none() && target.qdrant_path.is_none() {
-        target.qdrant_url = file.qdrant_url.clone();
-        target.qdrant_path = file.qdrant_path.clone();
-    }
+    target.file_qdrant_url = file.qdrant_url.clone();
+    target.file_qdrant_path = file.qdrant_path.clone();
     let mut source = args.source.clone();
     source.mongo_uri = source.mongo_uri.or(file.mongo_uri.clone());
 
