@@ -8,7 +8,7 @@ cd "$M2Q_ROOT"
 bash models/fetch.sh
 setup_secantus
 cargo_cmd build --release --quiet
-bin="$M2Q_ROOT/target/release/mongo2qdrant"
+bin="${CARGO_TARGET_DIR:-$M2Q_ROOT/target}/release/mongo2qdrant"
 
 work="$(mktemp -d)"
 port="${M2Q_DEMO_PORT:-27117}"
