@@ -89,9 +89,9 @@ fn bf16_keeps_the_fidelity_bound_against_fp32() {
     let mut c = common::embed_config();
     c.precision = Precision::Bf16;
     if !common::cpu_computes_bf16() {
-        let e = OnnxEmbedder::load(&c)
-            .err()
-            .expect("bf16 on a CPU without bf16");
+        let Err(e) = OnnxEmbedder::load(&c) else {
+            panic!("bf16 loaded on a CPU without bf16");
+        };
         assert!(matches!(e, EmbedError::Precision(_)), "{e}");
         assert!(e.to_string().contains("--precision fp32"), "{e}");
         return;

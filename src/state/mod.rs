@@ -26,9 +26,11 @@ use crate::sink::{
 /// The collection holding checkpoint, lease and run records.
 pub const RECORDS_COLLECTION: &str = "mongo2qdrant_checkpoints";
 
-/// One record of the records collection.
+/// One record of the records collection. (A handful are read at a time, so the size of the
+/// largest variant, a checkpoint, costs nothing worth a box.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Checkpoint(Checkpoint),
     Lease(Lease),
