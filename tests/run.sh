@@ -11,6 +11,12 @@ cd "$M2Q_ROOT"
 bash models/fetch.sh
 setup_secantus
 start_qdrant
+# Outside CI, this crate builds incrementally: after an edit only what changed is compiled
+# again (seconds instead of minutes); the first such build takes longer. CI (CI=true) builds
+# from scratch anyway, and faster without it.
+if [[ -z "${CI:-}" ]]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-1}"
+fi
 args=("$@")
 if [[ -n "${QDRANT_URL:-}" ]]; then
   # After the first `--` (the test binaries' own arguments); add one if there is none.
