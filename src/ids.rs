@@ -23,6 +23,12 @@ pub fn canonical_id_bytes(id: &Bson) -> Vec<u8> {
     out
 }
 
+/// A fixed-size key of an `_id` (blake3 over [`canonical_id_bytes`]): equal for the `_id`s
+/// that share point ids, for telling duplicates apart in a file or dump.
+pub fn id_digest(id: &Bson) -> [u8; 32] {
+    *blake3::hash(&canonical_id_bytes(id)).as_bytes()
+}
+
 /// Whether `id` can be encoded as BSON: every `_id` a MongoDB server returns can, but a file
 /// can hold one that cannot (a key with a NUL byte). Sources refuse such a document as bad
 /// input, so that [`canonical_id_bytes`] never meets one.

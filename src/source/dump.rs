@@ -16,6 +16,7 @@ use mongodb::bson::Document;
 use tokio::sync::mpsc;
 
 use super::{Namespace, SourceError, SourceItem};
+use crate::ids::id_digest;
 
 /// The archive's magic number as it appears in the file (0x8199e26d, little-endian).
 const ARCHIVE_MAGIC: [u8; 4] = [0x6d, 0xe2, 0x99, 0x81];
@@ -114,7 +115,7 @@ impl DumpSource {
             let mut index = 0u64;
             me.each(&mut |item, offset| {
                 if let SourceItem::Doc(d) = &item {
-                    last.insert(id_key(&d.id), (index, offset));
+                    last.insert(id_digest(&d.id), (index, offset));
                 }
                 index += 1;
                 Ok(())
@@ -122,7 +123,7 @@ impl DumpSource {
             let mut index = 0u64;
             me.each(&mut |item, offset| {
                 let item = match &item {
-                    SourceItem::Doc(d) => match last.get(&id_key(&d.id)) {
+                    SourceItem::Doc(d) => match last.get(&id_digest(&d.id)) {
                         Some((kept, kept_at)) if *kept != index => SourceItem::Bad {
                             at: format!("{}@{offset}", me.path.display()),
                             reason: format!(
@@ -211,11 +212,6 @@ impl DumpSource {
             }
         }
     }
-}
-
-/// An `_id`'s key: equal for the `_id`s MongoDB treats as one (as point ids are).
-fn id_key(id: &mongodb::bson::Bson) -> [u8; 32] {
-    *blake3::hash(&crate::ids::canonical_id_bytes(id)).as_bytes()
 }
 
 fn send(tx: &mpsc::Sender<SourceItem>, item: SourceItem) -> Result<(), SourceError> {

@@ -150,7 +150,7 @@ impl Once {
         let SourceItem::Doc(d) = &item else {
             return item;
         };
-        let key = *blake3::hash(&crate::ids::canonical_id_bytes(&d.id)).as_bytes();
+        let key = crate::ids::id_digest(&d.id);
         match self.first.get(&key) {
             Some(first) => SourceItem::Bad {
                 reason: format!(
