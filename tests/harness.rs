@@ -275,7 +275,9 @@ fn binary_args(
 struct Tally(BTreeMap<&'static str, u64>);
 
 impl Tally {
+    /// Counts `kind` and prints it, so a failing seed's output says what it met.
     fn add(&mut self, kind: &'static str) {
+        eprintln!("harness:   {kind}");
         *self.0.entry(kind).or_default() += 1;
     }
 }
@@ -430,6 +432,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
                 *injector.fault.lock().unwrap() = Some(Fault::Crash(rng.below(16)));
             }
             7 if file.is_none() => {
+                // kill -9 for a sync; a clean restart for a watch (see `restart_clean`).
                 tally.add("mongo: server restarted mid-run");
                 restart = Some(Duration::from_millis(rng.below(400)));
             }
@@ -468,7 +471,11 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             let m = m.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(delay);
-                m.restart();
+                if watching {
+                    m.restart_clean();
+                } else {
+                    m.restart();
+                }
             })
         });
         if let Some(after) = kill {
