@@ -133,7 +133,9 @@ impl MongoSource {
     }
 
     /// The current version of each of `ids` that matches the filter, and the `ids` that do not
-    /// (deleted, or outside the filter): what `watch` makes the target agree with.
+    /// (deleted, or outside the filter): what `watch` makes the target agree with. An `_id` is
+    /// found when a document with an equal `_id` is (MongoDB's equality, as point ids have it:
+    /// int32 `1` deleted and int64 `1` inserted in one batch leave the document there).
     pub async fn fetch(&self, ids: &[Bson]) -> Result<(Vec<SourceItem>, Vec<Bson>), SourceError> {
         let mut items = Vec::new();
         let mut found = HashSet::new();
@@ -157,14 +159,14 @@ impl MongoSource {
             while cursor.advance().await.map_err(|e| self.query_error(e))? {
                 let raw = cursor.current();
                 if let Some(id) = raw_id(raw) {
-                    found.insert(id_key(&id));
+                    found.insert(crate::ids::id_digest(&id));
                 }
                 items.push(decode(raw));
             }
         }
         let gone = ids
             .iter()
-            .filter(|id| !found.contains(&id_key(id)))
+            .filter(|id| !found.contains(&crate::ids::id_digest(id)))
             .cloned()
             .collect();
         Ok((items, gone))
