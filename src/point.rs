@@ -23,6 +23,9 @@ pub struct Job {
     pub payload_fields: Vec<String>,
     /// The filter as given (part of the settings a resume must match).
     pub filter_text: String,
+    /// The projection as given (empty: the one the template and payload need); part of the
+    /// settings a resume must match, as it decides the text and payload read.
+    pub projection_text: String,
     /// The named vector written (`None`: the collection's single unnamed vector). Jobs with
     /// different names can share a target collection and a source: each point then carries one
     /// vector per job.
@@ -115,10 +118,15 @@ pub fn hash_context(job: &Job, chunking: Option<Chunking>) -> String {
     )
 }
 
-/// The settings a resume must match: what goes into the content hash, the model, and the
-/// filter (which decides what a pass covers).
+/// The settings a resume must match: what goes into the content hash, the model, the filter
+/// (which decides what a pass covers) and a given projection (which decides what is read; only
+/// when given, so that the positions stored without one keep their identity).
 pub fn settings_hash(model: &str, job: &Job, chunking: Option<Chunking>) -> String {
-    let parts = [model, &hash_context(job, chunking), &job.filter_text];
+    let context = hash_context(job, chunking);
+    let mut parts = vec![model, &context, &job.filter_text];
+    if !job.projection_text.is_empty() {
+        parts.push(&job.projection_text);
+    }
     crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
 }
 

@@ -21,6 +21,7 @@ mod harness;
 mod incarnation;
 mod kill;
 mod named_vectors;
+mod projection;
 mod reindex;
 mod scale_out;
 mod server_restart;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use mongodb::bson::Document;
+use mongodb::bson::{Bson, Document};
 
 use super::ConfigError;
 use crate::point::Job;
@@ -46,9 +46,14 @@ impl JobSpec {
             None => Document::new(),
         };
         let projection = match &self.projection {
-            Some(p) => parse_ext_json_doc("projection", p, r#"{"title": 1, "body": 1}"#)?,
+            Some(p) => without_id_refused(parse_ext_json_doc(
+                "projection",
+                p,
+                r#"{"title": 1, "body": 1}"#,
+            )?)?,
             None => derived_projection(&template, &self.payload),
         };
+        let projection_text = self.projection.clone().unwrap_or_default();
         let (source, name) = match (&self.collection, &self.file) {
             (Some(c), None) => {
                 let database = self.database.clone().ok_or(ConfigError::NoDatabase)?;
@@ -132,6 +137,7 @@ impl JobSpec {
             template,
             payload_fields: self.payload,
             filter_text,
+            projection_text,
             vector_name: self.vector_name,
         })
     }
@@ -177,6 +183,25 @@ pub fn check_collection_name(name: &str) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+/// `projection`, unless it leaves out `_id` (`"_id": 0` or `false`): a document read without
+/// its `_id` has no point id (`sync` would count it failed, `watch` take it for deleted).
+fn without_id_refused(projection: Document) -> Result<Document, ConfigError> {
+    let excluded = match projection.get("_id") {
+        Some(Bson::Boolean(b)) => !b,
+        Some(Bson::Int32(0) | Bson::Int64(0)) => true,
+        Some(Bson::Double(d)) => *d == 0.0,
+        _ => false,
+    };
+    if !excluded {
+        return Ok(projection);
+    }
+    let mut example = projection;
+    example.remove("_id");
+    Err(ConfigError::ProjectionWithoutId {
+        example: Bson::Document(example).into_relaxed_extjson().to_string(),
+    })
 }
 
 /// The projection a template and payload need (top-level fields), plus `_id`.

@@ -32,6 +32,10 @@ pub enum ConfigError {
     TwoTargets { url: String, path: String },
     #[error("nothing to read: give --database with --collection NAME, or --file PATH")]
     NoSource,
+    #[error(
+        "--projection leaves out _id, and every point is keyed by its document's _id: drop \"_id\": 0 from it (for example --projection '{example}')"
+    )]
+    ProjectionWithoutId { example: String },
     #[error("--collection needs --database (or set M2Q_DATABASE)")]
     NoDatabase,
     #[error("--{flag} must be at least {min}")]

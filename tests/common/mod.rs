@@ -298,6 +298,7 @@ pub struct SyncOf<'a> {
     colls: Vec<String>,
     cursor_batch: u32,
     filter: Option<String>,
+    projection: Option<String>,
     target: Option<String>,
     template: String,
     payload: Vec<String>,
@@ -313,6 +314,7 @@ pub fn sync_of<'a>(m: &'a Mongo, db: &str, colls: &[&str]) -> SyncOf<'a> {
         colls: colls.iter().map(|c| c.to_string()).collect(),
         cursor_batch: 100,
         filter: None,
+        projection: None,
         target: None,
         template: "{text}".into(),
         payload: Vec::new(),
@@ -349,6 +351,11 @@ impl SyncOf<'_> {
         self.filter = Some(f.to_owned());
         self
     }
+    /// The fields read (Extended JSON), instead of those the template and payload need.
+    pub fn projection(mut self, p: &str) -> Self {
+        self.projection = Some(p.to_owned());
+        self
+    }
     /// Documents per MongoDB cursor batch (each further batch is a `getMore`).
     pub fn cursor_batch(mut self, n: u32) -> Self {
         self.cursor_batch = n;
@@ -360,6 +367,7 @@ impl SyncOf<'_> {
         let mut source = source_args(self.m, &self.db, &colls);
         source.cursor_batch = self.cursor_batch;
         source.filter = self.filter.clone();
+        source.projection = self.projection.clone();
         let mut jobs = mongo2qdrant::config::jobs(
             &source,
             self.target.as_deref(),
