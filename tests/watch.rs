@@ -75,6 +75,19 @@ impl Running {
         }
     }
 
+    /// Whether the watch has ended (on its own: an error).
+    pub(crate) fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The error the watch ended with.
+    pub(crate) async fn error(self) -> String {
+        match self.task.await.unwrap() {
+            Ok(r) => panic!("the watch ended without an error: {r:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     /// SIGTERM's path: stop, and the report.
     pub(crate) async fn stop(self) -> RunReport {
         self.stop.send(true).unwrap();

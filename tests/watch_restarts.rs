@@ -93,3 +93,45 @@ async fn numeric_id_types_swapped_in_one_batch_keep_their_points<S: Sink>(sink: 
 }
 
 both_targets!(numeric_id_types_swapped_in_one_batch_keep_their_points);
+
+/// Issue 21.3: documents that lose their text one update at a time (here both template fields
+/// unset on 30 of 40) lose their points under `--max-delete` (50%), summed over the watch, as
+/// a pass counts them: the 21st is refused, the watch ends with the guard's error, and 20
+/// points stay. Before, all 30 went, one micro-batch at a time.
+async fn lost_text_deletions_under_watch_stop_at_max_delete<S: Sink>(sink: Arc<S>) {
+    let (m, jobs) = setup(40, "lost_text", &[]).await;
+    let target = jobs[0].target.clone();
+    let w = start(&sink, jobs);
+    w.ready().await;
+    assert_eq!(sink.count(&target).await.unwrap(), 40);
+    let films = m
+        .client()
+        .await
+        .database(DB)
+        .collection::<Document>("films");
+    for k in 0..30 {
+        let unset = doc! {"$unset": {"title": "", "extract": ""}};
+        if films.update_one(doc! {"_id": k}, unset).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !w.finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watch went on deleting: {} points left",
+            sink.count(&target).await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let e = w.error().await;
+    assert!(
+        e.contains("--max-delete") && e.contains("render no text"),
+        "{e}"
+    );
+    let left = sink.count(&target).await.unwrap();
+    assert!((20..=21).contains(&left), "{left} points left");
+}
+
+both_targets!(lost_text_deletions_under_watch_stop_at_max_delete);

@@ -98,6 +98,7 @@ pub async fn watch<S: Sink>(
             opts: opts.clone(),
             wopts: wopts.clone(),
             log: log.clone(),
+            lost_text: Default::default(),
         };
         tasks.spawn(w.run(rebuilt));
     }
@@ -136,6 +137,7 @@ struct Watcher<S> {
     opts: SyncOptions,
     wopts: WatchOptions,
     log: Arc<RunLog>,
+    lost_text: super::guard::LostText,
 }
 
 /// A full pass to run before streaming.
@@ -375,6 +377,21 @@ impl<S: Sink> Watcher<S> {
         let unit = preparer.unit(items.into_iter(), true).await?;
         let gone_points = preparer.stored_points(&gone).await?;
         let mut out = stages::embed_unit(&self.worker, &self.log, false, unit).await?;
+        if !out.lost.is_empty() {
+            // Documents that now render no text (a projection or template that misses the
+            // field) lose their points under --max-delete, as in a pass.
+            let total = if self.lost_text.needs_total() {
+                let points =
+                    super::prune::namespace_points(self.sink.as_ref(), job, None, |_| false)
+                        .await?;
+                Some(points.len() as u64)
+            } else {
+                None
+            };
+            let n = out.lost.len() as u64;
+            self.lost_text
+                .take(self.opts.max_delete, &job.route(), n, total)?;
+        }
         out.lost.extend(gone_points);
         still_held(lease)?;
         let writer = Writer::new(self.sink.as_ref(), &job.target, job.vector_name.as_deref());

@@ -133,6 +133,45 @@ impl MaxDelete {
     }
 }
 
+/// `watch`'s share of the guard: the points it deleted because their documents now render no
+/// text, summed over the watch, against the namespace's points when the first such deletion
+/// came (a pass counts those of one pass). Deleted documents are not counted: their events are
+/// the source's own deletions.
+#[derive(Debug, Default)]
+pub struct LostText {
+    /// The namespace's points when first needed, and the lost-text points deleted since.
+    state: std::sync::Mutex<(Option<u64>, u64)>,
+}
+
+impl LostText {
+    /// Whether the namespace's point count is still to be taken (before the first check).
+    pub fn needs_total(&self) -> bool {
+        self.state.lock().expect("lost-text ledger").0.is_none()
+    }
+
+    /// Record `n` more lost-text deletions on `route` (of `total` points, taken once), unless
+    /// the sum passes `limit`: then nothing is recorded and the refusal says why.
+    pub fn take(
+        &self,
+        limit: MaxDelete,
+        route: &str,
+        n: u64,
+        total: Option<u64>,
+    ) -> Result<(), MassDelete> {
+        let mut s = self.state.lock().expect("lost-text ledger");
+        let total = *s.0.get_or_insert(total.unwrap_or(0));
+        let doomed = Doomed {
+            lost: s.1 + n,
+            pruned: 0,
+            total,
+            no_text_at_all: false,
+        };
+        limit.check(route, &doomed)?;
+        s.1 += n;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +189,21 @@ mod tests {
     fn a_count_is_shared_by_the_shards_and_a_share_holds_for_each() {
         assert_eq!(MaxDelete::Count(10).per_shard(4), MaxDelete::Count(3));
         assert_eq!(MaxDelete::Share(20).per_shard(4), MaxDelete::Share(20));
+    }
+
+    #[test]
+    fn watch_sums_its_lost_text_deletions() {
+        let l = LostText::default();
+        assert!(l.needs_total());
+        let half = MaxDelete::Share(50);
+        for _ in 0..20 {
+            l.take(half, "r", 1, Some(40)).unwrap();
+        }
+        assert!(!l.needs_total());
+        let e = l.take(half, "r", 1, None).unwrap_err();
+        assert_eq!((e.doomed, e.total), (21, 40));
+        // Refused deletions are not counted: a smaller batch still fits where it would.
+        assert!(l.take(MaxDelete::Count(20), "r", 0, None).is_ok());
     }
 
     #[test]
