@@ -135,3 +135,45 @@ async fn lost_text_deletions_under_watch_stop_at_max_delete<S: Sink>(sink: Arc<S
 }
 
 both_targets!(lost_text_deletions_under_watch_stop_at_max_delete);
+
+/// Issue 21.7: a lease taken over while `watch` is idle (no change arrives). The watch must stop
+/// at the next renewal (within 20 s) with the lease error (exit 4 as a process); before, an
+/// idle watch went on, ready, beside the new holder until its next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored"]
+async fn an_idle_watch_stops_when_its_lease_is_taken_over() {
+    use mongo2qdrant::state::lease::{Holder, lease_id};
+    let sink = crate::common::grpc_sink();
+    let (_m, jobs) = setup(5, "idle_lease", &[]).await;
+    let target = jobs[0].target.clone();
+    let w = start(&sink, jobs);
+    w.ready().await;
+    // Another run's live lease replaces this one's record.
+    let mut thief = Holder::me("run-thief");
+    thief.expires_at = u64::MAX / 2;
+    let mut record = serde_json::to_value(&thief)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    record.insert("kind".into(), "lease".into());
+    record.insert("target".into(), target.clone().into());
+    record.insert("namespace".into(), "watch.films".into());
+    let store = mongo2qdrant::state::StateStore::open(sink.as_ref(), false)
+        .await
+        .unwrap();
+    store
+        .put_raw(lease_id(&target, "watch.films"), record)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while !w.finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle watch went on after its lease was taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let e = w.error().await;
+    assert!(e.contains("run-thief"), "{e}");
+}

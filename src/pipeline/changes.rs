@@ -25,8 +25,8 @@ use tokio::sync::watch;
 use super::prepare::Preparer;
 use super::stages;
 use super::{
-    PipelineError, SyncOptions, groups, pass, pass_key, prepare_targets, report, still_held,
-    under_lease,
+    PipelineError, SyncOptions, groups, lease_lost, pass, pass_key, prepare_targets, report,
+    still_held, under_lease,
 };
 use crate::embed::worker::EmbedWorker;
 use crate::metrics::Metrics;
@@ -74,6 +74,7 @@ pub async fn watch<S: Sink>(
     stats: Arc<Stats>,
 ) -> Result<RunReport, PipelineError> {
     let sink = Arc::new(Retrying::new(sink, opts.retry));
+    wopts.metrics.set_delay(wopts.delay);
     let started = Instant::now();
     let started_at = now_rfc3339();
     let log = Arc::new(RunLog::new(stats));
@@ -257,6 +258,8 @@ impl<S: Sink> Watcher<S> {
         let mut saved = Instant::now();
         let mut stop = self.opts.stop.clone();
         let delay = self.wopts.delay;
+        // Whether this stream is failing now (then the process is not ready).
+        let mut down = false;
         loop {
             if *stop.borrow() {
                 break;
@@ -275,13 +278,24 @@ impl<S: Sink> Watcher<S> {
                             None => break,
                         }
                     }
-                    Err(e) => self.backoff(&mut attempt, e).await?,
+                    Err(e) => {
+                        if !std::mem::replace(&mut down, true) {
+                            metrics.source_down(true);
+                        }
+                        tokio::select! {
+                            r = self.backoff(&mut attempt, e) => r?,
+                            why = lease_lost(&lease) => return Err(PipelineError::LeaseLost(why)),
+                        }
+                    }
                 }
                 continue;
             };
+            // Idle or not, the watch stops once its lease is lost (another watcher may hold it
+            // by then): no write, and no readiness, after that.
             let batch = tokio::select! {
                 b = f.next_batch(self.wopts.max_events, delay) => b,
                 _ = stop.wait_for(|s| *s) => break,
+                why = lease_lost(&lease) => return Err(PipelineError::LeaseLost(why)),
             };
             let batch = match batch {
                 Ok(b) => b,
@@ -298,11 +312,20 @@ impl<S: Sink> Watcher<S> {
                 }
                 Err(e) => {
                     feed = None;
-                    self.backoff(&mut attempt, e).await?;
+                    if !std::mem::replace(&mut down, true) {
+                        metrics.source_down(true);
+                    }
+                    tokio::select! {
+                        r = self.backoff(&mut attempt, e) => r?,
+                        why = lease_lost(&lease) => return Err(PipelineError::LeaseLost(why)),
+                    }
                     continue;
                 }
             };
             attempt = 0;
+            if std::mem::take(&mut down) {
+                metrics.source_down(false);
+            }
             if batch.events == 0 {
                 metrics.caught_up();
                 // An idle stream's token still moves on: store it now and then, so that a
@@ -320,9 +343,11 @@ impl<S: Sink> Watcher<S> {
             }
             metrics.pending(batch.events);
             let began = Instant::now();
+            metrics.busy(true);
             for (job, t) in self.group.iter().zip(totals.iter_mut()) {
                 t.add(&self.apply(job, &batch.ids, &lease).await?);
             }
+            metrics.busy(false);
             metrics.applied(&batch.kinds, began.elapsed(), batch.cluster_time);
             tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
             if let Some(why) = &batch.invalidated {

@@ -72,3 +72,20 @@ pub(super) fn still_held(
         None => Ok(()),
     }
 }
+
+/// Resolves, with why, once the lease is lost; never without a lease (the embedded store) or
+/// once its renewer is gone.
+pub(super) async fn lease_lost(lease: &Option<watch::Receiver<Option<String>>>) -> String {
+    let Some(l) = lease else {
+        return std::future::pending().await;
+    };
+    let mut l = l.clone();
+    let why = l
+        .wait_for(Option::is_some)
+        .await
+        .map(|why| why.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
+}

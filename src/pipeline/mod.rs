@@ -40,7 +40,7 @@ use crate::source::SourceError;
 use crate::state::lease::LockError;
 use crate::state::{StateError, StateStore, now_rfc3339};
 pub use changes::{WatchOptions, watch};
-use leased::{lease_name, still_held, under_lease};
+use leased::{lease_lost, lease_name, still_held, under_lease};
 use pass::{pass, pass_key};
 
 /// Errors that end a run (per-document problems are counted instead).

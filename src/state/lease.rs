@@ -127,6 +127,11 @@ pub struct Lease {
 /// How long a server-side lease lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
+/// How long a run goes on writing without a successful renewal: 50 s, ten seconds short of
+/// [`LEASE_TTL`]. Checked before each write, not during one: a write already sent when the
+/// bound passes may still land (writes are not fenced on the server).
+pub const RENEW_BOUND: Duration = Duration::from_secs(50);
+
 /// Record id of the lease of `namespace` into `target`.
 pub fn lease_id(target: &str, namespace: &str) -> uuid::Uuid {
     named_uuid("mongo2qdrant lease v1", &[target, namespace])
@@ -351,28 +356,44 @@ impl Renewer {
         let (tx, lost) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             let every = LEASE_TTL / 3;
+            // When the last successful renewal began: the record it wrote lives until at least
+            // then + LEASE_TTL.
             let mut renewed = std::time::Instant::now();
             loop {
-                tokio::time::sleep(every).await;
-                // Unrenewed for two periods and a half: before the lease may be void (and
-                // another run writing), stop writing.
-                if renewed.elapsed() >= 2 * every + every / 2 {
-                    let why = format!(
-                        "could not renew the lease of {namespace} -> {target} for {:?}; this run stopped writing before the lease could expire: rerun when Qdrant answers",
-                        renewed.elapsed()
-                    );
-                    tracing::error!("{why}");
-                    let _ = tx.send(Some(why));
-                    return;
-                }
-                let Ok(store) = StateStore::open(sink.as_ref(), false).await else {
-                    continue;
+                let attempt = async {
+                    tokio::time::sleep(every).await;
+                    let began = std::time::Instant::now();
+                    let store = StateStore::open(sink.as_ref(), false)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match renew(&store, &target, &namespace, &holder).await {
+                        Ok(()) => Ok(began),
+                        Err(e @ LockError::Lost { .. }) => Err(format!("lost: {e}")),
+                        Err(e) => Err(e.to_string()),
+                    }
                 };
-                match renew(&store, &target, &namespace, &holder).await {
-                    Ok(()) => renewed = std::time::Instant::now(),
-                    Err(e @ LockError::Lost { .. }) => {
+                // Whatever a renewal does (one may hang until its timeout), writing stops at
+                // RENEW_BOUND after the last good one: strictly before the lease can expire.
+                let deadline = tokio::time::Instant::from_std(renewed + RENEW_BOUND);
+                let outcome = tokio::select! {
+                    r = attempt => r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let why = format!(
+                            "could not renew the lease of {namespace} -> {target} for {:?}; this run stopped writing before the lease could expire (after {:?}): rerun when Qdrant answers",
+                            renewed.elapsed(),
+                            LEASE_TTL
+                        );
+                        tracing::error!("{why}");
+                        let _ = tx.send(Some(why));
+                        return;
+                    }
+                };
+                match outcome {
+                    Ok(began) => renewed = began,
+                    Err(e) if e.starts_with("lost: ") => {
+                        let e = e.trim_start_matches("lost: ").to_owned();
                         tracing::error!("{e}");
-                        let _ = tx.send(Some(e.to_string()));
+                        let _ = tx.send(Some(e));
                         return;
                     }
                     Err(e) => tracing::warn!("renewing the lease of {namespace} failed: {e}"),

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::report::Stats;
 use crate::source::changes::EventKinds;
 
@@ -38,6 +36,13 @@ pub struct Metrics {
     namespaces: AtomicU64,
     /// Unix seconds of the last successful read of the stream or write of a batch.
     alive_at: AtomicU64,
+    /// Seconds the stream may be quiet before it counts as stuck (0: [`STUCK_AFTER`]).
+    patience: AtomicU64,
+    /// Micro-batches being applied now: a slow one is work, not a stuck loop (its reads and
+    /// writes end by their own timeouts and retries).
+    busy: AtomicU64,
+    /// Namespaces whose change stream cannot be read now (retrying).
+    down: AtomicU64,
     stats: Option<Arc<Stats>>,
 }
 
@@ -125,8 +130,36 @@ impl Metrics {
         self.alive();
     }
 
-    /// `/healthz` (readiness): `Ok` when every initial pass is done and the stream moved
-    /// recently; else why not.
+    /// A getMore waits up to `delay` for events: a quiet stream answers that often, and is
+    /// stuck only after twice that and half a minute (at least [`STUCK_AFTER`]).
+    pub fn set_delay(&self, delay: Duration) {
+        let secs = (2 * delay.as_secs() + 30).max(STUCK_AFTER.as_secs());
+        self.patience.store(secs, Ordering::Relaxed);
+    }
+
+    /// A micro-batch is being applied (`true`) or is done (`false`).
+    pub fn busy(&self, on: bool) {
+        if on {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.busy.fetch_sub(1, Ordering::Relaxed);
+            self.alive();
+        }
+    }
+
+    /// A namespace's change stream failed and is being reopened (`true`), or answers again.
+    /// While one is down the process is not ready; waiting to retry is alive.
+    pub fn source_down(&self, down: bool) {
+        if down {
+            self.down.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.down.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.alive();
+    }
+
+    /// `/healthz` (readiness): `Ok` when every initial pass is done, every change stream
+    /// answers and none is stuck; else why not.
     pub fn health(&self) -> Result<(), String> {
         let (ready, all) = (
             self.ready.load(Ordering::Relaxed),
@@ -135,17 +168,28 @@ impl Metrics {
         if ready < all {
             return Err(format!("initial pass: {ready} of {all} namespaces ready"));
         }
+        let down = self.down.load(Ordering::Relaxed);
+        if down > 0 {
+            return Err(format!(
+                "{down} of {all} change streams cannot be read now (MongoDB unreachable?); retrying"
+            ));
+        }
         self.live()
     }
 
-    /// `/livez` (liveness): `Err` only when the stream, once streaming, stopped moving (an
-    /// initial pass of hours is alive).
+    /// `/livez` (liveness): `Err` only when the stream, once streaming, stopped moving for
+    /// longer than its getMore wait allows, with no batch under way (an initial pass of hours
+    /// is alive, and so is a loop waiting to retry).
     pub fn live(&self) -> Result<(), String> {
-        if !self.health_ready() {
+        if !self.health_ready() || self.busy.load(Ordering::Relaxed) > 0 {
             return Ok(());
         }
         let quiet = now_secs().saturating_sub(self.alive_at.load(Ordering::Relaxed));
-        if quiet > STUCK_AFTER.as_secs() {
+        let patience = match self.patience.load(Ordering::Relaxed) {
+            0 => STUCK_AFTER.as_secs(),
+            p => p,
+        };
+        if quiet > patience {
             return Err(format!(
                 "stuck: the change stream has not moved for {quiet}s"
             ));
@@ -253,165 +297,12 @@ impl Metrics {
     }
 }
 
-/// Read a request's head into `buf`: up to its blank line (a client may send it in pieces, and
-/// closing with part of it unread would reset the connection before the answer is read), the
-/// end of the stream, or a full buffer. Returns the bytes read.
-async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let got = conn.read(&mut buf[n..]).await?;
-        n += got;
-        if got == 0 || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    Ok(n)
-}
-
-/// The most connections the endpoint serves at once.
-pub const MAX_CONNECTIONS: usize = 256;
-
-/// The pause after a failed accept, given the one before: 10 ms, doubling up to 1 s.
-fn accept_backoff(before: Duration) -> Duration {
-    (before * 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-/// Serve `/healthz` and `/metrics` on `addr` until the process ends. Returns once listening.
-pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    // At most MAX_CONNECTIONS at once (a flood waits in the kernel's backlog); a failed
-    // accept (out of file descriptors) backs off instead of retrying at once on a full core.
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        let mut pause = Duration::ZERO;
-        loop {
-            let Ok(permit) = open.clone().acquire_owned().await else {
-                return;
-            };
-            let mut conn = match listener.accept().await {
-                Ok((conn, _)) => {
-                    pause = Duration::ZERO;
-                    conn
-                }
-                Err(e) => {
-                    pause = accept_backoff(pause);
-                    tracing::debug!("metrics: accept failed ({e}); next try in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let mut buf = vec![0u8; 2048];
-                let head = read_head(&mut conn, &mut buf);
-                let n = match tokio::time::timeout(Duration::from_secs(5), head).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body, kind) = match path {
-                    "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),
-                    "/healthz" | "/livez" => {
-                        let state = if path == "/healthz" {
-                            metrics.health()
-                        } else {
-                            metrics.live()
-                        };
-                        match state {
-                            Ok(()) => ("200 OK", "ok\n".to_owned(), "text/plain"),
-                            Err(why) => {
-                                ("503 Service Unavailable", format!("{why}\n"), "text/plain")
-                            }
-                        }
-                    }
-                    _ => (
-                        "404 Not Found",
-                        "try /healthz, /livez or /metrics\n".to_owned(),
-                        "text/plain",
-                    ),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                // A client that does not read its answer holds no slot past the deadline.
-                let answer = async {
-                    conn.write_all(head.as_bytes()).await?;
-                    conn.write_all(body.as_bytes()).await?;
-                    conn.shutdown().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
-            });
-        }
-    });
-    Ok(local)
-}
+mod http;
+pub use http::{MAX_CONNECTIONS, serve};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failed_accepts_back_off_up_to_a_second() {
-        let mut d = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..10 {
-            d = accept_backoff(d);
-            seen.push(d);
-        }
-        assert_eq!(seen[0], Duration::from_millis(10));
-        assert_eq!(seen[1], Duration::from_millis(20));
-        assert_eq!(*seen.last().unwrap(), Duration::from_secs(1));
-    }
-
-    /// Connections are bounded: with MAX_CONNECTIONS held open and silent, the next request
-    /// waits; it is answered once one of them goes.
-    #[tokio::test]
-    async fn open_connections_are_bounded() {
-        let metrics = Arc::new(Metrics::new(1, Arc::new(crate::report::Stats::default())));
-        let at = serve("127.0.0.1:0", metrics).await.unwrap();
-        let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
-            idle.push(tokio::net::TcpStream::connect(at).await.unwrap());
-        }
-        let ask = async move {
-            let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
-            c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
-            let mut answer = String::new();
-            c.read_to_string(&mut answer).await.unwrap();
-            answer
-        };
-        let ask = tokio::spawn(ask);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!ask.is_finished(), "answered past the bound");
-        drop(idle.pop());
-        let answer = tokio::time::timeout(Duration::from_secs(10), ask)
-            .await
-            .expect("answered once a connection went")
-            .unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
-
-    /// A request whose head arrives in pieces is answered, not reset.
-    #[tokio::test]
-    async fn a_request_sent_in_pieces_is_answered() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let m = Arc::new(Metrics::new(0, Arc::new(Stats::default())));
-        let at = serve("127.0.0.1:0", m).await.unwrap();
-        let mut s = tokio::net::TcpStream::connect(at).await.unwrap();
-        s.write_all(b"GET /li").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s.write_all(b"vez HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(out.ends_with("ok\n"), "{out}");
-    }
 
     #[test]
     fn ready_after_every_initial_pass_and_counts_in_prometheus_text() {
@@ -443,5 +334,19 @@ mod tests {
             .store(now_secs() - STUCK_AFTER.as_secs() - 5, Ordering::Relaxed);
         assert!(m.live().unwrap_err().contains("stuck"));
         assert!(m.health().is_err());
+        // A batch under way is work; a long --watch-delay-ms is waiting as told.
+        m.busy(true);
+        assert!(m.live().is_ok());
+        m.busy(false);
+        m.alive_at
+            .store(now_secs() - STUCK_AFTER.as_secs() - 5, Ordering::Relaxed);
+        m.set_delay(Duration::from_secs(150));
+        assert!(m.live().is_ok());
+        // A stream being reopened: alive, not ready.
+        m.source_down(true);
+        assert!(m.live().is_ok());
+        assert!(m.health().unwrap_err().contains("cannot be read now"));
+        m.source_down(false);
+        assert!(m.health().is_ok());
     }
 }
