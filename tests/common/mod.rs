@@ -188,19 +188,6 @@ impl Mongo {
         self.spawn();
     }
 
-    /// Stop the server with SIGTERM (a clean shutdown: whatever it showed is on disk) and start
-    /// it again. A change stream needs this one: SecantusDB shows a write to change streams
-    /// before it is durable and loses it on kill -9, where mongod shows only majority-committed
-    /// (on one node: journaled) events, which a crash keeps.
-    pub fn restart_clean(&self) {
-        if let Some(mut c) = self.child.lock().unwrap().take() {
-            let term = Command::new("kill").arg(c.id().to_string()).status();
-            assert!(term.unwrap().success(), "SIGTERM to SecantusDB");
-            let _ = c.wait();
-        }
-        self.spawn();
-    }
-
     pub async fn client(&self) -> mongodb::Client {
         mongodb::Client::with_uri_str(self.uri()).await.unwrap()
     }
