@@ -25,6 +25,7 @@ mod projection;
 mod reindex;
 mod scale_out;
 mod server_restart;
+mod shard_guard;
 mod sync;
 mod watch;
 mod watch_restarts;

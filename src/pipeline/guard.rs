@@ -16,11 +16,12 @@ pub enum MaxDelete {
 }
 
 impl MaxDelete {
-    /// This limit for one of `shards`: a count is shared by the shards (rounded up), a share
-    /// holds for each shard's part as for the whole.
+    /// This limit for one of `shards`: a count is shared by the shards (rounded down, so that
+    /// their sum never passes it: a shard may refuse what the whole would allow, never the
+    /// reverse), a share holds for each shard's part as for the whole.
     pub fn per_shard(self, shards: u32) -> MaxDelete {
         match self {
-            MaxDelete::Count(n) => MaxDelete::Count(n.div_ceil(u64::from(shards.max(1)))),
+            MaxDelete::Count(n) => MaxDelete::Count(n / u64::from(shards.max(1))),
             share => share,
         }
     }
@@ -187,7 +188,9 @@ mod tests {
 
     #[test]
     fn a_count_is_shared_by_the_shards_and_a_share_holds_for_each() {
-        assert_eq!(MaxDelete::Count(10).per_shard(4), MaxDelete::Count(3));
+        // Four shards may delete 2 each: 8 in all, never 12 of a limit of 10.
+        assert_eq!(MaxDelete::Count(10).per_shard(4), MaxDelete::Count(2));
+        assert_eq!(MaxDelete::Count(1).per_shard(2), MaxDelete::Count(0));
         assert_eq!(MaxDelete::Share(20).per_shard(4), MaxDelete::Share(20));
     }
 

@@ -240,7 +240,15 @@ pub(super) async fn pass<S: Sink>(
         let limit = opts
             .shard
             .map_or(opts.max_delete, |s| opts.max_delete.per_shard(s.count));
-        limit.check(&job.route(), &doomed)?;
+        limit.check(&job.route(), &doomed).map_err(|mut e| {
+            if let (Some(s), guard::MaxDelete::Count(n)) = (opts.shard, opts.max_delete) {
+                e.why.push_str(&format!(
+                    "; shard {s} may delete {limit} of the namespace's {n} (each of {} shards its part, so that together they never pass it): prune without --shard, or raise --max-delete",
+                    s.count
+                ));
+            }
+            e
+        })?;
         still_held(&lease)?;
         if let Some(w) = &writer {
             for ids in lost.chunks(512).chain(stale.chunks(512)) {
