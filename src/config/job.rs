@@ -185,23 +185,67 @@ pub fn check_collection_name(name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `projection`, unless it leaves out `_id` (`"_id": 0` or `false`): a document read without
-/// its `_id` has no point id (`sync` would count it failed, `watch` take it for deleted).
+/// `projection`, unless it may leave out or replace `_id`: only an absent `_id`, `true` or a
+/// non-zero number keeps it (`0`, `false`, a decimal zero, `null`, an expression such as
+/// `"$sku"` or `"$$REMOVE"`, or a path below `_id` do not). A document read without its own
+/// `_id` has no point id: `sync` would count it failed, `watch` take it for deleted.
 fn without_id_refused(projection: Document) -> Result<Document, ConfigError> {
-    let excluded = match projection.get("_id") {
-        Some(Bson::Boolean(b)) => !b,
-        Some(Bson::Int32(0) | Bson::Int64(0)) => true,
-        Some(Bson::Double(d)) => *d == 0.0,
-        _ => false,
+    let keeps = match projection.get("_id") {
+        None | Some(Bson::Boolean(true)) => true,
+        Some(Bson::Int32(n)) => *n != 0,
+        Some(Bson::Int64(n)) => *n != 0,
+        Some(Bson::Double(d)) => *d != 0.0 && !d.is_nan(),
+        Some(_) => false,
     };
-    if !excluded {
+    if keeps && !projection.keys().any(|k| k.starts_with("_id.")) {
         return Ok(projection);
     }
     let mut example = projection;
-    example.remove("_id");
+    let id_keys: Vec<String> = example
+        .keys()
+        .filter(|k| *k == "_id" || k.starts_with("_id."))
+        .cloned()
+        .collect();
+    for k in id_keys {
+        example.remove(&k);
+    }
     Err(ConfigError::ProjectionWithoutId {
         example: Bson::Document(example).into_relaxed_extjson().to_string(),
     })
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn only_a_projection_that_keeps_id_passes() {
+        for kept in [
+            doc! {"t": 1},
+            doc! {"_id": 1, "t": 1},
+            doc! {"_id": true},
+            doc! {"_id": 2.5},
+        ] {
+            assert!(without_id_refused(kept.clone()).is_ok(), "{kept}");
+        }
+        let decimal_zero = mongodb::bson::Decimal128::from_bytes([0; 16]);
+        for dropped in [
+            doc! {"_id": 0, "t": 1},
+            doc! {"_id": 0_i64},
+            doc! {"_id": 0.0},
+            doc! {"_id": false},
+            doc! {"_id": decimal_zero},
+            doc! {"_id": null},
+            doc! {"_id": "$sku"},
+            doc! {"_id": "$$REMOVE"},
+            doc! {"_id": {"$literal": 1}},
+            doc! {"_id.x": 0, "t": 1},
+        ] {
+            let e = without_id_refused(dropped.clone()).unwrap_err().to_string();
+            assert!(e.contains("leaves out _id"), "{dropped}: {e}");
+        }
+    }
 }
 
 /// The projection a template and payload need (top-level fields), plus `_id`.
