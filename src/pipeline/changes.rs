@@ -220,6 +220,9 @@ impl<S: Sink> Watcher<S> {
             },
             None => None,
         };
+        if let Some((_, s)) = &resumed {
+            self.lost_text.restore(&s.lost_text);
+        }
         let (feed, mut state, plan) = match resumed {
             Some((feed, s)) if s.phase == Phase::Stream && !s.prune => {
                 tracing::info!(namespace = %ns, "resuming the change stream from the stored token");
@@ -336,6 +339,7 @@ impl<S: Sink> Watcher<S> {
                 {
                     still_held(&lease)?;
                     state.token = token;
+                    state.lost_text = self.lost_text.snapshot();
                     store.save_watch(&state).await?;
                     saved = Instant::now();
                 }
@@ -370,6 +374,7 @@ impl<S: Sink> Watcher<S> {
                 state.applied_until = t;
             }
             still_held(&lease)?;
+            state.lost_text = self.lost_text.snapshot();
             store.save_watch(&state).await?;
             saved = Instant::now();
         }
@@ -405,7 +410,7 @@ impl<S: Sink> Watcher<S> {
         if !out.lost.is_empty() {
             // Documents that now render no text (a projection or template that misses the
             // field) lose their points under --max-delete, as in a pass.
-            let total = if self.lost_text.needs_total() {
+            let total = if self.lost_text.needs_total(&job.route()) {
                 let points =
                     super::prune::namespace_points(self.sink.as_ref(), job, None, |_| false)
                         .await?;

@@ -135,19 +135,24 @@ impl MaxDelete {
 }
 
 /// `watch`'s share of the guard: the points it deleted because their documents now render no
-/// text, summed over the watch, against the namespace's points when the first such deletion
-/// came (a pass counts those of one pass). Deleted documents are not counted: their events are
-/// the source's own deletions.
+/// text, summed per route (namespace, target, vector) against the route's points when the
+/// first such deletion came (a pass counts those of one pass). Kept with the stream's position,
+/// so that a restart after a refusal does not start the sum again. Deleted documents are not
+/// counted: their events are the source's own deletions.
 #[derive(Debug, Default)]
 pub struct LostText {
-    /// The namespace's points when first needed, and the lost-text points deleted since.
-    state: std::sync::Mutex<(Option<u64>, u64)>,
+    /// Per route: its points when first needed, and the lost-text points deleted since.
+    state: std::sync::Mutex<std::collections::BTreeMap<String, [u64; 2]>>,
 }
 
 impl LostText {
-    /// Whether the namespace's point count is still to be taken (before the first check).
-    pub fn needs_total(&self) -> bool {
-        self.state.lock().expect("lost-text ledger").0.is_none()
+    /// Whether `route`'s point count is still to be taken (before its first check).
+    pub fn needs_total(&self, route: &str) -> bool {
+        !self
+            .state
+            .lock()
+            .expect("lost-text ledger")
+            .contains_key(route)
     }
 
     /// Record `n` more lost-text deletions on `route` (of `total` points, taken once), unless
@@ -160,16 +165,26 @@ impl LostText {
         total: Option<u64>,
     ) -> Result<(), MassDelete> {
         let mut s = self.state.lock().expect("lost-text ledger");
-        let total = *s.0.get_or_insert(total.unwrap_or(0));
+        let [total, used] = *s.entry(route.to_owned()).or_insert([total.unwrap_or(0), 0]);
         let doomed = Doomed {
-            lost: s.1 + n,
+            lost: used + n,
             pruned: 0,
             total,
             no_text_at_all: false,
         };
         limit.check(route, &doomed)?;
-        s.1 += n;
+        s.insert(route.to_owned(), [total, used + n]);
         Ok(())
+    }
+
+    /// What to store with the stream's position.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, [u64; 2]> {
+        self.state.lock().expect("lost-text ledger").clone()
+    }
+
+    /// Go on from what was stored.
+    pub fn restore(&self, stored: &std::collections::BTreeMap<String, [u64; 2]>) {
+        *self.state.lock().expect("lost-text ledger") = stored.clone();
     }
 }
 
@@ -195,18 +210,22 @@ mod tests {
     }
 
     #[test]
-    fn watch_sums_its_lost_text_deletions() {
+    fn watch_sums_its_lost_text_deletions_per_route_across_restarts() {
         let l = LostText::default();
-        assert!(l.needs_total());
+        assert!(l.needs_total("a"));
         let half = MaxDelete::Share(50);
         for _ in 0..20 {
-            l.take(half, "r", 1, Some(40)).unwrap();
+            l.take(half, "a", 1, Some(40)).unwrap();
         }
-        assert!(!l.needs_total());
-        let e = l.take(half, "r", 1, None).unwrap_err();
+        assert!(!l.needs_total("a"));
+        // Another route (a second named vector) has a sum of its own.
+        l.take(half, "b", 1, Some(40)).unwrap();
+        let e = l.take(half, "a", 1, None).unwrap_err();
         assert_eq!((e.doomed, e.total), (21, 40));
-        // Refused deletions are not counted: a smaller batch still fits where it would.
-        assert!(l.take(MaxDelete::Count(20), "r", 0, None).is_ok());
+        // A restart goes on from the stored sum.
+        let again = LostText::default();
+        again.restore(&l.snapshot());
+        assert_eq!(again.take(half, "a", 1, None).unwrap_err().doomed, 21);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub(super) async fn under_lease<S: Sink, T>(
     }
     let store = StateStore::open(sink.as_ref(), false).await?;
     let holder = Holder::me(run_id);
+    // The bound on writing without a renewal counts from here (the record's expiry is set by
+    // the write that takes it, a whole second rounded down).
+    let now = std::time::Instant::now();
+    let since = now
+        .checked_sub(std::time::Duration::from_secs(1))
+        .unwrap_or(now);
     lease::acquire(&store, target, namespace, &holder).await?;
     // A whole-namespace run (sync or watch) and shards of it must not write at once.
     if let Some(other) = lease::conflicting(&store, target, namespace, &holder).await? {
@@ -52,6 +58,7 @@ pub(super) async fn under_lease<S: Sink, T>(
         target.to_owned(),
         namespace.to_owned(),
         holder.clone(),
+        since,
     );
     let result = work(Some(renewer.lost())).await;
     drop(renewer);

@@ -352,13 +352,21 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    pub fn start<S: Sink>(sink: Arc<S>, target: String, namespace: String, holder: Holder) -> Self {
+    /// Renew from now on; `since`: when the write that took the lease began (its record lives
+    /// until at least then + [`LEASE_TTL`]).
+    pub fn start<S: Sink>(
+        sink: Arc<S>,
+        target: String,
+        namespace: String,
+        holder: Holder,
+        since: std::time::Instant,
+    ) -> Self {
         let (tx, lost) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             let every = LEASE_TTL / 3;
-            // When the last successful renewal began: the record it wrote lives until at least
-            // then + LEASE_TTL.
-            let mut renewed = std::time::Instant::now();
+            // When the last successful renewal (at first: the taking) began: the record it
+            // wrote lives until at least then + LEASE_TTL.
+            let mut renewed = since;
             loop {
                 let attempt = async {
                     tokio::time::sleep(every).await;

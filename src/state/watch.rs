@@ -43,6 +43,10 @@ pub struct WatchState {
     /// Cluster time (seconds) of the last applied event, 0 before the first.
     #[serde(default)]
     pub applied_until: u32,
+    /// Per route: its points when counted, and the points deleted since because their
+    /// documents render no text (the `--max-delete` sum of [`crate::pipeline::guard::LostText`]).
+    #[serde(default)]
+    pub lost_text: std::collections::BTreeMap<String, [u64; 2]>,
 }
 
 /// Record id of the watch state of `namespace` into `target`.

@@ -32,7 +32,10 @@ impl<S: Sink> Watcher<S> {
         *attempt += 1;
         let d = self.opts.retry.delay(*attempt);
         tracing::warn!("the change stream failed ({e}); reopening at the stored token in {d:?}");
+        // Waiting to retry, as told: alive (not ready).
+        self.wopts.metrics.alive();
         tokio::time::sleep(d).await;
+        self.wopts.metrics.alive();
         Ok(())
     }
 
@@ -103,6 +106,7 @@ impl<S: Sink> Watcher<S> {
             run_id: self.opts.run_id.clone(),
             updated_at: now_rfc3339(),
             applied_until: 0,
+            lost_text: self.lost_text.snapshot(),
         };
         store.save_watch(&state).await?;
         Ok((feed, state))
