@@ -164,7 +164,7 @@ fn print_status(s: &Status) {
     }
     for w in watches {
         crate::out!(
-            "  watch {} -> {}: {}, changes applied up to cluster time {}, updated {}, run {}",
+            "  watch {} -> {}: {}, changes applied up to cluster time {}, updated {}, run {}{}",
             w.namespace,
             w.target,
             match w.phase {
@@ -174,6 +174,20 @@ fn print_status(s: &Status) {
             w.applied_until,
             w.updated_at,
             w.run_id,
+            if w.owed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} failed document(s) owed, tried again at the next start (their points are as before): {}",
+                    w.owed.len(),
+                    w.owed
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         );
     }
     for b in bulk_loads {

@@ -14,6 +14,7 @@
 //! writes of every event before it were acknowledged, so a restart (also after kill -9) applies
 //! some events twice at worst, which changes nothing.
 
+mod apply;
 mod reconcile;
 
 use std::sync::Arc;
@@ -254,6 +255,10 @@ impl<S: Sink> Watcher<S> {
         {
             return Ok(self.reports(totals, false));
         }
+        // The status names the watcher that streams now.
+        state.run_id = self.opts.run_id.clone();
+        self.retry_owed(&mut state, &lease, &mut totals).await?;
+        store.save_watch(&state).await?;
         metrics.ready_one();
         tracing::info!(namespace = %ns, "streaming changes");
 
@@ -348,9 +353,8 @@ impl<S: Sink> Watcher<S> {
             metrics.pending(batch.events);
             let began = Instant::now();
             metrics.busy(true);
-            for (job, t) in self.group.iter().zip(totals.iter_mut()) {
-                t.add(&self.apply(job, &batch.ids, &lease).await?);
-            }
+            let failed = self.apply_all(&batch.ids, &lease, &mut totals).await?;
+            self.settle(&mut state, &batch.ids, failed);
             metrics.busy(false);
             metrics.applied(&batch.kinds, began.elapsed(), batch.cluster_time);
             tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
@@ -379,73 +383,6 @@ impl<S: Sink> Watcher<S> {
             saved = Instant::now();
         }
         Ok(self.reports(totals, true))
-    }
-
-    /// Make `job`'s points of the documents `ids` agree with their current versions: written
-    /// where they match the filter (unchanged text costs no embedding, an unchanged document
-    /// no write), removed where they are gone or left the filter.
-    async fn apply(
-        &self,
-        job: &Job,
-        ids: &[Bson],
-        lease: &Option<watch::Receiver<Option<String>>>,
-    ) -> Result<Counts, PipelineError> {
-        let (items, gone) = self.fetch(&job.source, ids).await?;
-        let preparer = Preparer {
-            sink: self.sink.clone(),
-            job: job.clone(),
-            opts: SyncOptions {
-                prune: false,
-                deep: false,
-                ..self.opts.clone()
-            },
-            log: self.log.clone(),
-            embedder: self.worker.embedder().clone(),
-            seen: Default::default(),
-            sampled: Default::default(),
-        };
-        let unit = preparer.unit(items.into_iter(), true).await?;
-        let gone_points = preparer.stored_points(&gone).await?;
-        let mut out = stages::embed_unit(&self.worker, &self.log, false, unit).await?;
-        if !out.lost.is_empty() {
-            // Documents that now render no text (a projection or template that misses the
-            // field) lose their points under --max-delete, as in a pass.
-            let total = if self.lost_text.needs_total(&job.route()) {
-                let points =
-                    super::prune::namespace_points(self.sink.as_ref(), job, None, |_| false)
-                        .await?;
-                Some(points.len() as u64)
-            } else {
-                None
-            };
-            let n = out.lost.len() as u64;
-            self.lost_text
-                .take(self.opts.max_delete, &job.route(), n, total)?;
-        }
-        out.lost.extend(gone_points);
-        still_held(lease)?;
-        let writer = Writer::new(self.sink.as_ref(), &job.target, job.vector_name.as_deref());
-        writer.write(&out.writes).await?;
-        writer.remove(&out.lost).await?;
-        let mut counts = out.counts;
-        counts.upserted = out.writes.points.len() as u64;
-        counts.deleted = (out.writes.deletes.len() + out.lost.len()) as u64;
-        self.log.stats.add(&counts);
-        Ok(counts)
-    }
-
-    /// The current versions of `ids` in `source` (matching its filter) and those gone, with
-    /// transient errors retried.
-    async fn fetch(
-        &self,
-        source: &Source,
-        ids: &[Bson],
-    ) -> Result<(Vec<SourceItem>, Vec<Bson>), PipelineError> {
-        let Source::Mongo(mongo) = source else {
-            return Err(SourceError::NoChangeStream(source.describe()).into());
-        };
-        let what = format!("reading changed documents of {}", mongo.namespace);
-        Ok(self.opts.retry.run(&what, || mongo.fetch(ids)).await?)
     }
 
     fn reports(&self, totals: Vec<Counts>, complete: bool) -> Vec<NamespaceReport> {

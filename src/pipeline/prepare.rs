@@ -92,6 +92,7 @@ impl<S: Sink> Preparer<S> {
             lost: Vec::new(),
             last_id: None,
             current: None,
+            failed: Vec::new(),
             counts: Counts::default(),
         };
         let mut candidates = Vec::new();
@@ -124,6 +125,7 @@ impl<S: Sink> Preparer<S> {
                 unit.counts.failed += 1;
                 self.log
                     .fail(&ns_text, crate::source::id_text(&doc.id), reason);
+                unit.failed.push(doc.id);
                 continue;
             }
             candidates.push(Candidate {

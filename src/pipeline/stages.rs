@@ -33,6 +33,9 @@ pub(super) struct Unit {
     /// Chunk 0 of the unit's last document whose stored points are current for this vector
     /// (unchanged, or only its payload changed): it can anchor the checkpoint.
     pub(super) current: Option<Uuid>,
+    /// `_id`s of documents that failed (their stored points stay as they are): `watch` owes
+    /// them another try.
+    pub(super) failed: Vec<Bson>,
     pub(super) counts: Counts,
 }
 

@@ -47,6 +47,11 @@ pub struct WatchState {
     /// documents render no text (the `--max-delete` sum of [`crate::pipeline::guard::LostText`]).
     #[serde(default)]
     pub lost_text: std::collections::BTreeMap<String, [u64; 2]>,
+    /// `_id`s (canonical Extended JSON) of documents that failed under the stream (their
+    /// stored points stay as they were): tried again at the next start, and dropped once a
+    /// later change applied them.
+    #[serde(default)]
+    pub owed: Vec<String>,
 }
 
 /// Record id of the watch state of `namespace` into `target`.

@@ -107,6 +107,8 @@ impl<S: Sink> Watcher<S> {
             updated_at: now_rfc3339(),
             applied_until: 0,
             lost_text: self.lost_text.snapshot(),
+            // The pass reads every document again (and reports those that fail).
+            owed: Vec::new(),
         };
         store.save_watch(&state).await?;
         Ok((feed, state))
