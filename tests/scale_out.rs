@@ -719,6 +719,42 @@ async fn shards_load_with_the_graph_off_and_the_last_switches_it_on() {
     assert!(store.bulk_load(&target).await.unwrap().is_none());
 }
 
+/// Issue 22.8: a `--bulk` load left unfinished (here its second shard never ran; a killed
+/// shard leaves the same records and `m = 0`), then the plain `sync` the README recommends.
+/// Before, it exited 0 with HNSW graph building off for good and nothing said so; now the plain
+/// run takes part in the load and, having loaded everything, switches the graph back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored"]
+async fn a_plain_run_finishes_a_bulk_load_left_behind() {
+    let sink = common::grpc_sink();
+    let m = Mongo::start();
+    m.insert(
+        BULK_DB,
+        "films",
+        common::movie_docs(60, |i| Bson::Int32(i as i32)),
+    )
+    .await;
+    let target = unique("stale_bulk");
+    bulk_load(&m, &sink, &target, Some(Shard { index: 0, count: 2 })).await;
+    assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(0));
+
+    let plain = sync_of(&m, BULK_DB, &["films"])
+        .template(r"{title}\n{extract}")
+        .target(Some(&target))
+        .run(&sink)
+        .await
+        .unwrap();
+    let i = plain
+        .indexing
+        .first()
+        .expect("the plain run reports the load");
+    assert!(i.indexed && i.shards_pending.is_empty(), "{i:?}");
+    assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(16), "restored");
+    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
+    assert!(store.bulk_load(&target).await.unwrap().is_none());
+    assert_eq!(sink.count(&target).await.unwrap(), 60);
+}
+
 #[test]
 fn the_embedded_store_refuses_bulk() {
     let dir = tempfile::tempdir().unwrap();

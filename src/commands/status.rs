@@ -191,14 +191,23 @@ fn print_status(s: &Status) {
         );
     }
     for b in bulk_loads {
-        crate::out!(
-            "  bulk load into {}: HNSW graph building off since {}, shards done {:?} of {} (the last to finish switches it back on to m = {})",
-            b.load.target,
-            b.load.started_at,
-            b.done,
-            b.load.shards,
-            b.load.restore_m,
-        );
+        if b.load.finisher == crate::state::bulk::NOBODY {
+            crate::out!(
+                "  bulk load into {}: HNSW graph building off since {}, shards done {:?} of {} (the last to finish switches it back on to m = {}; a run without --bulk finishes it too)",
+                b.load.target,
+                b.load.started_at,
+                b.done,
+                b.load.shards,
+                b.load.restore_m,
+            );
+        } else {
+            crate::out!(
+                "  bulk load into {}: loaded, HNSW graph building back on (m = {}); run {} waits (or waited) for the optimiser, and the next run into it removes this record",
+                b.load.target,
+                b.load.restore_m,
+                b.load.finisher,
+            );
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

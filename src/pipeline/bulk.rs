@@ -88,6 +88,36 @@ pub(super) async fn begin<S: Sink>(
     Ok(true)
 }
 
+/// A run without `--bulk` into `target` that finds a load there (a `--bulk` run killed or
+/// failed, its other shards never run): it takes part in the load as a `--bulk` run would, so
+/// that when it (with the other shards, if sharded) has loaded everything, graph building goes
+/// back on and the wait is reported. Without this, a plain rerun after a killed load left the
+/// graph off for good behind a green report. A load whose graph is already back on (its waiter
+/// died) is cleaned up. Returns whether this run takes part.
+pub(super) async fn join_stale<S: Sink>(
+    sink: &S,
+    target: &str,
+    shard: Option<Shard>,
+) -> Result<bool, PipelineError> {
+    let store = StateStore::open(sink, false).await?;
+    match store.bulk_load(target).await? {
+        None => Ok(false),
+        Some(b) if b.finisher != crate::state::bulk::NOBODY => {
+            store.end_bulk_load(&b).await?;
+            Ok(false)
+        }
+        Some(b) => {
+            tracing::warn!(
+                "`{target}` has an unfinished bulk load (begun {} by run {}): HNSW graph building is off (m = 0); this run takes part in it, and graph building goes back on (m = {}) once every document is loaded",
+                b.started_at,
+                b.run_id,
+                b.restore_m
+            );
+            join(&store, b, shard.map_or(1, |s| s.count)).await
+        }
+    }
+}
+
 /// Join the load `b` as a run of `shards` shards. A load begun by another number of shards is
 /// taken over: it now waits for this run's shards (the points do not depend on the split).
 async fn join<S: Sink>(

@@ -140,11 +140,17 @@ pub async fn sync<S: Sink>(
     let rebuilt =
         prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
     let mut bulk_targets: Vec<String> = Vec::new();
-    if opts.bulk && !opts.dry_run {
+    if !opts.dry_run {
         for job in &jobs {
-            if !bulk_targets.contains(&job.target)
-                && bulk::begin(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
-            {
+            if bulk_targets.contains(&job.target) {
+                continue;
+            }
+            let part = if opts.bulk {
+                bulk::begin(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
+            } else {
+                bulk::join_stale(sink.as_ref(), &job.target, opts.shard).await?
+            };
+            if part {
                 bulk_targets.push(job.target.clone());
             }
         }
