@@ -196,10 +196,11 @@ async fn jobs_of(
     vector: Option<&str>,
     file: Option<&std::path::Path>,
     cursor_batch: u32,
+    template: &str,
 ) -> Vec<mongo2qdrant::pipeline::Job> {
     let Some(f) = file else {
         return common::sync_of(m, "h", &[c])
-            .template("{text}")
+            .template(template)
             .payload(&["tag"])
             .vector(vector)
             .cursor_batch(cursor_batch)
@@ -209,7 +210,7 @@ async fn jobs_of(
     let mut source = common::source_args(m, "h", &[]);
     source.files = vec![f.to_path_buf()];
     source.namespace = Some(format!("h.{c}"));
-    let mut jobs = mongo2qdrant::config::jobs(&source, Some(c), "{text}", &["tag".to_owned()])
+    let mut jobs = mongo2qdrant::config::jobs(&source, Some(c), template, &["tag".to_owned()])
         .await
         .unwrap();
     for j in &mut jobs {
@@ -219,6 +220,7 @@ async fn jobs_of(
 }
 
 /// Flags of the real binary for the same job (the kill -9 fault).
+#[allow(clippy::too_many_arguments)]
 fn binary_args(
     m: &Mongo,
     c: &str,
@@ -227,9 +229,10 @@ fn binary_args(
     chunking: Option<Chunking>,
     o: &SyncOptions,
     watching: bool,
+    template: &str,
 ) -> Vec<String> {
     let command = if watching { "watch" } else { "sync" };
-    let mut a: Vec<String> = [command, "--quiet", "--text", "{text}", "--payload", "tag"]
+    let mut a: Vec<String> = [command, "--quiet", "--text", template, "--payload", "tag"]
         .map(str::to_owned)
         .to_vec();
     if watching {
@@ -266,6 +269,9 @@ fn binary_args(
     }
     if o.prune {
         a.push("--prune".into());
+    }
+    if o.fresh {
+        a.push("--fresh".into());
     }
     a
 }
@@ -363,6 +369,29 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
                         .await
                         .unwrap();
                 }
+                24..=25 if matches!(id, Bson::Int32(_)) => {
+                    // The same number under another type, in one transaction (one micro-batch
+                    // for a watch): MongoDB holds another key, the point id stays the same.
+                    tally.add("mutation: a numeric _id retyped in one transaction");
+                    let Bson::Int32(k) = id else { unreachable!() };
+                    let mut moved = d.clone();
+                    moved.insert(
+                        "_id",
+                        if rng.chance(50) {
+                            Bson::Int64(i64::from(k))
+                        } else {
+                            Bson::Double(f64::from(k))
+                        },
+                    );
+                    let mut session = coll.client().start_session().await.unwrap();
+                    session.start_transaction().await.unwrap();
+                    coll.delete_one(doc! {"_id": k})
+                        .session(&mut session)
+                        .await
+                        .unwrap();
+                    coll.insert_one(moved).session(&mut session).await.unwrap();
+                    session.commit_transaction().await.unwrap();
+                }
                 _ => {}
             }
         }
@@ -379,6 +408,19 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
         o.run_id = run_id.clone();
         o.batch_docs = 3 + rng.below(12) as usize;
         o.prune = rng.chance(50);
+        // A watch started with other settings, or --fresh, after the changes made while it
+        // was down: a pass replaces the stored stream, and must prune what went meanwhile
+        // (the clean watch at the end, with the iteration's own template, is another).
+        let template = if watching && rng.chance(20) {
+            tally.add("watch: another --text this round");
+            "{text} {tag}"
+        } else {
+            "{text}"
+        };
+        if watching && rng.chance(15) {
+            tally.add("watch: --fresh");
+            o.fresh = true;
+        }
         o.chunking = chunking;
         o.retry.base = Duration::from_millis(5);
         o.retry.max = Duration::from_millis(20);
@@ -476,7 +518,9 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
         if let Some(after) = kill {
             let url = std::env::var("QDRANT_URL").unwrap();
             let mut child = common::bin()
-                .args(binary_args(m, &c, vector, file, chunking, &o, watching))
+                .args(binary_args(
+                    m, &c, vector, file, chunking, &o, watching, template,
+                ))
                 .args(["--qdrant-url", &url])
                 .spawn()
                 .unwrap();
@@ -485,7 +529,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             let _ = child.wait();
         } else if watching {
             // The round's stop (also the SIGTERM fault's) stops the watch.
-            let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
+            let jobs = jobs_of(m, &c, vector, file, cursor_batch, template).await;
             let (w, _) = start_watch(&faulty, jobs, o);
             tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;
             if rng.chance(30) {
@@ -495,7 +539,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
             let _ = stop_tx.send(true);
             let _ = w.await;
         } else {
-            let jobs = jobs_of(m, &c, vector, file, cursor_batch).await;
+            let jobs = jobs_of(m, &c, vector, file, cursor_batch, template).await;
             let _ = common::sync_jobs(&faulty, jobs, o).await;
         }
         if let Some(t) = restarter {
@@ -516,7 +560,7 @@ async fn iteration<S: Sink>(sink: &Arc<S>, m: &Arc<Mongo>, seed: u64, tally: &mu
     o.prune = true;
     o.chunking = chunking;
     o.max_delete = MaxDelete::Share(100);
-    let jobs = jobs_of(m, &c, vector, file, 100).await;
+    let jobs = jobs_of(m, &c, vector, file, 100, "{text}").await;
     if watching {
         clean_watch(sink, jobs.clone(), o.clone(), seed).await;
     } else {
