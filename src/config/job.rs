@@ -214,6 +214,28 @@ fn without_id_refused(projection: Document) -> Result<Document, ConfigError> {
     })
 }
 
+/// The projection a template and payload need (top-level fields), plus `_id`.
+pub(super) fn derived_projection(template: &Template, payload: &[String]) -> Document {
+    let mut p = Document::new();
+    for f in template.fields().chain(payload.iter().cloned()) {
+        let top = f.split('.').next().unwrap_or(&f).to_owned();
+        p.insert(top, 1);
+    }
+    p.insert("_id", 1);
+    p
+}
+
+/// `db.collection` as a namespace (the collection may contain dots, the database may not).
+pub(super) fn parse_namespace(text: &str) -> Result<Namespace, ConfigError> {
+    match text.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(Namespace {
+            database: db.to_owned(),
+            collection: coll.to_owned(),
+        }),
+        _ => Err(ConfigError::Namespace(text.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod projection_tests {
     use super::*;
@@ -245,27 +267,5 @@ mod projection_tests {
             let e = without_id_refused(dropped.clone()).unwrap_err().to_string();
             assert!(e.contains("leaves out _id"), "{dropped}: {e}");
         }
-    }
-}
-
-/// The projection a template and payload need (top-level fields), plus `_id`.
-pub(super) fn derived_projection(template: &Template, payload: &[String]) -> Document {
-    let mut p = Document::new();
-    for f in template.fields().chain(payload.iter().cloned()) {
-        let top = f.split('.').next().unwrap_or(&f).to_owned();
-        p.insert(top, 1);
-    }
-    p.insert("_id", 1);
-    p
-}
-
-/// `db.collection` as a namespace (the collection may contain dots, the database may not).
-pub(super) fn parse_namespace(text: &str) -> Result<Namespace, ConfigError> {
-    match text.split_once('.') {
-        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(Namespace {
-            database: db.to_owned(),
-            collection: coll.to_owned(),
-        }),
-        _ => Err(ConfigError::Namespace(text.to_owned())),
     }
 }
