@@ -174,7 +174,9 @@ fn print_status(s: &Status) {
             w.applied_until,
             w.updated_at,
             w.run_id,
-            if w.owed.is_empty() {
+            if w.repass {
+                "; more failed documents than can be kept: a full pass at the next start".to_owned()
+            } else if w.owed.is_empty() {
                 String::new()
             } else {
                 format!(

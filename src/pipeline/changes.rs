@@ -225,7 +225,7 @@ impl<S: Sink> Watcher<S> {
             self.lost_text.restore(&s.lost_text);
         }
         let (feed, mut state, plan) = match resumed {
-            Some((feed, s)) if s.phase == Phase::Stream && !s.prune => {
+            Some((feed, s)) if s.phase == Phase::Stream && !s.prune && !s.repass => {
                 tracing::info!(namespace = %ns, "resuming the change stream from the stored token");
                 if self.opts.prune {
                     tracing::warn!(namespace = %ns, "--prune does nothing here: the stream resumes where it stopped and no pass runs (deletes arrive as events); to prune now, restart with --fresh or run `sync --prune`");
@@ -237,7 +237,7 @@ impl<S: Sink> Watcher<S> {
                 // whole pass again: a resumed pass does not prune).
                 tracing::info!(namespace = %ns, "resuming {} and, after it, the change stream", if s.prune { "a pass with prune" } else { "the initial pass" });
                 let plan = PassPlan {
-                    fresh: s.prune,
+                    fresh: s.prune || s.repass,
                     prune: s.prune,
                 };
                 (feed, s, Some(plan))
@@ -258,6 +258,8 @@ impl<S: Sink> Watcher<S> {
         // The status names the watcher that streams now.
         state.run_id = self.opts.run_id.clone();
         self.retry_owed(&mut state, &lease, &mut totals).await?;
+        still_held(&lease)?;
+        state.lost_text = self.lost_text.snapshot();
         store.save_watch(&state).await?;
         metrics.ready_one();
         tracing::info!(namespace = %ns, "streaming changes");

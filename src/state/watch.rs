@@ -52,6 +52,10 @@ pub struct WatchState {
     /// later change applied them.
     #[serde(default)]
     pub owed: Vec<String>,
+    /// Too many documents were owed to keep: the next start runs a full pass (without prune,
+    /// unless one is owed too), which reads every document again.
+    #[serde(default)]
+    pub repass: bool,
 }
 
 /// Record id of the watch state of `namespace` into `target`.

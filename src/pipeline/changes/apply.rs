@@ -6,7 +6,7 @@
 use super::*;
 
 /// Most owed documents kept with the stream's position; beyond it the next start runs a full
-/// pass instead (which reads every document again).
+/// pass instead (which reads every document again; it prunes nothing it would not have).
 const MAX_OWED: usize = 10_000;
 
 impl<S: Sink> Watcher<S> {
@@ -54,7 +54,7 @@ impl<S: Sink> Watcher<S> {
                 "more than {MAX_OWED} documents owed: the next start runs a full pass instead"
             );
             owed.clear();
-            state.prune = true;
+            state.repass = true;
         }
         state.owed = owed
             .into_iter()
@@ -89,14 +89,20 @@ impl<S: Sink> Watcher<S> {
         lease: &Option<watch::Receiver<Option<String>>>,
     ) -> Result<(Counts, Vec<Bson>), PipelineError> {
         let (items, gone) = self.fetch(&job.source, ids).await?;
-        // A document that cannot be decoded is named by its `_id`'s text.
+        // A document that cannot be decoded is named by its `_id`'s text (relaxed Extended
+        // JSON): the id of the batch that is equal to it (`5` and `5.0` are one document).
         let mut failed: Vec<Bson> = items
             .iter()
             .filter_map(|item| match item {
-                SourceItem::Bad { at, .. } => ids
-                    .iter()
-                    .find(|id| crate::source::id_text(id) == *at)
-                    .cloned(),
+                SourceItem::Bad { at, .. } => {
+                    let named = serde_json::from_str::<serde_json::Value>(at)
+                        .ok()
+                        .and_then(|v| Bson::try_from(v).ok())
+                        .map(|b| crate::ids::id_digest(&b))?;
+                    ids.iter()
+                        .find(|id| crate::ids::id_digest(id) == named)
+                        .cloned()
+                }
                 SourceItem::Doc(_) => None,
             })
             .collect();

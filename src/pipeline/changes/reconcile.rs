@@ -109,6 +109,7 @@ impl<S: Sink> Watcher<S> {
             lost_text: self.lost_text.snapshot(),
             // The pass reads every document again (and reports those that fail).
             owed: Vec::new(),
+            repass: false,
         };
         store.save_watch(&state).await?;
         Ok((feed, state))
@@ -164,6 +165,7 @@ impl<S: Sink> Watcher<S> {
         }
         state.phase = Phase::Stream;
         state.prune = owed;
+        state.repass = false;
         StateStore::open(self.sink.as_ref(), false)
             .await?
             .save_watch(state)
