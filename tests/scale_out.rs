@@ -737,7 +737,58 @@ async fn a_plain_run_finishes_a_bulk_load_left_behind() {
     let target = unique("stale_bulk");
     bulk_load(&m, &sink, &target, Some(Shard { index: 0, count: 2 })).await;
     assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(0));
+    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
+    let plain = async || {
+        sync_of(&m, BULK_DB, &["films"])
+            .template(r"{title}\n{extract}")
+            .target(Some(&target))
+            .run(&sink)
+            .await
+    };
 
+    // While another run holds a lease on the target (here: loading another collection into
+    // it), the load may be going on: a plain run leaves it alone.
+    use mongo2qdrant::state::lease::{Holder, lease_id};
+    let mut other = Holder::me("run-other-load");
+    other.expires_at = u64::MAX / 2;
+    let mut lease = serde_json::to_value(&other)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    lease.insert("kind".into(), "lease".into());
+    lease.insert("target".into(), target.clone().into());
+    lease.insert("namespace".into(), "bulk.other".into());
+    store
+        .put_raw(lease_id(&target, "bulk.other"), lease.clone())
+        .await
+        .unwrap();
+    let r = plain().await.unwrap();
+    assert!(r.indexing.is_empty(), "{:?}", r.indexing);
+    assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(0));
+    assert_eq!(store.bulk_load(&target).await.unwrap().unwrap().shards, 2);
+    // Nor does a --bulk run of another shard count take the load over then (before, it
+    // rewrote the load to its count and was refused by a lease only afterwards).
+    let mut o = options();
+    o.bulk = true;
+    o.shard = Some(Shard { index: 0, count: 3 });
+    let e = sync_of(&m, BULK_DB, &["films"])
+        .template(r"{title}\n{extract}")
+        .target(Some(&target))
+        .opts(o)
+        .run(&sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run-other-load"), "{e}");
+    assert_eq!(store.bulk_load(&target).await.unwrap().unwrap().shards, 2);
+
+    // That run gone (its lease expired), the next plain run takes part and finishes the load.
+    lease.insert("expires_at".into(), 1.into());
+    store
+        .put_raw(lease_id(&target, "bulk.other"), lease)
+        .await
+        .unwrap();
     let plain = sync_of(&m, BULK_DB, &["films"])
         .template(r"{title}\n{extract}")
         .target(Some(&target))
@@ -750,7 +801,6 @@ async fn a_plain_run_finishes_a_bulk_load_left_behind() {
         .expect("the plain run reports the load");
     assert!(i.indexed && i.shards_pending.is_empty(), "{i:?}");
     assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(16), "restored");
-    let store = StateStore::open(sink.as_ref(), false).await.unwrap();
     assert!(store.bulk_load(&target).await.unwrap().is_none());
     assert_eq!(sink.count(&target).await.unwrap(), 60);
 }

@@ -33,7 +33,7 @@ pub(super) async fn begin<S: Sink>(
     match store.bulk_load(target).await? {
         // A load whose graph was switched back on, and whose waiter did not clean up.
         Some(b) if b.finisher != crate::state::bulk::NOBODY => store.end_bulk_load(&b).await?,
-        Some(b) => return join(&store, b, shards).await,
+        Some(b) => return join(&store, b, shards, run_id).await,
         None => {}
     }
     let Some(m) = sink.hnsw_m(target).await? else {
@@ -49,7 +49,7 @@ pub(super) async fn begin<S: Sink>(
         if let Some(b) = store.bulk_load(target).await?
             && b.finisher == crate::state::bulk::NOBODY
         {
-            return join(&store, b, shards).await;
+            return join(&store, b, shards, run_id).await;
         }
         if points > 0 {
             tracing::warn!(
@@ -74,7 +74,7 @@ pub(super) async fn begin<S: Sink>(
     // records the load and the others join it.
     let recorded = store.begin_bulk_load(&load).await?;
     if recorded.run_id != load.run_id {
-        return join(&store, recorded, shards).await;
+        return join(&store, recorded, shards, run_id).await;
     }
     sink.set_hnsw_m(target, 0).await?;
     tracing::info!(
@@ -98,12 +98,23 @@ pub(super) async fn join_stale<S: Sink>(
     sink: &S,
     target: &str,
     shard: Option<Shard>,
+    run_id: &str,
 ) -> Result<bool, PipelineError> {
     let store = StateStore::open(sink, false).await?;
     match store.bulk_load(target).await? {
         None => Ok(false),
         Some(b) if b.finisher != crate::state::bulk::NOBODY => {
             store.end_bulk_load(&b).await?;
+            Ok(false)
+        }
+        // A run still holds a lease on the target: the load may be going on (its shards, or
+        // another collection loaded into the same target). It is that load's to finish.
+        Some(b) if live_lease(&store, target, run_id).await?.is_some() => {
+            tracing::warn!(
+                "`{target}` has a bulk load under way (begun {} by run {}) and a run holds a lease on it: this run writes as usual and leaves HNSW graph building (off) to that load; if it was killed, rerun once its lease has expired (60 s) and graph building goes back on",
+                b.started_at,
+                b.run_id
+            );
             Ok(false)
         }
         Some(b) => {
@@ -113,9 +124,32 @@ pub(super) async fn join_stale<S: Sink>(
                 b.run_id,
                 b.restore_m
             );
-            join(&store, b, shard.map_or(1, |s| s.count)).await
+            join(&store, b, shard.map_or(1, |s| s.count), run_id).await
         }
     }
+}
+
+/// A live lease on `target` (any namespace) of a run other than `run_id`.
+async fn live_lease<S: Sink>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    run_id: &str,
+) -> Result<Option<crate::state::Lease>, PipelineError> {
+    let me = crate::state::Holder::me(run_id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(store.records().await?.into_iter().find_map(|r| match r {
+        crate::state::Record::Lease(l)
+            if l.target == target
+                && l.holder.run_id != run_id
+                && l.holder.expires_at > now
+                && !l.holder.is_gone(&me) =>
+        {
+            Some(l)
+        }
+        _ => None,
+    }))
 }
 
 /// Join the load `b` as a run of `shards` shards. A load begun by another number of shards is
@@ -124,8 +158,22 @@ async fn join<S: Sink>(
     store: &StateStore<'_, S>,
     mut b: BulkLoad,
     shards: u32,
+    run_id: &str,
 ) -> Result<bool, PipelineError> {
     if b.shards != shards {
+        // Taken over only when nobody runs on the target: a run of the load's own count may
+        // still be loading (and this one would be refused by its lease after rewriting the
+        // load, leaving it waiting for shards that never come).
+        if let Some(other) = live_lease(store, &b.target, run_id).await? {
+            return Err(crate::state::lease::LockError::Held {
+                what: format!(
+                    "the bulk load of {} by {} shard(s), while {} runs",
+                    b.target, b.shards, other.namespace
+                ),
+                holder: other.holder.to_string(),
+            }
+            .into());
+        }
         tracing::warn!(
             "the bulk load of `{}` was begun by a run of {} shard(s) and this one is of {shards}: graph building is switched back on when these {shards} have loaded their parts",
             b.target,

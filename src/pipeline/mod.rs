@@ -148,7 +148,7 @@ pub async fn sync<S: Sink>(
             let part = if opts.bulk {
                 bulk::begin(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
             } else {
-                bulk::join_stale(sink.as_ref(), &job.target, opts.shard).await?
+                bulk::join_stale(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
             };
             if part {
                 bulk_targets.push(job.target.clone());
