@@ -236,21 +236,7 @@ async fn leases_refuse_live_holders_and_expire() {
     // A holder that died stops renewing: once expired, its lease no longer counts.
     let mut dead = Holder::me("run-dead");
     dead.expires_at = 1;
-    let mut record = serde_json::to_value(&dead)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .clone();
-    record.insert("kind".into(), "lease".into());
-    record.insert("target".into(), "films".into());
-    record.insert("namespace".into(), "db.gone".into());
-    store
-        .put_raw(
-            mongo2qdrant::state::lease::lease_id("films", "db.gone"),
-            record,
-        )
-        .await
-        .unwrap();
+    crate::common::plant_lease(&store, &dead, "films", "db.gone").await;
     assert_eq!(
         read_lease(&store, "films", "db.gone")
             .await

@@ -748,21 +748,9 @@ async fn a_plain_run_finishes_a_bulk_load_left_behind() {
 
     // While another run holds a lease on the target (here: loading another collection into
     // it), the load may be going on: a plain run leaves it alone.
-    use mongo2qdrant::state::lease::{Holder, lease_id};
-    let mut other = Holder::me("run-other-load");
+    let mut other = mongo2qdrant::state::Holder::me("run-other-load");
     other.expires_at = u64::MAX / 2;
-    let mut lease = serde_json::to_value(&other)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .clone();
-    lease.insert("kind".into(), "lease".into());
-    lease.insert("target".into(), target.clone().into());
-    lease.insert("namespace".into(), "bulk.other".into());
-    store
-        .put_raw(lease_id(&target, "bulk.other"), lease.clone())
-        .await
-        .unwrap();
+    common::plant_lease(&store, &other, &target, "bulk.other").await;
     let r = plain().await.unwrap();
     assert!(r.indexing.is_empty(), "{:?}", r.indexing);
     assert_eq!(sink.hnsw_m(&target).await.unwrap(), Some(0));
@@ -784,11 +772,8 @@ async fn a_plain_run_finishes_a_bulk_load_left_behind() {
     assert_eq!(store.bulk_load(&target).await.unwrap().unwrap().shards, 2);
 
     // That run gone (its lease expired), the next plain run takes part and finishes the load.
-    lease.insert("expires_at".into(), 1.into());
-    store
-        .put_raw(lease_id(&target, "bulk.other"), lease)
-        .await
-        .unwrap();
+    other.expires_at = 1;
+    common::plant_lease(&store, &other, &target, "bulk.other").await;
     let plain = sync_of(&m, BULK_DB, &["films"])
         .template(r"{title}\n{extract}")
         .target(Some(&target))

@@ -158,7 +158,7 @@ both_targets!(lost_text_deletions_under_watch_stop_at_max_delete);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored"]
 async fn an_idle_watch_stops_when_its_lease_is_taken_over() {
-    use mongo2qdrant::state::lease::{Holder, lease_id};
+    use mongo2qdrant::state::lease::Holder;
     let sink = crate::common::grpc_sink();
     let (_m, jobs) = setup(5, "idle_lease", &[]).await;
     let target = jobs[0].target.clone();
@@ -167,21 +167,10 @@ async fn an_idle_watch_stops_when_its_lease_is_taken_over() {
     // Another run's live lease replaces this one's record.
     let mut thief = Holder::me("run-thief");
     thief.expires_at = u64::MAX / 2;
-    let mut record = serde_json::to_value(&thief)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .clone();
-    record.insert("kind".into(), "lease".into());
-    record.insert("target".into(), target.clone().into());
-    record.insert("namespace".into(), "watch.films".into());
     let store = mongo2qdrant::state::StateStore::open(sink.as_ref(), false)
         .await
         .unwrap();
-    store
-        .put_raw(lease_id(&target, "watch.films"), record)
-        .await
-        .unwrap();
+    crate::common::plant_lease(&store, &thief, &target, "watch.films").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
     while !w.finished() {
         assert!(

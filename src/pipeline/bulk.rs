@@ -30,11 +30,8 @@ pub(super) async fn begin<S: Sink>(
 ) -> Result<bool, PipelineError> {
     let store = StateStore::open(sink, false).await?;
     let shards = shard.map_or(1, |s| s.count);
-    match store.bulk_load(target).await? {
-        // A load whose graph was switched back on, and whose waiter did not clean up.
-        Some(b) if b.finisher != crate::state::bulk::NOBODY => store.end_bulk_load(&b).await?,
-        Some(b) => return join(&store, b, shards, run_id).await,
-        None => {}
+    if let Some(b) = unfinished(&store, target).await? {
+        return join(&store, b, shards, run_id).await;
     }
     let Some(m) = sink.hnsw_m(target).await? else {
         tracing::warn!(
@@ -101,31 +98,40 @@ pub(super) async fn join_stale<S: Sink>(
     run_id: &str,
 ) -> Result<bool, PipelineError> {
     let store = StateStore::open(sink, false).await?;
+    let Some(b) = unfinished(&store, target).await? else {
+        return Ok(false);
+    };
+    // A run still holds a lease on the target: the load may be going on (its shards, or
+    // another collection loaded into the same target). It is that load's to finish.
+    if live_lease(&store, target, run_id).await?.is_some() {
+        tracing::warn!(
+            "`{target}` has a bulk load under way (begun {} by run {}) and a run holds a lease on it: this run writes as usual and leaves HNSW graph building (off) to that load; if it was killed, rerun once its lease has expired (60 s) and graph building goes back on",
+            b.started_at,
+            b.run_id
+        );
+        return Ok(false);
+    }
+    tracing::warn!(
+        "`{target}` has an unfinished bulk load (begun {} by run {}): HNSW graph building is off (m = 0); this run takes part in it, and graph building goes back on (m = {}) once every document is loaded",
+        b.started_at,
+        b.run_id,
+        b.restore_m
+    );
+    join(&store, b, shard.map_or(1, |s| s.count), run_id).await
+}
+
+/// The unfinished load on `target`, if any. A load whose graph was switched back on and whose
+/// waiter did not clean up (it died waiting) is removed on the way.
+async fn unfinished<S: Sink>(
+    store: &StateStore<'_, S>,
+    target: &str,
+) -> Result<Option<BulkLoad>, PipelineError> {
     match store.bulk_load(target).await? {
-        None => Ok(false),
         Some(b) if b.finisher != crate::state::bulk::NOBODY => {
             store.end_bulk_load(&b).await?;
-            Ok(false)
+            Ok(None)
         }
-        // A run still holds a lease on the target: the load may be going on (its shards, or
-        // another collection loaded into the same target). It is that load's to finish.
-        Some(b) if live_lease(&store, target, run_id).await?.is_some() => {
-            tracing::warn!(
-                "`{target}` has a bulk load under way (begun {} by run {}) and a run holds a lease on it: this run writes as usual and leaves HNSW graph building (off) to that load; if it was killed, rerun once its lease has expired (60 s) and graph building goes back on",
-                b.started_at,
-                b.run_id
-            );
-            Ok(false)
-        }
-        Some(b) => {
-            tracing::warn!(
-                "`{target}` has an unfinished bulk load (begun {} by run {}): HNSW graph building is off (m = 0); this run takes part in it, and graph building goes back on (m = {}) once every document is loaded",
-                b.started_at,
-                b.run_id,
-                b.restore_m
-            );
-            join(&store, b, shard.map_or(1, |s| s.count), run_id).await
-        }
+        other => Ok(other),
     }
 }
 

@@ -790,3 +790,28 @@ mod faulty_sink {
         }
     }
 }
+
+/// Write `holder`'s lease on `namespace` -> `target` into the records, as another run holding
+/// (or, with an old `expires_at`, once holding) it would have written it.
+pub async fn plant_lease<S: mongo2qdrant::sink::Sink + ?Sized>(
+    store: &mongo2qdrant::state::StateStore<'_, S>,
+    holder: &mongo2qdrant::state::Holder,
+    target: &str,
+    namespace: &str,
+) {
+    let mut record = serde_json::to_value(holder)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    record.insert("kind".into(), "lease".into());
+    record.insert("target".into(), target.into());
+    record.insert("namespace".into(), namespace.into());
+    store
+        .put_raw(
+            mongo2qdrant::state::lease::lease_id(target, namespace),
+            record,
+        )
+        .await
+        .unwrap();
+}
