@@ -45,6 +45,8 @@ pub struct BulkStatus {
     #[serde(flatten)]
     pub load: BulkLoad,
     pub done: Vec<u32>,
+    /// Parts (namespace and shard) that joined the load and are still loading.
+    pub loading: Vec<String>,
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -98,17 +100,32 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
     let bulk_loads = bulk_loads
         .into_iter()
         .map(|load: BulkLoad| {
-            let mut done: Vec<u32> = bulk_done
+            let parts: Vec<&BulkDone> = bulk_done
                 .iter()
                 .filter(|d: &&BulkDone| {
                     d.target == load.target
                         && d.shards == load.shards
                         && d.load_started == load.started_at
                 })
-                .map(|d| d.shard)
                 .collect();
+            let mut done: Vec<u32> = parts.iter().filter(|d| d.loaded).map(|d| d.shard).collect();
             done.sort_unstable();
-            BulkStatus { load, done }
+            done.dedup();
+            let loading = parts
+                .iter()
+                .filter(|d| {
+                    !d.loaded
+                        && !parts
+                            .iter()
+                            .any(|o| o.loaded && o.namespace == d.namespace && o.shard == d.shard)
+                })
+                .map(|d| format!("{} {}/{}", d.namespace, d.shard, d.shards))
+                .collect();
+            BulkStatus {
+                load,
+                done,
+                loading,
+            }
         })
         .collect();
     Ok(Status::Records {
@@ -195,11 +212,12 @@ fn print_status(s: &Status) {
     for b in bulk_loads {
         if b.load.finisher == crate::state::bulk::NOBODY {
             crate::out!(
-                "  bulk load into {}: HNSW graph building off since {}, shards done {:?} of {} (the last to finish switches it back on to m = {}; a run without --bulk finishes it too)",
+                "  bulk load into {}: HNSW graph building off since {}, shards done {:?} of {}, still loading {:?} (the last to finish switches it back on to m = {}; a run without --bulk finishes it too)",
                 b.load.target,
                 b.load.started_at,
                 b.done,
                 b.load.shards,
+                b.loading,
                 b.load.restore_m,
             );
         } else {

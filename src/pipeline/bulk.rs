@@ -19,19 +19,49 @@ use crate::sink::{IndexState, Sink};
 use crate::state::bulk::{BulkDone, BulkLoad};
 use crate::state::{StateStore, now_rfc3339};
 
+/// A run's part in a load into one target: its shard and its namespaces there.
+#[derive(Clone, Copy)]
+pub(super) struct Part<'a> {
+    pub shard: Option<Shard>,
+    pub run_id: &'a str,
+    pub namespaces: &'a [String],
+}
+
+impl Part<'_> {
+    fn shards(&self) -> u32 {
+        self.shard.map_or(1, |s| s.count)
+    }
+
+    /// This part's records in the load `b` began: joined, or (`loaded`) done.
+    fn records(&self, b: &BulkLoad, loaded: bool) -> Vec<BulkDone> {
+        self.namespaces
+            .iter()
+            .map(|ns| BulkDone {
+                target: b.target.clone(),
+                load_started: b.started_at.clone(),
+                shard: self.shard.map_or(0, |s| s.index),
+                shards: self.shards(),
+                at: now_rfc3339(),
+                run_id: self.run_id.to_owned(),
+                namespace: ns.clone(),
+                loaded,
+            })
+            .collect()
+    }
+}
+
 /// Begin (or join) a bulk load into `target`. Returns whether this run takes part in one: not
 /// when the target has points and no load is under way (bulk mode is for first loads), nor on
 /// a target without HNSW settings (the embedded store).
 pub(super) async fn begin<S: Sink>(
     sink: &S,
     target: &str,
-    shard: Option<Shard>,
-    run_id: &str,
+    part: Part<'_>,
 ) -> Result<bool, PipelineError> {
     let store = StateStore::open(sink, false).await?;
-    let shards = shard.map_or(1, |s| s.count);
+    let (shards, run_id) = (part.shards(), part.run_id);
     if let Some(b) = unfinished(&store, target).await? {
-        return join(&store, b, shards, run_id).await;
+        return join(&store, b, part).await;
     }
     let Some(m) = sink.hnsw_m(target).await? else {
         tracing::warn!(
@@ -46,7 +76,7 @@ pub(super) async fn begin<S: Sink>(
         if let Some(b) = store.bulk_load(target).await?
             && b.finisher == crate::state::bulk::NOBODY
         {
-            return join(&store, b, shards, run_id).await;
+            return join(&store, b, part).await;
         }
         if points > 0 {
             tracing::warn!(
@@ -71,7 +101,10 @@ pub(super) async fn begin<S: Sink>(
     // records the load and the others join it.
     let recorded = store.begin_bulk_load(&load).await?;
     if recorded.run_id != load.run_id {
-        return join(&store, recorded, shards, run_id).await;
+        return join(&store, recorded, part).await;
+    }
+    for d in part.records(&load, false) {
+        store.save_bulk_done(&d).await?;
     }
     sink.set_hnsw_m(target, 0).await?;
     tracing::info!(
@@ -94,9 +127,9 @@ pub(super) async fn begin<S: Sink>(
 pub(super) async fn join_stale<S: Sink>(
     sink: &S,
     target: &str,
-    shard: Option<Shard>,
-    run_id: &str,
+    part: Part<'_>,
 ) -> Result<bool, PipelineError> {
+    let run_id = part.run_id;
     let store = StateStore::open(sink, false).await?;
     let Some(b) = unfinished(&store, target).await? else {
         return Ok(false);
@@ -117,7 +150,7 @@ pub(super) async fn join_stale<S: Sink>(
         b.run_id,
         b.restore_m
     );
-    join(&store, b, shard.map_or(1, |s| s.count), run_id).await
+    join(&store, b, part).await
 }
 
 /// The unfinished load on `target`, if any. A load whose graph was switched back on and whose
@@ -163,9 +196,9 @@ async fn live_lease<S: Sink>(
 async fn join<S: Sink>(
     store: &StateStore<'_, S>,
     mut b: BulkLoad,
-    shards: u32,
-    run_id: &str,
+    part: Part<'_>,
 ) -> Result<bool, PipelineError> {
+    let (shards, run_id) = (part.shards(), part.run_id);
     if b.shards != shards {
         // Taken over only when nobody runs on the target: a run of the load's own count may
         // still be loading (and this one would be refused by its lease after rewriting the
@@ -188,6 +221,10 @@ async fn join<S: Sink>(
         b.shards = shards;
         store.save_bulk_load(&b).await?;
     }
+    // Its parts are owed from now on: a part that finishes first waits for them.
+    for d in part.records(&b, false) {
+        store.save_bulk_done(&d).await?;
+    }
     tracing::info!(
         "joining the bulk load of `{}` (HNSW graph building off since {})",
         b.target,
@@ -205,39 +242,42 @@ const MAX_INDEX_WAIT: Duration = Duration::from_secs(3600);
 pub(super) async fn finish<S: Sink>(
     sink: &S,
     target: &str,
-    shard: Option<Shard>,
-    run_id: &str,
+    part: Part<'_>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<IndexingReport>, PipelineError> {
+    let run_id = part.run_id;
     let store = StateStore::open(sink, false).await?;
     let Some(load) = store.bulk_load(target).await? else {
         return Ok(None); // another shard finished the load already
     };
-    let (index, count) = shard.map_or((0, 1), |s| (s.index, s.count));
-    let done = BulkDone {
-        target: target.to_owned(),
-        load_started: load.started_at.clone(),
-        shard: index,
-        shards: count,
-        at: now_rfc3339(),
-        run_id: run_id.to_owned(),
-    };
-    store.save_bulk_done(&done).await?;
+    let done = part.records(&load, true);
+    for d in &done {
+        store.save_bulk_done(d).await?;
+    }
     // The load may have ended between reading it and recording this part.
     let now = store.bulk_load(target).await?;
     if now.as_ref().is_none_or(|l| l.started_at != load.started_at) {
-        store.remove_bulk_done(&done).await?;
+        for d in &done {
+            store.remove_bulk_done(d).await?;
+        }
         return Ok(None);
     }
     let pending = store.bulk_pending(&load).await?;
     if !pending.is_empty() {
+        let parts: Vec<String> = pending
+            .iter()
+            .map(|(ns, s)| format!("{ns} {s}/{}", load.shards))
+            .collect();
         tracing::info!(
-            "bulk load of `{target}`: shard(s) {pending:?} of {} still loading; the last to finish switches HNSW graph building back on",
-            load.shards
+            "bulk load of `{target}`: {} still loading; the last to finish switches HNSW graph building back on",
+            parts.join(", ")
         );
+        let mut shards: Vec<u32> = pending.iter().map(|p| p.1).collect();
+        shards.sort_unstable();
+        shards.dedup();
         return Ok(Some(IndexingReport {
             target: target.to_owned(),
-            shards_pending: pending,
+            shards_pending: shards,
             ..IndexingReport::default()
         }));
     }

@@ -140,18 +140,30 @@ pub async fn sync<S: Sink>(
     let rebuilt =
         prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
     let mut bulk_targets: Vec<String> = Vec::new();
+    // Per target, the namespaces this run writes there (the parts it owes a bulk load).
+    let mut into: Vec<(String, Vec<String>)> = Vec::new();
+    for job in &jobs {
+        let ns = job.source.namespace().to_string();
+        match into.iter_mut().find(|(t, _)| *t == job.target) {
+            Some((_, n)) if n.contains(&ns) => {}
+            Some((_, n)) => n.push(ns),
+            None => into.push((job.target.clone(), vec![ns])),
+        }
+    }
     if !opts.dry_run {
-        for job in &jobs {
-            if bulk_targets.contains(&job.target) {
-                continue;
-            }
-            let part = if opts.bulk {
-                bulk::begin(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
-            } else {
-                bulk::join_stale(sink.as_ref(), &job.target, opts.shard, &opts.run_id).await?
+        for (target, namespaces) in &into {
+            let part = bulk::Part {
+                shard: opts.shard,
+                run_id: &opts.run_id,
+                namespaces,
             };
-            if part {
-                bulk_targets.push(job.target.clone());
+            let taking_part = if opts.bulk {
+                bulk::begin(sink.as_ref(), target, part).await?
+            } else {
+                bulk::join_stale(sink.as_ref(), target, part).await?
+            };
+            if taking_part {
+                bulk_targets.push(target.clone());
             }
         }
     }
@@ -205,8 +217,15 @@ pub async fn sync<S: Sink>(
                 .all(|n| n.complete);
         if loaded {
             let stop = opts.stop.clone();
-            let shard = opts.shard;
-            indexing.extend(bulk::finish(sink.as_ref(), target, shard, &opts.run_id, stop).await?);
+            let part = bulk::Part {
+                shard: opts.shard,
+                run_id: &opts.run_id,
+                namespaces: into
+                    .iter()
+                    .find(|(t, _)| t == target)
+                    .map_or(&[][..], |(_, n)| n.as_slice()),
+            };
+            indexing.extend(bulk::finish(sink.as_ref(), target, part, stop).await?);
         }
     }
     let mut report = report(&opts, started, started_at, &log, namespaces, &worker);

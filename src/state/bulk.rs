@@ -1,6 +1,7 @@
 //! Bulk-load records: that a target collection loads with its HNSW graph building off, what to
-//! switch it back to, and which shards have loaded their part. One record per target, written
-//! before the graph is switched off, and one per finished shard (no two writers share one).
+//! switch it back to, and which parts (a namespace's shard) take part and which have loaded.
+//! One record per target, written before the graph is switched off, and one per part (no two
+//! writers share one): written when a run joins the load, again when its part is loaded.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -33,8 +34,10 @@ fn nobody() -> String {
     NOBODY.to_owned()
 }
 
-/// Shard `shard` of `shards` has loaded its part of `target` in the load begun at
-/// `load_started` (a record of an earlier load never counts for a later one).
+/// Shard `shard` of `shards` of `namespace` takes part in the load into `target` begun at
+/// `load_started`, and whether it has loaded (a record of an earlier load never counts for a
+/// later one). Every namespace that joined must load all its shards before the graph goes
+/// back on: two collections loaded into one target by two runs wait for each other.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BulkDone {
@@ -44,17 +47,33 @@ pub struct BulkDone {
     pub shards: u32,
     pub at: String,
     pub run_id: String,
+    /// The source namespace of the part (empty in records of versions before namespaces).
+    #[serde(default)]
+    pub namespace: String,
+    /// Loaded, or (false) joined and still loading.
+    #[serde(default = "loaded")]
+    pub loaded: bool,
+}
+
+fn loaded() -> bool {
+    true
 }
 
 fn load_id(target: &str) -> Uuid {
     named_uuid("mongo2qdrant bulk load v1", &[target])
 }
 
-fn done_id(target: &str, load_started: &str, shard: u32, shards: u32) -> Uuid {
-    named_uuid(
-        "mongo2qdrant bulk done v1",
-        &[target, load_started, &format!("{shard}/{shards}")],
-    )
+fn done_id(d: &BulkDone) -> Uuid {
+    let part = format!("{}/{}", d.shard, d.shards);
+    if d.namespace.is_empty() {
+        named_uuid(
+            "mongo2qdrant bulk done v1",
+            &[&d.target, &d.load_started, &part],
+        )
+    } else {
+        let parts = [&d.target, &d.load_started, &d.namespace, &part];
+        named_uuid("mongo2qdrant bulk part v2", &parts.map(String::as_str))
+    }
 }
 
 impl<S: Sink + ?Sized> StateStore<'_, S> {
@@ -116,27 +135,55 @@ impl<S: Sink + ?Sized> StateStore<'_, S> {
             .await?)
     }
 
-    /// Record that a shard loaded its part.
+    /// Record that a part joined or loaded.
     pub async fn save_bulk_done(&self, d: &BulkDone) -> Result<(), StateError> {
-        let id = done_id(&d.target, &d.load_started, d.shard, d.shards);
-        Ok(self.put(id, &Record::BulkDone(d.clone())).await?)
+        Ok(self.put(done_id(d), &Record::BulkDone(d.clone())).await?)
     }
 
-    /// Take back a shard's record of its part (the load ended before it was written).
+    /// Take back a part's record (the load ended before it was written).
     pub async fn remove_bulk_done(&self, d: &BulkDone) -> Result<(), StateError> {
-        let id = done_id(&d.target, &d.load_started, d.shard, d.shards);
-        Ok(self.remove(id).await?)
+        Ok(self.remove(done_id(d)).await?)
     }
 
-    /// The shards of `b` that have not loaded their part yet.
-    pub async fn bulk_pending(&self, b: &BulkLoad) -> Result<Vec<u32>, StateError> {
+    /// The part records of load `b`.
+    async fn bulk_parts(&self, b: &BulkLoad) -> Result<Vec<BulkDone>, StateError> {
+        Ok(self
+            .records()
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::BulkDone(d) if d.target == b.target && d.load_started == b.started_at => {
+                    Some(d)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// What `b` still waits for: each namespace that joined it, with its shards (of the
+    /// load's count) that have not loaded yet.
+    pub async fn bulk_pending(&self, b: &BulkLoad) -> Result<Vec<(String, u32)>, StateError> {
+        let parts: Vec<BulkDone> = self
+            .bulk_parts(b)
+            .await?
+            .into_iter()
+            .filter(|d| d.shards == b.shards)
+            .collect();
+        let mut namespaces: Vec<&str> = parts.iter().map(|d| d.namespace.as_str()).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        if namespaces.is_empty() {
+            namespaces.push("");
+        }
         let mut pending = Vec::new();
-        for shard in 0..b.shards {
-            let done = self
-                .get(done_id(&b.target, &b.started_at, shard, b.shards))
-                .await?;
-            if !matches!(done, Some(Ok(Record::BulkDone(_)))) {
-                pending.push(shard);
+        for ns in namespaces {
+            for shard in 0..b.shards {
+                let done = parts
+                    .iter()
+                    .any(|d| d.namespace == ns && d.shard == shard && d.loaded);
+                if !done {
+                    pending.push((ns.to_owned(), shard));
+                }
             }
         }
         Ok(pending)
@@ -144,9 +191,8 @@ impl<S: Sink + ?Sized> StateStore<'_, S> {
 
     /// Remove `b`'s records: the load is over.
     pub async fn end_bulk_load(&self, b: &BulkLoad) -> Result<(), StateError> {
-        for shard in 0..b.shards {
-            self.remove(done_id(&b.target, &b.started_at, shard, b.shards))
-                .await?;
+        for d in self.bulk_parts(b).await? {
+            self.remove(done_id(&d)).await?;
         }
         Ok(self.remove(load_id(&b.target)).await?)
     }
