@@ -175,20 +175,8 @@ async fn live_lease<S: Sink>(
     run_id: &str,
 ) -> Result<Option<crate::state::Lease>, PipelineError> {
     let me = crate::state::Holder::me(run_id);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Ok(store.records().await?.into_iter().find_map(|r| match r {
-        crate::state::Record::Lease(l)
-            if l.target == target
-                && l.holder.run_id != run_id
-                && l.holder.expires_at > now
-                && !l.holder.is_gone(&me) =>
-        {
-            Some(l)
-        }
-        _ => None,
-    }))
+    let live = crate::state::lease::others_live(store, target, &me).await?;
+    Ok(live.into_iter().next())
 }
 
 /// Join the load `b` as a run of `shards` shards. A load begun by another number of shards is

@@ -258,9 +258,7 @@ impl<S: Sink> Watcher<S> {
         // The status names the watcher that streams now.
         state.run_id = self.opts.run_id.clone();
         self.retry_owed(&mut state, &lease, &mut totals).await?;
-        still_held(&lease)?;
-        state.lost_text = self.lost_text.snapshot();
-        store.save_watch(&state).await?;
+        self.save(&store, &mut state, &lease).await?;
         metrics.ready_one();
         tracing::info!(namespace = %ns, "streaming changes");
 
@@ -344,10 +342,8 @@ impl<S: Sink> Watcher<S> {
                     && let Some(token) = f.token()
                     && token != state.token
                 {
-                    still_held(&lease)?;
                     state.token = token;
-                    state.lost_text = self.lost_text.snapshot();
-                    store.save_watch(&state).await?;
+                    self.save(&store, &mut state, &lease).await?;
                     saved = Instant::now();
                 }
                 continue;
@@ -379,12 +375,22 @@ impl<S: Sink> Watcher<S> {
             if let Some(t) = batch.cluster_time {
                 state.applied_until = t;
             }
-            still_held(&lease)?;
-            state.lost_text = self.lost_text.snapshot();
-            store.save_watch(&state).await?;
+            self.save(&store, &mut state, &lease).await?;
             saved = Instant::now();
         }
         Ok(self.reports(totals, true))
+    }
+
+    /// Store `state` with the lost-text sum, while this run still holds its lease.
+    async fn save(
+        &self,
+        store: &StateStore<'_, S>,
+        state: &mut WatchState,
+        lease: &Option<watch::Receiver<Option<String>>>,
+    ) -> Result<(), PipelineError> {
+        still_held(lease)?;
+        state.lost_text = self.lost_text.snapshot();
+        Ok(store.save_watch(state).await?)
     }
 
     fn reports(&self, totals: Vec<Counts>, complete: bool) -> Vec<NamespaceReport> {

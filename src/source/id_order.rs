@@ -8,6 +8,12 @@ pub fn id_key(id: &Bson) -> String {
     id.clone().into_canonical_extjson().to_string()
 }
 
+/// The `_id` in Extended JSON text ([`id_key`]'s, or relaxed), if it reads as one.
+pub fn id_from_text(text: &str) -> Option<Bson> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Bson::try_from(value).ok()
+}
+
 /// MongoDB's sort order of `_id` values by BSON type bracket (the documented comparison /
 /// sort order), each bracket named by its `$type` aliases.
 const BRACKETS: &[&[&str]] = &[

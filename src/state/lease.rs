@@ -292,19 +292,36 @@ pub async fn conflicting<S: Sink + ?Sized>(
     name: &str,
     me: &Holder,
 ) -> Result<Option<Lease>, SinkError> {
+    Ok(others_live(store, target, me)
+        .await?
+        .into_iter()
+        .find(|l| excludes(name, &l.namespace)))
+}
+
+/// The leases on `target` (any namespace) that runs other than `me` hold now: not expired, and
+/// not of a process of this host that is gone.
+pub async fn others_live<S: Sink + ?Sized>(
+    store: &StateStore<'_, S>,
+    target: &str,
+    me: &Holder,
+) -> Result<Vec<Lease>, SinkError> {
     let now = now_secs();
-    Ok(store.records().await?.into_iter().find_map(|r| match r {
-        Record::Lease(l)
-            if l.target == target
-                && l.holder.run_id != me.run_id
-                && l.holder.expires_at > now
-                && !l.holder.is_gone(me)
-                && excludes(name, &l.namespace) =>
-        {
-            Some(l)
-        }
-        _ => None,
-    }))
+    Ok(store
+        .records()
+        .await?
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Lease(l)
+                if l.target == target
+                    && l.holder.run_id != me.run_id
+                    && l.holder.expires_at > now
+                    && !l.holder.is_gone(me) =>
+            {
+                Some(l)
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// Whether leases named `a` and `b` cover overlapping documents (see [`conflicting`]).

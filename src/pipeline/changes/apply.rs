@@ -4,6 +4,7 @@
 //! position, tried again at the next start, dropped once a later change applied it.
 
 use super::*;
+use crate::source::id_order::{id_from_text, id_key};
 
 /// Most owed documents kept with the stream's position; beyond it the next start runs a full
 /// pass instead (which reads every document again; it prunes nothing it would not have).
@@ -29,12 +30,13 @@ impl<S: Sink> Watcher<S> {
     /// The owed documents after `ids` were applied and `failed` of them failed (to be stored
     /// with the next position).
     pub(super) fn settle(&self, state: &mut WatchState, ids: &[Bson], failed: Vec<Bson>) {
-        let applied: std::collections::HashSet<[u8; 32]> =
-            ids.iter().map(crate::ids::id_digest).collect();
+        use crate::ids::id_digest;
+        let applied: std::collections::HashSet<[u8; 32]> = ids.iter().map(id_digest).collect();
         let mut owed: Vec<Bson> = owed_ids(state)
             .into_iter()
-            .filter(|id| !applied.contains(&crate::ids::id_digest(id)))
+            .filter(|id| !applied.contains(&id_digest(id)))
             .collect();
+        let mut kept: std::collections::HashSet<[u8; 32]> = owed.iter().map(id_digest).collect();
         if !failed.is_empty() {
             tracing::warn!(
                 namespace = %state.namespace,
@@ -43,8 +45,7 @@ impl<S: Sink> Watcher<S> {
             );
         }
         for id in failed {
-            let d = crate::ids::id_digest(&id);
-            if !owed.iter().any(|o| crate::ids::id_digest(o) == d) {
+            if kept.insert(id_digest(&id)) {
                 owed.push(id);
             }
         }
@@ -56,10 +57,7 @@ impl<S: Sink> Watcher<S> {
             owed.clear();
             state.repass = true;
         }
-        state.owed = owed
-            .into_iter()
-            .map(|id| id.into_canonical_extjson().to_string())
-            .collect();
+        state.owed = owed.iter().map(id_key).collect();
     }
 
     /// Try the documents owed by earlier runs again.
@@ -95,10 +93,7 @@ impl<S: Sink> Watcher<S> {
             .iter()
             .filter_map(|item| match item {
                 SourceItem::Bad { at, .. } => {
-                    let named = serde_json::from_str::<serde_json::Value>(at)
-                        .ok()
-                        .and_then(|v| Bson::try_from(v).ok())
-                        .map(|b| crate::ids::id_digest(&b))?;
+                    let named = crate::ids::id_digest(&id_from_text(at)?);
                     ids.iter()
                         .find(|id| crate::ids::id_digest(id) == named)
                         .cloned()
@@ -167,10 +162,5 @@ impl<S: Sink> Watcher<S> {
 
 /// The owed `_id`s stored in `state`.
 fn owed_ids(state: &WatchState) -> Vec<Bson> {
-    state
-        .owed
-        .iter()
-        .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-        .filter_map(|v| Bson::try_from(v).ok())
-        .collect()
+    state.owed.iter().filter_map(|t| id_from_text(t)).collect()
 }
