@@ -5,79 +5,11 @@
 //! bring it back at the same address with the same data.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
+use crate::common::server::Server;
 use crate::common::{self, Mongo, load_movies, wait_timeout};
-
-/// A Qdrant server this test owns.
-struct Server {
-    start: PathBuf,
-    storage: tempfile::TempDir,
-    http: u16,
-    grpc: u16,
-    pid: u32,
-}
-
-impl Server {
-    fn start() -> Server {
-        let start = std::env::var_os("M2Q_QDRANT_START")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| common::repo().join("../shared/qdrant/start.sh"));
-        assert!(
-            start.is_file(),
-            "{}: no Qdrant start script (set M2Q_QDRANT_START to one that honours QDRANT_HTTP_PORT, QDRANT_GRPC_PORT and QDRANT_STORAGE)",
-            start.display()
-        );
-        let mut s = Server {
-            start,
-            storage: tempfile::tempdir().unwrap(),
-            http: common::free_port(),
-            grpc: common::free_port(),
-            pid: 0,
-        };
-        s.up();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
-    }
-
-    fn up(&mut self) {
-        let out = Command::new("bash")
-            .arg(&self.start)
-            .env("QDRANT_HTTP_PORT", self.http.to_string())
-            .env("QDRANT_GRPC_PORT", self.grpc.to_string())
-            .env("QDRANT_STORAGE", self.storage.path())
-            .output()
-            .unwrap();
-        common::assert_ok(&out);
-        let text = String::from_utf8_lossy(&out.stdout);
-        self.pid = text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("QDRANT_PID="))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no QDRANT_PID in {text}"));
-    }
-
-    fn kill(&self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.pid.to_string()])
-            .status();
-        // The ports are free again once the process is gone.
-        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Wait until the run's stderr shows its first acknowledged unit; keep draining it after.
 fn wait_for_a_checkpoint(child: &mut Child) {

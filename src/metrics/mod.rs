@@ -3,9 +3,10 @@
 //! what the documents cost, batch latency, lag, queue depth, errors), served over plain HTTP/1.1
 //! on `--metrics-addr`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::report::Stats;
@@ -18,6 +19,15 @@ const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 /// stuck (a getMore returns within `--batch-delay-ms`, so a live stream moves far more often).
 pub const STUCK_AFTER: Duration = Duration::from_secs(120);
 
+/// The gauges of one namespace's stream.
+#[derive(Default, Clone, Copy)]
+struct Lane {
+    /// Seconds between now and the cluster time of the last applied event (0 when caught up).
+    lag_seconds: u64,
+    /// Events taken from the stream and not yet acknowledged by the target.
+    pending: u64,
+}
+
 /// Counters and gauges of one `watch` process.
 #[derive(Default)]
 pub struct Metrics {
@@ -25,10 +35,8 @@ pub struct Metrics {
     batches: AtomicU64,
     batch_micros: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
-    /// Seconds between now and the cluster time of the last applied event (0 when caught up).
-    lag_seconds: AtomicU64,
-    /// Events taken from the stream and not yet acknowledged by the target.
-    pending: AtomicU64,
+    /// Lag and pending events of each namespace's stream.
+    lanes: Mutex<BTreeMap<String, Lane>>,
     errors: AtomicU64,
     reconciles: AtomicU64,
     /// Namespaces whose initial pass is done, and how many there are.
@@ -87,12 +95,25 @@ impl Metrics {
         self.reconciles.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn pending(&self, events: usize) {
-        self.pending.store(events as u64, Ordering::Relaxed);
+    /// `namespace`'s stream has `events` read and not yet acknowledged.
+    pub fn pending(&self, namespace: &str, events: usize) {
+        self.lane(namespace, |l| l.pending = events as u64);
     }
 
-    /// A batch of `kinds` was applied in `took`; its last event happened at `cluster_time`.
-    pub fn applied(&self, kinds: &EventKinds, took: Duration, cluster_time: Option<u32>) {
+    fn lane(&self, namespace: &str, f: impl FnOnce(&mut Lane)) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        f(lanes.entry(namespace.to_owned()).or_default());
+    }
+
+    /// A batch of `kinds` from `namespace` was applied in `took`; its last event happened at
+    /// `cluster_time`.
+    pub fn applied(
+        &self,
+        namespace: &str,
+        kinds: &EventKinds,
+        took: Duration,
+        cluster_time: Option<u32>,
+    ) {
         let EventKinds {
             insert,
             update,
@@ -116,17 +137,18 @@ impl Metrics {
                 b.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(t) = cluster_time {
-            let lag = now_secs().saturating_sub(u64::from(t));
-            self.lag_seconds.store(lag, Ordering::Relaxed);
-        }
-        self.pending.store(0, Ordering::Relaxed);
+        self.lane(namespace, |l| {
+            if let Some(t) = cluster_time {
+                l.lag_seconds = now_secs().saturating_sub(u64::from(t));
+            }
+            l.pending = 0;
+        });
         self.alive();
     }
 
-    /// The stream had nothing more: no lag.
-    pub fn caught_up(&self) {
-        self.lag_seconds.store(0, Ordering::Relaxed);
+    /// `namespace`'s stream had nothing more: no lag.
+    pub fn caught_up(&self, namespace: &str) {
+        self.lane(namespace, |l| l.lag_seconds = 0);
         self.alive();
     }
 
@@ -257,26 +279,37 @@ impl Metrics {
             "Time from a micro-batch's last event read to its writes acknowledged.",
             hist,
         );
-        let gauges = [
-            (
-                "lag_seconds",
-                "Now minus the cluster time of the last applied event; 0 when caught up.",
-                load(&self.lag_seconds),
-            ),
-            (
-                "pending_events",
-                "Events read from the stream and not yet acknowledged by the target.",
-                load(&self.pending),
-            ),
-            (
-                "ready",
-                "1 once every namespace finished its initial pass.",
-                u64::from(self.health_ready()),
-            ),
-        ];
-        for (name, help, v) in gauges {
-            metric(name, "gauge", help, vec![(String::new(), v as f64)]);
-        }
+        let lanes: Vec<(String, Lane)> = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(ns, l)| (format!("{{namespace=\"{}\"}}", label(ns)), *l))
+            .collect();
+        let by_namespace = |f: fn(&Lane) -> u64| -> Vec<(String, f64)> {
+            lanes
+                .iter()
+                .map(|(k, l)| (k.clone(), f(l) as f64))
+                .collect()
+        };
+        metric(
+            "lag_seconds",
+            "gauge",
+            "Per namespace: now minus the cluster time of the last applied event; 0 when caught up.",
+            by_namespace(|l| l.lag_seconds),
+        );
+        metric(
+            "pending_events",
+            "gauge",
+            "Per namespace: events read from the stream and not yet acknowledged by the target.",
+            by_namespace(|l| l.pending),
+        );
+        metric(
+            "ready",
+            "gauge",
+            "1 once every namespace finished its initial pass.",
+            vec![(String::new(), f64::from(u8::from(self.health_ready())))],
+        );
         metric(
             "errors_total",
             "counter",
@@ -295,6 +328,14 @@ impl Metrics {
     fn health_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) >= self.namespaces.load(Ordering::Relaxed)
     }
+}
+
+/// `value` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 mod http;
@@ -317,7 +358,8 @@ mod tests {
             delete: 1,
             ..EventKinds::default()
         };
-        m.applied(&kinds, Duration::from_millis(300), None);
+        m.applied("db.a", &kinds, Duration::from_millis(300), None);
+        m.pending("db.\"b\"", 4);
         let text = m.render();
         for line in [
             "mongo2qdrant_events_applied_total{kind=\"update\"} 3",
@@ -326,6 +368,9 @@ mod tests {
             "mongo2qdrant_batch_seconds_bucket{le=\"0.5\"} 1",
             "mongo2qdrant_batch_seconds_count 1",
             "mongo2qdrant_ready 1",
+            "mongo2qdrant_pending_events{namespace=\"db.a\"} 0",
+            "mongo2qdrant_pending_events{namespace=\"db.\\\"b\\\"\"} 4",
+            "mongo2qdrant_lag_seconds{namespace=\"db.a\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -652,6 +652,9 @@ pub fn injected(collection: &str, transient: bool) -> mongo2qdrant::sink::SinkEr
     }
 }
 
+pub mod archive;
+pub mod server;
+
 mod faulty_sink {
     use mongo2qdrant::sink::{
         Hit, MatchFilter, Point, Shape, Sink, SinkError, StoredPoint, VectorSpec,
