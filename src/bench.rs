@@ -172,6 +172,7 @@ pub async fn run(
                         let vectors = VectorSpec {
                             name: None,
                             dimension: embedder.dimension(),
+                            distance: embedder.distance(),
                         };
                         s.create_collection("bench", &vectors).await?;
                         Some(s)

@@ -112,13 +112,26 @@ pub struct TargetArgs {
 /// The embedding model and how it runs.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Directory with model.onnx and tokenizer.json (`bash models/fetch.sh` puts them here).
+    /// Model folder: tokenizer.json and model.onnx (or onnx/*.onnx), and where the model ships
+    /// them, its sentence-transformers configuration (pooling, normalisation, prompts,
+    /// similarity), which is honoured (`bash models/fetch.sh` puts all-MiniLM-L6-v2 here).
     #[arg(
         long = "model",
         env = "M2Q_MODEL",
         default_value = "models/cache/all-MiniLM-L6-v2"
     )]
     pub model_dir: PathBuf,
+    /// The ONNX graph to run when the folder holds several (`onnx/model_quantized.onnx`...).
+    #[arg(long, env = "M2Q_ONNX_FILE")]
+    pub onnx_file: Option<String>,
+    /// Text prepended to every document (default: the model's document prompt, e.g.
+    /// `passage: `; "" for none). Part of the content identity: changing it re-embeds.
+    #[arg(long, env = "M2Q_DOCUMENT_PROMPT")]
+    pub document_prompt: Option<String>,
+    /// Text prepended to every `search` query (default: the model's query prompt, e.g.
+    /// `query: `; "" for none).
+    #[arg(long, env = "M2Q_QUERY_PROMPT")]
+    pub query_prompt: Option<String>,
     /// The ONNX Runtime shared library (>= 1.24).
     #[arg(
         long,

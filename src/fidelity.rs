@@ -52,8 +52,8 @@ pub fn measure(
     let qrefs: Vec<&str> = qs.iter().map(String::as_str).collect();
     let (a, _) = candidate.embed(&refs)?;
     let (b, _) = fp32.embed(&refs)?;
-    let (qa, _) = candidate.embed(&qrefs)?;
-    let (qb, _) = fp32.embed(&qrefs)?;
+    let (qa, _) = candidate.embed_query(&qrefs)?;
+    let (qb, _) = fp32.embed_query(&qrefs)?;
     let cos: Vec<f64> = a
         .iter()
         .zip(&b)

@@ -164,6 +164,7 @@ pub async fn verify<S: Sink>(
         let spec = crate::sink::VectorSpec {
             name: job.vector_name.clone(),
             dimension: embedder.dimension(),
+            distance: embedder.distance(),
         };
         crate::sink::fit::fit(&job.target, shape.as_ref(), &spec, Ensure::Check)?;
     }

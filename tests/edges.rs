@@ -375,7 +375,9 @@ async fn recreate_rebuilds_every_vector_of_a_target<S: mongo2qdrant::sink::Sink>
     };
     title().run(&sink).await.unwrap();
     // The body vector as an older model left it: another dimension.
-    sink.add_vector(&c, "body", 8).await.unwrap();
+    sink.add_vector(&c, "body", 8, Default::default())
+        .await
+        .unwrap();
     let mut jobs = title().jobs().await;
     jobs.extend(body().jobs().await);
 
@@ -529,6 +531,7 @@ async fn messages_name_one_cause_and_the_fix() {
         let spec = mongo2qdrant::sink::VectorSpec {
             name: None,
             dimension: 3,
+            distance: Default::default(),
         };
         use mongo2qdrant::sink::Sink;
         sink.create_collection("notes", &spec).await.unwrap();
@@ -537,6 +540,7 @@ async fn messages_name_one_cause_and_the_fix() {
             &mongo2qdrant::sink::VectorSpec {
                 name: Some("title".into()),
                 dimension: 384,
+                distance: Default::default(),
             },
         )
         .await

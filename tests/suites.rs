@@ -14,6 +14,7 @@ mod commands;
 mod dump;
 mod edges;
 mod embedding;
+mod embedding_models;
 mod exactness;
 mod faults;
 mod foreign_points;

@@ -165,6 +165,7 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
     let spec = VectorSpec {
         name: None,
         dimension: 3,
+        distance: Default::default(),
     };
     mongo2qdrant::sink::ensure_collection(
         sink.as_ref(),

@@ -46,7 +46,10 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<config::ConfigError>().is_some()
         || matches!(
             e.downcast_ref::<crate::embed::EmbedError>(),
-            Some(crate::embed::EmbedError::Precision(_))
+            Some(
+                crate::embed::EmbedError::Precision(_)
+                    | crate::embed::EmbedError::Unsupported { .. }
+            )
         )
     {
         return exit::USAGE;

@@ -19,7 +19,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     // Opening a shard may replay and flush it: never beside a running sync.
     let _lock = lock_target(&args.target.kind()?, "search")?;
     let embedder = load_embedder(&args.model).await?;
-    let (mut vectors, _) = embedder.embed(&[args.query.as_str()])?;
+    let (mut vectors, _) = embedder.embed_query(&[args.query.as_str()])?;
     let vector = vectors.pop().expect("one vector");
     let target = open_target(&args.target.kind()?)?;
     let vector_name = args.target.vector_name.as_deref();

@@ -260,6 +260,11 @@ impl ModelArgs {
         c.intra_threads = self.intra_threads.unwrap_or(intra).max(1);
         c.max_batch = self.max_batch;
         c.max_batch_tokens = self.max_batch_tokens;
+        c.overrides = crate::embed::folder::Overrides {
+            onnx_file: self.onnx_file.clone(),
+            document_prompt: self.document_prompt.clone(),
+            query_prompt: self.query_prompt.clone(),
+        };
         Ok(c)
     }
 }

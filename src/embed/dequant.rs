@@ -9,7 +9,10 @@
 //! The ONNX file is protobuf; this reads only the fields it needs (graph nodes and
 //! initializers) and copies every other byte through unchanged.
 
+mod inputs;
 mod wire;
+
+pub use inputs::graph_inputs;
 
 use wire::{WIRE_I32, WIRE_LEN, WIRE_VARINT, put_len, put_varint, records, text, varints};
 

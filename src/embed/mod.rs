@@ -2,8 +2,10 @@
 //! thread that keeps CPU work off the async runtime.
 
 pub mod dequant;
+pub mod folder;
 pub mod onnx;
 pub mod openvino;
+pub mod pooling;
 pub mod precision;
 mod runner;
 pub mod worker;
@@ -28,6 +30,10 @@ pub enum EmbedError {
         "model file {0} not found: run `bash models/fetch.sh`, or pass --model DIR holding model.onnx and tokenizer.json"
     )]
     ModelMissing(PathBuf),
+    #[error(
+        "model folder {dir}: {what}; use a sentence-transformers model this tool supports (README: Models), or fix the folder's configuration"
+    )]
+    Unsupported { dir: PathBuf, what: String },
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
     #[error(
@@ -81,8 +87,11 @@ pub struct EmbedConfig {
     pub max_batch: usize,
     /// Most padded tokens (texts x longest) in one inference call.
     pub max_batch_tokens: usize,
-    /// Tokens per text, including the special tokens (sentence-transformers: 256).
+    /// Tokens per text, including the special tokens, where the model folder does not say
+    /// (`max_seq_length`; all-MiniLM-L6-v2: 256).
     pub max_tokens: usize,
+    /// What flags override in the model folder (ONNX file, prompts).
+    pub overrides: folder::Overrides,
 }
 
 impl EmbedConfig {
@@ -108,6 +117,7 @@ impl EmbedConfig {
             max_batch: 16,
             max_batch_tokens: 512,
             max_tokens: 256,
+            overrides: folder::Overrides::default(),
         }
     }
 }
@@ -162,8 +172,17 @@ impl EmbedStats {
 pub trait Embedder: Send + Sync {
     /// Vectors for `texts`, in the same order.
     fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError>;
+    /// Vectors for search queries, with the model's query prompt (documents go through
+    /// [`Embedder::embed`], with its document prompt).
+    fn embed_query(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
+        self.embed(texts)
+    }
     /// Vector dimension.
     fn dimension(&self) -> usize;
+    /// How the model's vectors compare (its similarity function): the collection's distance.
+    fn distance(&self) -> crate::sink::Distance {
+        crate::sink::Distance::Cosine
+    }
     /// Identity of the model (name and file digest): part of every content hash.
     fn model_id(&self) -> &str;
     /// The precision, runtime and instruction set inference runs on.

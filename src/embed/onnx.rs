@@ -1,7 +1,9 @@
-//! all-MiniLM-L6-v2 style sentence embeddings through ONNX Runtime (`ort`, loaded dynamically):
-//! tokenise in parallel (rayon), sort by length, batch by count and token budget with dynamic
-//! padding, mean-pool over the attention mask and L2-normalise, as sentence-transformers does.
-//! In bf16 (see [`super::precision`]) the same graph runs in OpenVINO instead.
+//! Sentence embeddings through ONNX Runtime (`ort`, loaded dynamically), as the model folder
+//! says ([`super::folder`]): the prompt prepended, tokenised in parallel (rayon), sorted by
+//! length, batched by count and token budget with dynamic padding, pooled as the model's
+//! Pooling module does and L2-normalised where it has a Normalize module, as
+//! sentence-transformers computes them. In bf16 (see [`super::precision`]) the same graph runs
+//! in OpenVINO instead.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -11,8 +13,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use super::folder::ModelFolder;
+use super::pooling::Head;
 use super::precision::{Compute, Precision};
-use super::runner::{Runner, run_batch, runners};
+use super::runner::{Feed, Input, Runner, run_batch, runners};
 use super::{EmbedConfig, EmbedError, EmbedStats, Embedder};
 
 /// A tokenizer and a pool of runners (ONNX Runtime sessions or OpenVINO requests) over one
@@ -26,6 +30,10 @@ pub struct OnnxEmbedder {
     model_id: String,
     compute: Compute,
     config: EmbedConfig,
+    folder: ModelFolder,
+    feed: Feed,
+    /// Tokens the document prompt takes (what a chunk leaves it).
+    prompt_tokens: usize,
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -42,13 +50,23 @@ impl std::fmt::Debug for OnnxEmbedder {
 impl OnnxEmbedder {
     /// Load the tokenizer and `config.sessions` sessions; probes the output dimension.
     pub fn load(config: &EmbedConfig) -> Result<Self, EmbedError> {
-        let model_path = config.model_dir.join("model.onnx");
-        let tokenizer_path = config.model_dir.join("tokenizer.json");
-        for p in [&model_path, &tokenizer_path] {
-            if !p.is_file() {
-                return Err(EmbedError::ModelMissing(p.clone()));
-            }
+        let folder = ModelFolder::read(&config.model_dir, &config.overrides)?;
+        if !folder.described {
+            tracing::info!(
+                dir = %config.model_dir.display(),
+                "no sentence-transformers configuration (modules.json) in the model folder: mean pooling, L2-normalised, no prompt"
+            );
         }
+        let mut config = config.clone();
+        if let Some(n) = folder.max_seq_length {
+            config.max_tokens = n;
+        }
+        let config = &config;
+        let model_path = folder.onnx.clone();
+        let tokenizer_path = folder.tokenizer.clone();
+        let bytes =
+            std::fs::read(&model_path).map_err(|_| EmbedError::ModelMissing(model_path.clone()))?;
+        let feed = feed_of(&bytes, &folder)?;
         let mut tokenizer =
             Tokenizer::from_file(&tokenizer_path).map_err(|e| EmbedError::Tokenizer {
                 path: tokenizer_path.clone(),
@@ -76,9 +94,11 @@ impl OnnxEmbedder {
 
         let (compute, sessions) = runners(config, &model_path)?;
 
-        // What decides the vectors: the graph and weights, the tokenizer, the token limit; not
-        // where the files happen to be (a renamed directory must not re-embed anything).
-        let digest = file_digest(&model_path).map_err(|_| EmbedError::ModelMissing(model_path))?;
+        // What decides the vectors: the graph and weights, the tokenizer, the token limit, the
+        // pooling, normalisation and document prompt; not where the files happen to be (a
+        // renamed directory must not re-embed anything).
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        drop(bytes);
         let tok = file_digest(&tokenizer_path)
             .map_err(|_| EmbedError::ModelMissing(tokenizer_path.clone()))?;
         let mut model_id = format!(
@@ -87,6 +107,7 @@ impl OnnxEmbedder {
             &tok[..16],
             config.max_tokens
         );
+        model_id.push_str(&folder.identity());
         // An explicit precision is part of the identity; `auto` is not (module precision).
         match config.precision {
             Precision::Auto => {}
@@ -94,6 +115,12 @@ impl OnnxEmbedder {
             Precision::Bf16 => model_id.push_str("/bf16"),
         }
 
+        let prompt_tokens = match &folder.document_prompt {
+            Some(p) => chunk_tokenizer
+                .encode(p.as_str(), false)
+                .map_or(0, |e| e.get_ids().len()),
+            None => 0,
+        };
         let mut me = Self {
             tokenizer,
             chunk_tokenizer,
@@ -102,21 +129,57 @@ impl OnnxEmbedder {
             model_id,
             compute,
             config: config.clone(),
+            folder,
+            feed,
+            prompt_tokens,
         };
         let (probe, _) = me.embed(&["probe"])?;
         me.dimension = probe[0].len();
+        if let Some(d) = me.folder.dimension
+            && d != me.dimension
+        {
+            return Err(EmbedError::Unsupported {
+                dir: config.model_dir.clone(),
+                what: format!(
+                    "the Pooling config says dimension {d}, the graph gives {}: the graph is not this model's",
+                    me.dimension
+                ),
+            });
+        }
         Ok(me)
     }
 
-    /// Tokenise in parallel, without padding.
+    /// What the model folder says (pooling, prompts, distance).
+    pub fn folder(&self) -> &ModelFolder {
+        &self.folder
+    }
+
+    /// Tokenise documents in parallel, without padding (with the document prompt).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>, EmbedError> {
+        self.tokenize_with(texts, self.folder.document_prompt.as_deref())
+    }
+
+    /// Tokenise `texts` with `prompt` prepended (and lower-cased where the model says so).
+    fn tokenize_with(
+        &self,
+        texts: &[&str],
+        prompt: Option<&str>,
+    ) -> Result<Vec<Encoding>, EmbedError> {
+        let lower = self.folder.lowercase;
         texts
             .par_iter()
             .map(|t| {
+                let mut text = match prompt {
+                    Some(p) => format!("{p}{t}"),
+                    None => (*t).to_owned(),
+                };
+                if lower {
+                    text = text.to_lowercase();
+                }
                 self.tokenizer
-                    .encode_fast(*t, true)
+                    .encode_fast(text, true)
                     .map_err(|e| EmbedError::Tokenizer {
-                        path: self.config.model_dir.join("tokenizer.json"),
+                        path: self.folder.tokenizer.clone(),
                         reason: e.to_string(),
                     })
             })
@@ -156,7 +219,7 @@ impl OnnxEmbedder {
                             let members: Vec<usize> = order[range.clone()].to_vec();
                             let batch: Vec<&Encoding> =
                                 members.iter().map(|&i| &encodings[i]).collect();
-                            let (vectors, s) = run_batch(&mut session, &batch)?;
+                            let (vectors, s) = run_batch(&mut session, &batch, &self.feed)?;
                             stats.lock().expect("stats").add(&s);
                             let mut out = results.lock().expect("results");
                             for (i, v) in members.into_iter().zip(vectors) {
@@ -196,8 +259,21 @@ impl Embedder for OnnxEmbedder {
         Ok((vectors, stats))
     }
 
+    fn embed_query(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
+        let t = Instant::now();
+        let encodings = self.tokenize_with(texts, self.folder.query_prompt.as_deref())?;
+        let tokenize_secs = t.elapsed().as_secs_f64();
+        let (vectors, mut stats) = self.embed_encodings(&encodings)?;
+        stats.tokenize_secs += tokenize_secs;
+        Ok((vectors, stats))
+    }
+
     fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    fn distance(&self) -> crate::sink::Distance {
+        self.folder.distance
     }
 
     fn model_id(&self) -> &str {
@@ -209,8 +285,12 @@ impl Embedder for OnnxEmbedder {
     }
 
     fn chunk(&self, text: &str, size: usize, overlap: usize) -> Vec<String> {
-        // Content tokens per window: the model adds [CLS] and [SEP].
-        let size = size.clamp(8, self.config.max_tokens.saturating_sub(2).max(8));
+        // Content tokens per window: the model adds [CLS] and [SEP], the prompt its own.
+        let room = self
+            .config
+            .max_tokens
+            .saturating_sub(2 + self.prompt_tokens);
+        let size = size.clamp(8, room.max(8));
         let overlap = overlap.min(size / 2);
         match self.chunk_tokenizer.encode(text, false) {
             Ok(enc) => chunk_by_offsets(text, enc.get_offsets(), size, overlap),
@@ -277,6 +357,42 @@ pub fn plan_batches(
         out.push(start..i);
     }
     out
+}
+
+/// The inputs the graph in `bytes` takes, each one this tool feeds (or refused by name), and
+/// the folder's pooling.
+fn feed_of(bytes: &[u8], folder: &ModelFolder) -> Result<Feed, EmbedError> {
+    let unsupported = |what: String| EmbedError::Unsupported {
+        dir: folder.onnx.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        what,
+    };
+    let names = super::dequant::graph_inputs(bytes)
+        .map_err(|e| unsupported(format!("{}: {e}", folder.onnx.display())))?;
+    let mut inputs = Vec::with_capacity(names.len());
+    for name in names {
+        match Input::of(&name) {
+            Some(i) => inputs.push((name, i)),
+            None => {
+                return Err(unsupported(format!(
+                    "the graph {} needs the input `{name}`, which this tool does not feed (it feeds input_ids, attention_mask, token_type_ids)",
+                    folder.onnx.display()
+                )));
+            }
+        }
+    }
+    if !inputs.iter().any(|(_, i)| *i == Input::Ids) {
+        return Err(unsupported(format!(
+            "the graph {} takes no input_ids: not a text encoder",
+            folder.onnx.display()
+        )));
+    }
+    Ok(Feed {
+        inputs,
+        head: Head {
+            pooling: folder.pooling,
+            normalize: folder.normalize,
+        },
+    })
 }
 
 /// Hex blake3 of a file's bytes.

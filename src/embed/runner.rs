@@ -9,6 +9,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use tokenizers::Encoding;
 
+use super::pooling::{Head, pool};
 use super::precision::{Compute, CpuFeatures, Precision, auto_choice};
 use super::{Device, EmbedConfig, EmbedError, EmbedStats, dequant, openvino};
 
@@ -165,10 +166,39 @@ fn openvino_runners(
     Ok((actual, runners))
 }
 
+/// Which of the tensors this tool builds a graph input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Input {
+    Ids,
+    Mask,
+    Types,
+}
+
+impl Input {
+    /// The tensor a graph input named `name` takes; `None`: not one this tool feeds.
+    pub(super) fn of(name: &str) -> Option<Input> {
+        match name {
+            "input_ids" => Some(Input::Ids),
+            "attention_mask" => Some(Input::Mask),
+            "token_type_ids" => Some(Input::Types),
+            _ => None,
+        }
+    }
+}
+
+/// What a batch needs to know of its graph: the inputs it takes (name and tensor, in the
+/// graph's order) and how its token vectors are pooled.
+#[derive(Debug, Clone)]
+pub(super) struct Feed {
+    pub(super) inputs: Vec<(String, Input)>,
+    pub(super) head: Head,
+}
+
 /// One inference call on `batch`, padded to its longest member.
 pub(super) fn run_batch(
     runner: &mut Runner,
     batch: &[&Encoding],
+    feed: &Feed,
 ) -> Result<(Vec<Vec<f32>>, EmbedStats), EmbedError> {
     let n = batch.len();
     let len = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
@@ -184,28 +214,45 @@ pub(super) fn run_batch(
         }
     }
     let t = Instant::now();
+    let head = feed.head;
     let vectors = match runner {
         Runner::Ort(session) => {
             let shape = [n, len];
-            let outputs = session.run(ort::inputs![
-                "input_ids" => TensorRef::from_array_view((shape, &ids[..]))?,
-                "attention_mask" => TensorRef::from_array_view((shape, &mask[..]))?,
-                "token_type_ids" => TensorRef::from_array_view((shape, &types[..]))?,
-            ])?;
+            let mut inputs = Vec::with_capacity(feed.inputs.len());
+            for (name, input) in &feed.inputs {
+                let data = match input {
+                    Input::Ids => &ids[..],
+                    Input::Mask => &mask[..],
+                    Input::Types => &types[..],
+                };
+                inputs.push((name.as_str(), TensorRef::from_array_view((shape, data))?));
+            }
+            let outputs = session.run(inputs)?;
             let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
             let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-            mean_pool(&dims, data, &mask, n, len)?
+            pool(head, &dims, data, &mask, n, len)?
         }
         Runner::OpenVino(request) => {
             let mask_in = mask.clone();
-            let mut inputs = [
-                ("input_ids", &mut ids[..]),
-                ("attention_mask", &mut mask[..]),
-                ("token_type_ids", &mut types[..]),
-            ];
+            let (mut ids, mut mask, mut types) = (
+                Some(&mut ids[..]),
+                Some(&mut mask[..]),
+                Some(&mut types[..]),
+            );
+            let mut inputs = Vec::with_capacity(feed.inputs.len());
+            for (name, input) in &feed.inputs {
+                let data = match input {
+                    Input::Ids => ids.take(),
+                    Input::Mask => mask.take(),
+                    Input::Types => types.take(),
+                };
+                if let Some(data) = data {
+                    inputs.push((name.as_str(), data));
+                }
+            }
             request
                 .run(&mut inputs, n, len, |dims, data| {
-                    mean_pool(dims, data, &mask_in, n, len)
+                    pool(head, dims, data, &mask_in, n, len)
                 })
                 .map_err(EmbedError::Inference)??
         }
@@ -218,41 +265,4 @@ pub(super) fn run_batch(
         infer_secs: t.elapsed().as_secs_f64(),
     };
     Ok((vectors, stats))
-}
-
-/// Mean over the tokens the mask keeps, then L2-normalised: one vector per row of a
-/// `[n, len, dim]` output.
-fn mean_pool(
-    dims: &[usize],
-    data: &[f32],
-    mask: &[i64],
-    n: usize,
-    len: usize,
-) -> Result<Vec<Vec<f32>>, EmbedError> {
-    if dims.len() != 3 || dims[0] != n || dims[1] != len || data.len() != n * len * dims[2] {
-        return Err(EmbedError::OutputShape(
-            dims.iter().map(|&d| d as i64).collect(),
-        ));
-    }
-    let dim = dims[2];
-    let mut vectors = Vec::with_capacity(n);
-    for r in 0..n {
-        let mut v = vec![0f32; dim];
-        let mut count = 0f32;
-        for c in 0..len {
-            if mask[r * len + c] == 1 {
-                let row = &data[(r * len + c) * dim..(r * len + c + 1) * dim];
-                for (acc, x) in v.iter_mut().zip(row) {
-                    *acc += x;
-                }
-                count += 1.0;
-            }
-        }
-        let count = count.max(1e-9);
-        v.iter_mut().for_each(|x| *x /= count);
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        v.iter_mut().for_each(|x| *x /= norm);
-        vectors.push(v);
-    }
-    Ok(vectors)
 }

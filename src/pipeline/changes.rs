@@ -88,7 +88,7 @@ pub async fn watch<S: Sink>(
         }
     }
     let mut rebuilt =
-        prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+        prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().as_ref()).await?;
     rebuilt.extend(missing);
     let mut tasks = tokio::task::JoinSet::new();
     for group in groups(jobs) {

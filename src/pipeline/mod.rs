@@ -137,8 +137,7 @@ pub async fn sync<S: Sink>(
     let started = Instant::now();
     let started_at = now_rfc3339();
     let log = Arc::new(RunLog::new(stats));
-    let rebuilt =
-        prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().dimension()).await?;
+    let rebuilt = prepare_targets(sink.as_ref(), &jobs, &opts, worker.embedder().as_ref()).await?;
     let mut bulk_targets: Vec<String> = Vec::new();
     // Per target, the namespaces this run writes there (the parts it owes a bulk load).
     let mut into: Vec<(String, Vec<String>)> = Vec::new();
@@ -290,14 +289,16 @@ async fn prepare_targets<S: Sink>(
     sink: &S,
     jobs: &[Job],
     opts: &SyncOptions,
-    dimension: usize,
+    embedder: &dyn crate::embed::Embedder,
 ) -> Result<HashSet<String>, PipelineError> {
+    let (dimension, distance) = (embedder.dimension(), embedder.distance());
     let mut rebuilt = HashSet::new();
     let mut targets: Vec<(&str, Vec<VectorSpec>)> = Vec::new();
     for job in jobs {
         let spec = VectorSpec {
             name: job.vector_name.clone(),
             dimension,
+            distance,
         };
         match targets.iter_mut().find(|(t, _)| *t == job.target) {
             Some((_, specs)) if specs.contains(&spec) => {}

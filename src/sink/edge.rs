@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use qdrant_edge::{
     ConditionalInsertOperation, CountRequest, CreateVectorName, DeletePayloadOp, DenseVectorConfig,
-    Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, JsonPath, PayloadOps, PointId,
+    EdgeConfig, EdgeShard, EdgeVectorParams, Filter, JsonPath, PayloadOps, PointId,
     PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, QueryEnum,
     QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateMode,
     UpdateOperation, UpdateVectorsOp, VectorNameConfig, VectorNameOperations, VectorOperations,
@@ -22,7 +22,7 @@ use super::{
     Fields, Hit, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError, StoredPoint,
     VectorParams, VectorSpec, WriteIf,
 };
-use convert::{point_ids, stored, to_filter, uuid_of, vector_key, with_payload};
+use convert::{distance, point_ids, stored, to_filter, uuid_of, vector_key, with_payload};
 
 /// A directory of embedded Qdrant collections.
 pub struct EdgeSink {
@@ -124,7 +124,8 @@ impl Sink for EdgeSink {
         collection: &str,
         vectors: &VectorSpec,
     ) -> Result<(), SinkError> {
-        let wanted = EdgeVectorParams::builder(vectors.dimension, Distance::Cosine).build();
+        let wanted =
+            EdgeVectorParams::builder(vectors.dimension, distance(vectors.distance)).build();
         let config = EdgeConfig::builder()
             .vector(vector_key(vectors.name.as_deref()), wanted)
             .build();
@@ -142,12 +143,13 @@ impl Sink for EdgeSink {
         collection: &str,
         name: &str,
         dimension: usize,
+        d: crate::sink::Distance,
     ) -> Result<(), SinkError> {
         let op = CreateVectorName {
             vector_name: name.to_owned(),
             config: VectorNameConfig::dense(DenseVectorConfig {
                 size: dimension,
-                distance: Distance::Cosine,
+                distance: distance(d),
                 multivector_config: None,
                 datatype: None,
             }),

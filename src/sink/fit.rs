@@ -24,8 +24,6 @@ pub enum Fit {
     AddVector,
 }
 
-const DISTANCE: &str = "Cosine";
-
 fn describe(dimension: usize, distance: &str) -> String {
     format!("dimension {dimension} and {distance} distance")
 }
@@ -50,7 +48,9 @@ pub fn fit(
         (Shape::Named(m), Some(name)) => m.get(name),
         _ => None,
     };
-    if found.is_some_and(|p| p.dimension == wanted.dimension && p.distance == DISTANCE) {
+    if found.is_some_and(|p| {
+        p.dimension == wanted.dimension && p.distance == wanted.distance.qdrant_name()
+    }) {
         return Ok(Fit::Ready);
     }
     // A collection of named vectors takes another name; the unnamed vector stays alone.
@@ -68,7 +68,7 @@ pub fn fit(
             None if wanted.name.is_none() => "named vectors (pass --vector-name)".into(),
             None => "one unnamed vector (drop --vector-name)".into(),
         },
-        wanted: describe(wanted.dimension, DISTANCE),
+        wanted: describe(wanted.dimension, wanted.distance.qdrant_name()),
     })
 }
 
@@ -88,7 +88,8 @@ pub async fn ensure_collection<S: Sink + ?Sized>(
         Fit::Create => sink.create_collection(collection, vectors).await,
         Fit::AddVector => {
             let name = vectors.name.as_deref().unwrap_or_default();
-            sink.add_vector(collection, name, vectors.dimension).await
+            sink.add_vector(collection, name, vectors.dimension, vectors.distance)
+                .await
         }
     };
     match made {
@@ -122,6 +123,7 @@ mod tests {
         VectorSpec {
             name: name.map(str::to_owned),
             dimension,
+            distance: crate::sink::Distance::Cosine,
         }
     }
 
@@ -167,6 +169,21 @@ mod tests {
         assert!(msg.contains("--recreate"), "{msg}");
         let dot = Shape::Unnamed(params(384, "Dot"));
         assert!(fit("c", Some(&dot), &spec(None, 384), Ensure::Check).is_err());
+        // A model trained for dot product fits that collection, and not a cosine one.
+        let mut dot_model = spec(None, 384);
+        dot_model.distance = crate::sink::Distance::Dot;
+        assert_eq!(
+            fit("c", Some(&dot), &dot_model, Ensure::Create).unwrap(),
+            Fit::Ready
+        );
+        let cosine = Shape::Unnamed(params(384, "Cosine"));
+        let msg = fit("c", Some(&cosine), &dot_model, Ensure::Create)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("Dot distance") && msg.contains("Cosine distance"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use super::{
     StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
 use convert::{
-    has_update_mode, hnsw_m_of, id_list, index_state_of, json_payload, page_id, page_offset, pid,
-    request_err, stored, to_filter, uuid_of, with_payload,
+    distance, has_update_mode, hnsw_m_of, id_list, index_state_of, json_payload, page_id,
+    page_offset, pid, request_err, stored, to_filter, uuid_of, with_payload,
 };
 
 /// A Qdrant server.
@@ -104,7 +104,7 @@ impl Sink for GrpcSink {
         collection: &str,
         vectors: &VectorSpec,
     ) -> Result<(), SinkError> {
-        let params = VectorParamsBuilder::new(vectors.dimension as u64, Distance::Cosine);
+        let params = VectorParamsBuilder::new(vectors.dimension as u64, distance(vectors.distance));
         let config: VectorsConfig = match &vectors.name {
             None => params.into(),
             Some(name) => {
@@ -125,6 +125,7 @@ impl Sink for GrpcSink {
         collection: &str,
         name: &str,
         dimension: usize,
+        d: crate::sink::Distance,
     ) -> Result<(), SinkError> {
         // Qdrant >= 1.18.
         self.client
@@ -132,7 +133,7 @@ impl Sink for GrpcSink {
                 CreateVectorNameRequestBuilder::new(
                     collection,
                     name.to_owned(),
-                    DenseVectorCreationConfigBuilder::new(dimension as u64, Distance::Cosine),
+                    DenseVectorCreationConfigBuilder::new(dimension as u64, distance(d)),
                 )
                 .wait(true),
             )

@@ -99,6 +99,29 @@ pub struct VectorSpec {
     /// `None`: the collection's single unnamed vector.
     pub name: Option<String>,
     pub dimension: usize,
+    pub distance: Distance,
+}
+
+/// How a collection compares vectors: the model's similarity function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Distance {
+    #[default]
+    Cosine,
+    Dot,
+    Euclid,
+    Manhattan,
+}
+
+impl Distance {
+    /// As Qdrant names it.
+    pub fn qdrant_name(self) -> &'static str {
+        match self {
+            Distance::Cosine => "Cosine",
+            Distance::Dot => "Dot",
+            Distance::Euclid => "Euclid",
+            Distance::Manhattan => "Manhattan",
+        }
+    }
 }
 
 /// Errors at the target. Each names the fix.
@@ -208,12 +231,13 @@ pub trait Sink: Send + Sync + 'static {
         vectors: &VectorSpec,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Add the named vector `name` (cosine, `dimension`) to a collection of named vectors.
+    /// Add the named vector `name` (`dimension`, `distance`) to a collection of named vectors.
     fn add_vector(
         &self,
         collection: &str,
         name: &str,
         dimension: usize,
+        distance: Distance,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Drop `collection` with all its points.

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError,
-    StoredPoint, VectorSpec, WriteIf,
+    Distance, Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink,
+    SinkError, StoredPoint, VectorSpec, WriteIf,
 };
 use crate::retry::RetryPolicy;
 
@@ -49,9 +49,17 @@ impl<S: Sink> Sink for Retrying<S> {
             .await
     }
 
-    async fn add_vector(&self, c: &str, name: &str, dimension: usize) -> Result<(), SinkError> {
+    async fn add_vector(
+        &self,
+        c: &str,
+        name: &str,
+        dimension: usize,
+        distance: Distance,
+    ) -> Result<(), SinkError> {
         self.policy
-            .run("add vector", || self.inner.add_vector(c, name, dimension))
+            .run("add vector", || {
+                self.inner.add_vector(c, name, dimension, distance)
+            })
             .await
     }
 

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink,
-    SinkError, StoredPoint, VectorSpec, WriteIf,
+    Distance, EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Page, PageOffset, Point,
+    Shape, Sink, SinkError, StoredPoint, VectorSpec, WriteIf,
 };
 
 /// Where points go, as configured.
@@ -72,8 +72,14 @@ impl Sink for Target {
         each!(self, s => s.create_collection(c, v).await)
     }
 
-    async fn add_vector(&self, c: &str, name: &str, dimension: usize) -> Result<(), SinkError> {
-        each!(self, s => s.add_vector(c, name, dimension).await)
+    async fn add_vector(
+        &self,
+        c: &str,
+        name: &str,
+        dimension: usize,
+        distance: Distance,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.add_vector(c, name, dimension, distance).await)
     }
 
     async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {

@@ -81,6 +81,7 @@ pub struct StateStore<'a, S: Sink + ?Sized> {
 const RECORD_VECTOR: VectorSpec = VectorSpec {
     name: None,
     dimension: 1,
+    distance: crate::sink::Distance::Cosine,
 };
 
 impl<'a, S: Sink + ?Sized> StateStore<'a, S> {

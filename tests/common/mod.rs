@@ -684,8 +684,14 @@ mod faulty_sink {
         async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
             self.inner.create_collection(c, v).await
         }
-        async fn add_vector(&self, c: &str, n: &str, d: usize) -> Result<(), SinkError> {
-            self.inner.add_vector(c, n, d).await
+        async fn add_vector(
+            &self,
+            c: &str,
+            n: &str,
+            d: usize,
+            distance: mongo2qdrant::sink::Distance,
+        ) -> Result<(), SinkError> {
+            self.inner.add_vector(c, n, d, distance).await
         }
         async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
             self.inner.drop_collection(c).await

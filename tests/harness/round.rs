@@ -105,6 +105,7 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
                 let spec = VectorSpec {
                     name: vector.map(str::to_owned),
                     dimension: 384,
+                    distance: Default::default(),
                 };
                 sink.create_collection(&c, &spec).await.unwrap();
             }

@@ -72,3 +72,14 @@ pub(super) fn with_payload(fields: Fields<'_>) -> WithPayloadInterface {
         ),
     }
 }
+
+/// The target's name for a model's distance.
+pub(super) fn distance(d: crate::sink::Distance) -> qdrant_edge::Distance {
+    use crate::sink::Distance as D;
+    match d {
+        D::Cosine => qdrant_edge::Distance::Cosine,
+        D::Dot => qdrant_edge::Distance::Dot,
+        D::Euclid => qdrant_edge::Distance::Euclid,
+        D::Manhattan => qdrant_edge::Distance::Manhattan,
+    }
+}

@@ -211,6 +211,17 @@ impl GrpcSink {
     }
 }
 
+/// The target's name for a model's distance.
+pub(super) fn distance(d: crate::sink::Distance) -> qdrant_client::qdrant::Distance {
+    use crate::sink::Distance as D;
+    match d {
+        D::Cosine => qdrant_client::qdrant::Distance::Cosine,
+        D::Dot => qdrant_client::qdrant::Distance::Dot,
+        D::Euclid => qdrant_client::qdrant::Distance::Euclid,
+        D::Manhattan => qdrant_client::qdrant::Distance::Manhattan,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
