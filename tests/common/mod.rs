@@ -599,6 +599,8 @@ pub enum WriteOp {
     SetPayload,
     RemoveVector,
     Delete,
+    /// A change of the collection's settings (HNSW `m`, a bulk load's switch).
+    Config,
 }
 
 /// The real target with a hook before every write (unit-level fault injection around real
@@ -790,6 +792,19 @@ mod faulty_sink {
             l: usize,
         ) -> Result<Vec<Hit>, SinkError> {
             self.inner.search(c, n, v, l).await
+        }
+        async fn hnsw_m(&self, c: &str) -> Result<Option<u64>, SinkError> {
+            self.inner.hnsw_m(c).await
+        }
+        async fn set_hnsw_m(&self, c: &str, m: u64) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Config, c)?;
+            self.inner.set_hnsw_m(c, m).await
+        }
+        async fn index_state(
+            &self,
+            c: &str,
+        ) -> Result<Option<mongo2qdrant::sink::IndexState>, SinkError> {
+            self.inner.index_state(c).await
         }
         async fn count(&self, c: &str) -> Result<u64, SinkError> {
             self.inner.count(c).await

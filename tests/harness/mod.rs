@@ -139,6 +139,13 @@ async fn harness<S: Sink>(target: Target<S>) {
         "--enable-test-commands",
         "--sync-on-commit",
     ]));
+    // `M2Q_LOG=mongo2qdrant=info` shows what the runs (and the killed binary) log.
+    if let Ok(filter) = std::env::var("M2Q_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut tally = Tally::default();
     let started = std::time::Instant::now();
     for i in 0..iterations {

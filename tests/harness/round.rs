@@ -88,7 +88,8 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         cursor_batch: 100,
     };
 
-    for _round in 0..(2 + rng.below(4)) {
+    for round in 0..(2 + rng.below(4)) {
+        eprintln!("harness:  round {round}");
         faults::mutate_all(&coll, &mut rng, tally, sink.max_payload_depth()).await;
         for _ in 0..rng.below(6) {
             next_key += 1;
@@ -265,11 +266,14 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
             _ => None,
         };
         if let Some(after) = kill {
-            let mut child = common::bin()
+            let mut child = common::bin();
+            child
                 .args(binary_args(m, &spec, &o, watching))
-                .args(["--qdrant-url", url.as_deref().unwrap()])
-                .spawn()
-                .unwrap();
+                .args(["--qdrant-url", url.as_deref().unwrap()]);
+            if std::env::var_os("M2Q_LOG").is_some() {
+                child.stderr(std::process::Stdio::inherit());
+            }
+            let mut child = child.spawn().unwrap();
             tokio::time::sleep(after).await;
             let _ = child.kill();
             let _ = child.wait();
