@@ -43,6 +43,36 @@ async fn a_restart_with_new_settings_prunes_what_went_while_down<S: Sink>(sink: 
 
 both_targets!(a_restart_with_new_settings_prunes_what_went_while_down);
 
+/// The target dropped and created again, empty, while nothing watched (by anyone): the stored
+/// stream position belongs to the old collection. Before, the restart resumed the stream into
+/// the empty one and never wrote the documents that did not change (found by the fault
+/// harness, seed 1796658454). Now the position's anchor point is missing there, and a full
+/// pass runs.
+async fn a_recreated_target_gets_a_full_pass_not_the_old_stream<S: Sink>(sink: Arc<S>) {
+    let (_m, jobs) = setup(30, "recreated", &[]).await;
+    let target = jobs[0].target.clone();
+    let w = start(&sink, jobs.clone());
+    w.ready().await;
+    w.stop().await;
+    let before = sink.count(&target).await.unwrap();
+    assert!(before >= 30, "{before}");
+
+    sink.drop_collection(&target).await.unwrap();
+    let spec = mongo2qdrant::sink::VectorSpec {
+        name: None,
+        dimension: 384,
+        distance: Default::default(),
+    };
+    sink.create_collection(&target, &spec).await.unwrap();
+    let w = start(&sink, jobs.clone());
+    w.ready().await;
+    until_in_sync(&sink, &jobs).await;
+    w.stop().await;
+    assert_eq!(sink.count(&target).await.unwrap(), before);
+}
+
+both_targets!(a_recreated_target_gets_a_full_pass_not_the_old_stream);
+
 /// Issue 21.1: int32 `k` deleted and int64 `k` inserted in one micro-batch (a transaction):
 /// MongoDB holds two keys, our point id is one (numbers that compare equal share it). The
 /// document exists after the batch, so its points must stay; before, the old key's removal ran

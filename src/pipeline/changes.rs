@@ -205,6 +205,17 @@ impl<S: Sink> Watcher<S> {
         // A stream that ran before and is now replaced by a pass (settings changed, --fresh):
         // documents deleted while it was down are only found by that pass's prune.
         let replaced = stored.is_some();
+        let vector = self.group[0].vector_name.as_deref();
+        let rebuilt = match &stored {
+            Some(s) if !rebuilt => match store.anchor_gone(s, vector).await? {
+                Some(a) => {
+                    tracing::warn!(namespace = %ns, "the target's point {a}, there when the stream position was saved, is gone: the collection was dropped or recreated since");
+                    true
+                }
+                None => false,
+            },
+            _ => rebuilt,
+        };
         let valid = stored.filter(|s| s.settings == settings && !rebuilt && !self.opts.fresh);
         if rebuilt {
             tracing::info!(namespace = %ns, "the target is new or was rebuilt: a full pass, then the change stream");
@@ -391,6 +402,10 @@ impl<S: Sink> Watcher<S> {
     ) -> Result<(), PipelineError> {
         still_held(lease)?;
         state.lost_text = self.lost_text.snapshot();
+        // What the target holds now, after the acknowledged writes: the incarnation this
+        // position belongs to.
+        let vector = self.group[0].vector_name.as_deref();
+        state.anchor = store.anchor_now(state, vector).await?;
         Ok(store.save_watch(state).await?)
     }
 

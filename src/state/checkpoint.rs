@@ -95,7 +95,7 @@ pub fn checkpoint_id(
 
 /// Whether `target` holds the point `id` with the content hash of `vector`: the anchor of a
 /// checkpoint (a missing collection holds nothing).
-async fn has_point<S: Sink + ?Sized>(
+pub(super) async fn has_point<S: Sink + ?Sized>(
     store: &StateStore<'_, S>,
     target: &str,
     vector: Option<&str>,

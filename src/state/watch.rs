@@ -56,6 +56,11 @@ pub struct WatchState {
     /// unless one is owed too), which reads every document again.
     #[serde(default)]
     pub repass: bool,
+    /// A point of this namespace in the target when the state was saved: the stream belongs to
+    /// that incarnation of the target collection. When it is gone (the target was dropped, or
+    /// dropped and created again), a restart runs a full pass instead of resuming the stream.
+    #[serde(default)]
+    pub anchor: Option<uuid::Uuid>,
 }
 
 /// Record id of the watch state of `namespace` into `target`.
@@ -81,6 +86,53 @@ impl<S: Sink + ?Sized> StateStore<'_, S> {
             Some(Ok(_)) => Err(corrupt("not a watch record".into())),
             Some(Err(reason)) => Err(corrupt(reason)),
         }
+    }
+
+    /// Whether the target no longer holds the anchor point of `state` (written for `vector`):
+    /// it is another incarnation of the collection than the stream's. A state without one
+    /// (its namespace had no point then) cannot tell, and nothing of it can be lost.
+    pub async fn anchor_gone(
+        &self,
+        state: &WatchState,
+        vector: Option<&str>,
+    ) -> Result<Option<uuid::Uuid>, StateError> {
+        match state.anchor {
+            Some(a) if !super::checkpoint::has_point(self, &state.target, vector, a).await? => {
+                Ok(Some(a))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A point of `state`'s namespace written for `vector`, as the target holds it now.
+    pub async fn anchor_now(
+        &self,
+        state: &WatchState,
+        vector: Option<&str>,
+    ) -> Result<Option<uuid::Uuid>, StateError> {
+        if !self.sink.exists(&state.target).await? {
+            return Ok(None);
+        }
+        let ours = crate::sink::MatchFilter {
+            key: crate::ids::keys::NAMESPACE.into(),
+            value: state.namespace.clone(),
+        };
+        let key = crate::ids::keys::hash(vector);
+        let page = self
+            .sink
+            .scroll(
+                &state.target,
+                Some(&ours),
+                crate::sink::Fields::Only(std::slice::from_ref(&key)),
+                None,
+                16,
+            )
+            .await?;
+        Ok(page
+            .points
+            .iter()
+            .find(|p| p.payload.contains_key(&key))
+            .map(|p| p.id))
     }
 
     /// Store `state` (acknowledged on return).

@@ -97,6 +97,7 @@ impl<S: Sink> Watcher<S> {
             cursor.finish(false, &Counts::default()).await?;
         }
         let state = WatchState {
+            anchor: None,
             target: self.group[0].target.clone(),
             namespace: mongo.namespace.to_string(),
             token,
