@@ -32,12 +32,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data --create-home m2q
 COPY --from=build /src/target/release/mongo2qdrant /usr/local/bin/mongo2qdrant
-COPY --from=build /src/models/cache/onnxruntime/libonnxruntime.so.1.32.0 /opt/mongo2qdrant/lib/
-COPY --from=build /src/models/cache/openvino /opt/mongo2qdrant/openvino
+# The model cache the binary finds without flags ($M2Q_HOME/models): ONNX Runtime, OpenVINO,
+# the default model.
+COPY --from=build /src/models/cache/onnxruntime/libonnxruntime.so.1.32.0 /opt/mongo2qdrant/models/onnxruntime/libonnxruntime.so
+COPY --from=build /src/models/cache/openvino /opt/mongo2qdrant/models/openvino
 COPY --from=build /src/models/cache/all-MiniLM-L6-v2 /opt/mongo2qdrant/models/all-MiniLM-L6-v2
-ENV ORT_DYLIB_PATH=/opt/mongo2qdrant/lib/libonnxruntime.so.1.32.0 \
-    M2Q_OPENVINO_LIB=/opt/mongo2qdrant/openvino/libopenvino_c.so \
-    M2Q_MODEL=/opt/mongo2qdrant/models/all-MiniLM-L6-v2 \
+ENV M2Q_HOME=/opt/mongo2qdrant \
     M2Q_QDRANT_PATH=/data/qdrant \
     M2Q_LOG_FORMAT=json
 USER 10001

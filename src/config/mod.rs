@@ -252,10 +252,16 @@ impl ModelArgs {
                 return Err(ConfigError::TooSmall { flag, min: 1 });
             }
         }
-        let mut c = EmbedConfig::with_defaults(self.model_dir.clone(), self.ort_library.clone());
+        use crate::embed::locate;
+        let or_found =
+            |p: &Option<std::path::PathBuf>, rel| p.clone().unwrap_or_else(|| locate::find(rel));
+        let mut c = EmbedConfig::with_defaults(
+            or_found(&self.model_dir, locate::DEFAULT_MODEL),
+            or_found(&self.ort_library, locate::ORT_LIBRARY),
+        );
         c.device = self.device;
         c.precision = self.precision;
-        c.openvino_library = self.openvino_library.clone();
+        c.openvino_library = or_found(&self.openvino_library, locate::OPENVINO_LIBRARY);
         c.sessions = self.sessions.unwrap_or(sessions).max(1);
         c.intra_threads = self.intra_threads.unwrap_or(intra).max(1);
         c.max_batch = self.max_batch;

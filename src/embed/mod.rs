@@ -3,6 +3,7 @@
 
 pub mod dequant;
 pub mod folder;
+pub mod locate;
 pub mod onnx;
 pub mod openvino;
 pub mod pooling;
@@ -19,7 +20,7 @@ pub use precision::{Compute, Precision};
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error(
-        "ONNX Runtime library not found at {0}: run `bash models/fetch.sh`, or set ORT_DYLIB_PATH to libonnxruntime.so (>= 1.24)"
+        "ONNX Runtime library not found at {0}: run `bash models/fetch.sh` (it fills the model cache, $M2Q_HOME/models), or set ORT_DYLIB_PATH to libonnxruntime.so (>= 1.24)"
     )]
     LibraryMissing(PathBuf),
     #[error(
@@ -27,7 +28,7 @@ pub enum EmbedError {
     )]
     LibraryLoad { path: PathBuf, reason: String },
     #[error(
-        "model file {0} not found: run `bash models/fetch.sh`, or pass --model DIR holding model.onnx and tokenizer.json"
+        "model file {0} not found: run `bash models/fetch.sh` (it fills the model cache, $M2Q_HOME/models, default ~/.cache/mongo2qdrant/models), or pass --model DIR holding model.onnx and tokenizer.json"
     )]
     ModelMissing(PathBuf),
     #[error(
