@@ -19,6 +19,7 @@ mod exactness;
 mod faults;
 mod foreign_points;
 mod harness;
+mod hub;
 mod incarnation;
 mod kill;
 mod named_vectors;

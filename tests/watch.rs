@@ -407,7 +407,8 @@ async fn a_killed_watcher_resumes_and_every_change_lands() {
         assert_eq!(code, 200);
         let (_, live) = http_get(port2, "/livez").unwrap();
         assert_eq!(live, "ok\n");
-        let lag = format!("mongo2qdrant_lag_seconds{{namespace=\"{DB}.films\"}} 0");
+        let lag =
+            format!("mongo2qdrant_lag_seconds{{namespace=\"{DB}.films\",target=\"films\"}} 0");
         if body.contains(&lag) && body.contains("kind=\"update\"") {
             break body;
         }

@@ -119,6 +119,21 @@ impl ModelFolder {
         if let Some(c) = json(dir, "config_sentence_transformers.json")? {
             me.read_st_config(&c).map_err(unsupported)?;
         }
+        if me.described && me.max_seq_length.is_none() {
+            // As sentence-transformers does without `max_seq_length`: the tokenizer's
+            // `model_max_length`, capped by the model's `max_position_embeddings`.
+            let number = |v: Option<Value>, k: &str| {
+                v.and_then(|c| c.get(k).and_then(Value::as_f64))
+                    .filter(|n| *n > 0.0 && *n < 1e6)
+                    .map(|n| n as usize)
+            };
+            let tokenizer = number(json(dir, "tokenizer_config.json")?, "model_max_length");
+            let positions = number(json(dir, "config.json")?, "max_position_embeddings");
+            me.max_seq_length = match (tokenizer, positions) {
+                (Some(t), Some(p)) => Some(t.min(p)),
+                (t, p) => t.or(p),
+            };
+        }
         let given = |p: &Option<String>| p.as_ref().map(|s| (!s.is_empty()).then(|| s.clone()));
         if let Some(p) = given(&o.document_prompt) {
             me.document_prompt = p;
@@ -173,10 +188,10 @@ impl ModelFolder {
             .map(|m| {
                 m.iter()
                     .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .filter(|(_, v)| !v.is_empty())
                     .collect()
             })
             .unwrap_or_default();
+        // The first of `names` the config has, even when empty (an explicit "no prompt").
         let named = |names: &[&str]| {
             names
                 .iter()
@@ -187,8 +202,9 @@ impl ModelFolder {
             .get("default_prompt_name")
             .and_then(Value::as_str)
             .and_then(|n| named(&[n]));
-        self.document_prompt = named(&DOCUMENT_PROMPTS).or(default.clone());
-        self.query_prompt = named(&QUERY_PROMPTS).or(default);
+        let some = |p: Option<String>| p.filter(|p| !p.is_empty());
+        self.document_prompt = some(named(&DOCUMENT_PROMPTS).or(default.clone()));
+        self.query_prompt = some(named(&QUERY_PROMPTS).or(default));
         if let Some(f) = c.get("similarity_fn_name").and_then(Value::as_str) {
             self.distance = match f {
                 "cosine" => Distance::Cosine,
@@ -227,8 +243,15 @@ impl ModelFolder {
 /// `name` in `dir` as JSON; `None` when there is no such file.
 fn json(dir: &Path, name: &str) -> Result<Option<Value>, EmbedError> {
     let path = dir.join(name);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(None);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(EmbedError::Unsupported {
+                dir: dir.to_path_buf(),
+                what: format!("{name} cannot be read ({e})"),
+            });
+        }
     };
     serde_json::from_str(&text)
         .map(Some)
@@ -253,19 +276,41 @@ fn read_pooling(path: &Path) -> Result<(Pooling, Option<usize>), String> {
         ("pooling_mode_weightedmean_tokens", Pooling::WeightedMean),
         ("pooling_mode_lasttoken", Pooling::LastToken),
     ];
-    let chosen: Vec<Pooling> = modes
+    let mut chosen: Vec<Pooling> = modes
         .iter()
         .filter(|(k, _)| on(k))
         .map(|(_, p)| *p)
         .collect();
+    // sentence-transformers >= 6 writes one `pooling_mode` (a name, or a list to concatenate).
+    let named: Vec<&str> = match c.get("pooling_mode") {
+        Some(Value::String(m)) => vec![m.as_str()],
+        Some(Value::Array(ms)) => ms.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    for m in named {
+        chosen.push(match m {
+            "cls" => Pooling::Cls,
+            "mean" => Pooling::Mean,
+            "max" => Pooling::Max,
+            "mean_sqrt_len_tokens" => Pooling::MeanSqrtLen,
+            "weightedmean" => Pooling::WeightedMean,
+            "lasttoken" => Pooling::LastToken,
+            other => {
+                return Err(format!(
+                    "{}: pooling mode `{other}` is not supported",
+                    path.display()
+                ));
+            }
+        });
+    }
     if c.get("include_prompt").and_then(Value::as_bool) == Some(false) {
         return Err(
             "pooling without the prompt's tokens (include_prompt: false) is not supported".into(),
         );
     }
-    let dimension = c
-        .get("word_embedding_dimension")
-        .and_then(Value::as_u64)
+    let dimension = ["word_embedding_dimension", "embedding_dimension"]
+        .iter()
+        .find_map(|k| c.get(*k).and_then(Value::as_u64))
         .map(|d| d as usize);
     match chosen.as_slice() {
         [one] => Ok((*one, dimension)),

@@ -208,3 +208,70 @@ fn the_graph_is_found_under_onnx_and_picked_by_name() {
     let d = folder(&[], &[]);
     assert!(matches!(read(&d), Err(EmbedError::ModelMissing(_))));
 }
+
+#[test]
+fn sentence_transformers_6_configs_are_read_too() {
+    // One `pooling_mode` and `embedding_dimension`; no `max_seq_length`: the tokenizer's
+    // limit, capped by the model's positions.
+    let d = folder(
+        &["model.onnx"],
+        &[
+            ("modules.json", MODULES),
+            (
+                "1_Pooling/config.json",
+                r#"{"embedding_dimension": 384, "pooling_mode": "lasttoken"}"#,
+            ),
+            (
+                "tokenizer_config.json",
+                r#"{"model_max_length": 1000000000000000019884624838656}"#,
+            ),
+            ("config.json", r#"{"max_position_embeddings": 512}"#),
+        ],
+    );
+    let f = read(&d).unwrap();
+    assert_eq!(
+        (f.pooling, f.dimension, f.max_seq_length),
+        (Pooling::LastToken, Some(384), Some(512))
+    );
+    let d = folder(
+        &["model.onnx"],
+        &[
+            ("modules.json", MODULES),
+            (
+                "1_Pooling/config.json",
+                r#"{"pooling_mode": ["cls", "mean"]}"#,
+            ),
+        ],
+    );
+    assert!(
+        read(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("several pooling modes")
+    );
+    // A bare folder keeps today's limit (its tokenizer config says 512, MiniLM wants 256).
+    let d = folder(
+        &["model.onnx"],
+        &[("tokenizer_config.json", r#"{"model_max_length": 512}"#)],
+    );
+    assert_eq!(read(&d).unwrap().max_seq_length, None);
+}
+
+#[test]
+fn an_explicit_empty_document_prompt_means_none() {
+    let mean = pooling("mean_tokens");
+    let d = folder(
+        &["model.onnx"],
+        &[
+            ("modules.json", MODULES),
+            ("1_Pooling/config.json", &mean),
+            (
+                "config_sentence_transformers.json",
+                r#"{"prompts": {"query": "query: ", "document": "", "passage": "passage: "}}"#,
+            ),
+        ],
+    );
+    let f = read(&d).unwrap();
+    assert_eq!(f.document_prompt, None);
+    assert_eq!(f.query_prompt.as_deref(), Some("query: "));
+}

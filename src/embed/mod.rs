@@ -3,6 +3,7 @@
 
 pub mod dequant;
 pub mod folder;
+pub mod hub;
 pub mod locate;
 pub mod onnx;
 pub mod openvino;
@@ -35,6 +36,8 @@ pub enum EmbedError {
         "model folder {dir}: {what}; use a sentence-transformers model this tool supports (README: Models), or fix the folder's configuration"
     )]
     Unsupported { dir: PathBuf, what: String },
+    #[error("model {id} (Hugging Face Hub): {what}")]
+    Hub { id: String, what: String },
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
     #[error(

@@ -50,6 +50,14 @@ impl std::fmt::Debug for OnnxEmbedder {
 impl OnnxEmbedder {
     /// Load the tokenizer and `config.sessions` sessions; probes the output dimension.
     pub fn load(config: &EmbedConfig) -> Result<Self, EmbedError> {
+        let mut config = config.clone();
+        if super::hub::is_model_id(&config.model_dir) {
+            let id = config.model_dir.to_string_lossy().into_owned();
+            let home = super::locate::home().unwrap_or_else(|| std::path::PathBuf::from("."));
+            config.model_dir =
+                super::hub::resolve(&id, &home, config.overrides.onnx_file.as_deref())?;
+            tracing::info!(model = %id, dir = %config.model_dir.display(), "model from the Hugging Face Hub cache");
+        }
         let folder = ModelFolder::read(&config.model_dir, &config.overrides)?;
         if !folder.described {
             tracing::info!(
@@ -57,7 +65,6 @@ impl OnnxEmbedder {
                 "no sentence-transformers configuration (modules.json) in the model folder: mean pooling, L2-normalised, no prompt"
             );
         }
-        let mut config = config.clone();
         if let Some(n) = folder.max_seq_length {
             config.max_tokens = n;
         }
@@ -75,6 +82,9 @@ impl OnnxEmbedder {
         // The shipped tokenizer.json pads to a fixed 128 and truncates at 128: we pad per batch
         // ourselves and truncate where sentence-transformers does.
         tokenizer.with_padding(None);
+        if folder.lowercase {
+            lowercase_first(&mut tokenizer);
+        }
         let mut chunk_tokenizer = tokenizer.clone();
         chunk_tokenizer
             .with_truncation(None)
@@ -97,8 +107,15 @@ impl OnnxEmbedder {
         // What decides the vectors: the graph and weights, the tokenizer, the token limit, the
         // pooling, normalisation and document prompt; not where the files happen to be (a
         // renamed directory must not re-embed anything).
-        let digest = blake3::hash(&bytes).to_hex().to_string();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&bytes);
         drop(bytes);
+        // Weights kept beside the graph (exports over 2 GB, and many under `onnx/`).
+        for data in external_data(&model_path) {
+            let b = std::fs::read(&data).map_err(|_| EmbedError::ModelMissing(data.clone()))?;
+            hasher.update(&b);
+        }
+        let digest = hasher.finalize().to_hex().to_string();
         let tok = file_digest(&tokenizer_path)
             .map_err(|_| EmbedError::ModelMissing(tokenizer_path.clone()))?;
         let mut model_id = format!(
@@ -165,17 +182,13 @@ impl OnnxEmbedder {
         texts: &[&str],
         prompt: Option<&str>,
     ) -> Result<Vec<Encoding>, EmbedError> {
-        let lower = self.folder.lowercase;
         texts
             .par_iter()
             .map(|t| {
-                let mut text = match prompt {
+                let text = match prompt {
                     Some(p) => format!("{p}{t}"),
                     None => (*t).to_owned(),
                 };
-                if lower {
-                    text = text.to_lowercase();
-                }
                 self.tokenizer
                     .encode_fast(text, true)
                     .map_err(|e| EmbedError::Tokenizer {
@@ -380,11 +393,19 @@ fn feed_of(bytes: &[u8], folder: &ModelFolder) -> Result<Feed, EmbedError> {
             }
         }
     }
-    if !inputs.iter().any(|(_, i)| *i == Input::Ids) {
-        return Err(unsupported(format!(
-            "the graph {} takes no input_ids: not a text encoder",
-            folder.onnx.display()
-        )));
+    for (needed, what) in [
+        (Input::Ids, "input_ids: not a text encoder"),
+        (
+            Input::Mask,
+            "attention_mask: padded texts would attend to their padding, and a text's vector would depend on its batch",
+        ),
+    ] {
+        if !inputs.iter().any(|(_, i)| *i == needed) {
+            return Err(unsupported(format!(
+                "the graph {} takes no {what}",
+                folder.onnx.display()
+            )));
+        }
     }
     Ok(Feed {
         inputs,
@@ -393,6 +414,46 @@ fn feed_of(bytes: &[u8], folder: &ModelFolder) -> Result<Feed, EmbedError> {
             normalize: folder.normalize,
         },
     })
+}
+
+/// Lower-case before every other normalisation, as sentence-transformers does for a model whose
+/// `do_lower_case` is set (a Lowercase normalizer in front of the tokenizer's own; special
+/// tokens written in the text stay as they are).
+fn lowercase_first(tokenizer: &mut Tokenizer) {
+    use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
+    let mut chain = vec![NormalizerWrapper::Lowercase(Lowercase)];
+    match tokenizer.get_normalizer().cloned() {
+        Some(NormalizerWrapper::Lowercase(_)) => return,
+        Some(n) => chain.push(n),
+        None => {}
+    }
+    tokenizer.with_normalizer(Some(NormalizerWrapper::Sequence(Sequence::new(chain))));
+}
+
+/// External-data files of the graph at `model`: `model.onnx_data`, `model.onnx.data` and the
+/// like beside it.
+fn external_data(model: &Path) -> Vec<std::path::PathBuf> {
+    let (Some(dir), Some(name)) = (model.parent(), model.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().is_some_and(|f| {
+                        let f = f.to_string_lossy();
+                        f != name
+                            && (f.starts_with(&format!("{name}_data"))
+                                || f.starts_with(&format!("{name}.data")))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// Hex blake3 of a file's bytes.

@@ -35,8 +35,8 @@ pub struct Metrics {
     batches: AtomicU64,
     batch_micros: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
-    /// Lag and pending events of each namespace's stream.
-    lanes: Mutex<BTreeMap<String, Lane>>,
+    /// Lag and pending events of each stream: (namespace, target).
+    lanes: Mutex<BTreeMap<(String, String), Lane>>,
     errors: AtomicU64,
     reconciles: AtomicU64,
     /// Namespaces whose initial pass is done, and how many there are.
@@ -95,21 +95,23 @@ impl Metrics {
         self.reconciles.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `namespace`'s stream has `events` read and not yet acknowledged.
-    pub fn pending(&self, namespace: &str, events: usize) {
-        self.lane(namespace, |l| l.pending = events as u64);
+    /// The stream of `lane` (namespace, target) has `events` read and not yet acknowledged.
+    pub fn pending(&self, lane: (&str, &str), events: usize) {
+        self.lane(lane, |l| l.pending = events as u64);
     }
 
-    fn lane(&self, namespace: &str, f: impl FnOnce(&mut Lane)) {
+    fn lane(&self, (namespace, target): (&str, &str), f: impl FnOnce(&mut Lane)) {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        f(lanes.entry(namespace.to_owned()).or_default());
+        f(lanes
+            .entry((namespace.to_owned(), target.to_owned()))
+            .or_default());
     }
 
-    /// A batch of `kinds` from `namespace` was applied in `took`; its last event happened at
-    /// `cluster_time`.
+    /// A batch of `kinds` of `lane` (namespace, target) was applied in `took`; its last event
+    /// happened at `cluster_time`.
     pub fn applied(
         &self,
-        namespace: &str,
+        lane: (&str, &str),
         kinds: &EventKinds,
         took: Duration,
         cluster_time: Option<u32>,
@@ -137,7 +139,7 @@ impl Metrics {
                 b.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.lane(namespace, |l| {
+        self.lane(lane, |l| {
             if let Some(t) = cluster_time {
                 l.lag_seconds = now_secs().saturating_sub(u64::from(t));
             }
@@ -146,9 +148,9 @@ impl Metrics {
         self.alive();
     }
 
-    /// `namespace`'s stream had nothing more: no lag.
-    pub fn caught_up(&self, namespace: &str) {
-        self.lane(namespace, |l| l.lag_seconds = 0);
+    /// The stream of `lane` (namespace, target) had nothing more: no lag.
+    pub fn caught_up(&self, lane: (&str, &str)) {
+        self.lane(lane, |l| l.lag_seconds = 0);
         self.alive();
     }
 
@@ -284,7 +286,10 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(ns, l)| (format!("{{namespace=\"{}\"}}", label(ns)), *l))
+            .map(|((ns, t), l)| {
+                let labels = format!("{{namespace=\"{}\",target=\"{}\"}}", label(ns), label(t));
+                (labels, *l)
+            })
             .collect();
         let by_namespace = |f: fn(&Lane) -> u64| -> Vec<(String, f64)> {
             lanes
@@ -358,8 +363,8 @@ mod tests {
             delete: 1,
             ..EventKinds::default()
         };
-        m.applied("db.a", &kinds, Duration::from_millis(300), None);
-        m.pending("db.\"b\"", 4);
+        m.applied(("db.a", "a"), &kinds, Duration::from_millis(300), None);
+        m.pending(("db.\"b\"", "b"), 4);
         let text = m.render();
         for line in [
             "mongo2qdrant_events_applied_total{kind=\"update\"} 3",
@@ -368,9 +373,9 @@ mod tests {
             "mongo2qdrant_batch_seconds_bucket{le=\"0.5\"} 1",
             "mongo2qdrant_batch_seconds_count 1",
             "mongo2qdrant_ready 1",
-            "mongo2qdrant_pending_events{namespace=\"db.a\"} 0",
-            "mongo2qdrant_pending_events{namespace=\"db.\\\"b\\\"\"} 4",
-            "mongo2qdrant_lag_seconds{namespace=\"db.a\"} 0",
+            "mongo2qdrant_pending_events{namespace=\"db.a\",target=\"a\"} 0",
+            "mongo2qdrant_pending_events{namespace=\"db.\\\"b\\\"\",target=\"b\"} 4",
+            "mongo2qdrant_lag_seconds{namespace=\"db.a\",target=\"a\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -271,7 +271,7 @@ impl<S: Sink> Watcher<S> {
         self.retry_owed(&mut state, &lease, &mut totals).await?;
         self.save(&store, &mut state, &lease).await?;
         metrics.ready_one();
-        metrics.pending(&ns, 0);
+        metrics.pending((&ns, target), 0);
         tracing::info!(namespace = %ns, "streaming changes");
 
         let mut attempt = 0;
@@ -347,7 +347,7 @@ impl<S: Sink> Watcher<S> {
                 metrics.source_down(false);
             }
             if batch.events == 0 {
-                metrics.caught_up(&ns);
+                metrics.caught_up((&ns, target));
                 // An idle stream's token still moves on: store it now and then, so that a
                 // restart does not start from history the server may have dropped by then.
                 if saved.elapsed() >= IDLE_SAVE
@@ -360,13 +360,18 @@ impl<S: Sink> Watcher<S> {
                 }
                 continue;
             }
-            metrics.pending(&ns, batch.events);
+            metrics.pending((&ns, target), batch.events);
             let began = Instant::now();
             metrics.busy(true);
             let failed = self.apply_all(&batch.ids, &lease, &mut totals).await?;
             self.settle(&mut state, &batch.ids, failed);
             metrics.busy(false);
-            metrics.applied(&ns, &batch.kinds, began.elapsed(), batch.cluster_time);
+            metrics.applied(
+                (&ns, target),
+                &batch.kinds,
+                began.elapsed(),
+                batch.cluster_time,
+            );
             tracing::debug!(namespace = %ns, events = batch.events, documents = batch.ids.len(), "changes applied");
             if let Some(why) = &batch.invalidated {
                 // The invalidating event's token cannot be resumed after: the new stream's

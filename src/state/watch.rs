@@ -118,21 +118,29 @@ impl<S: Sink + ?Sized> StateStore<'_, S> {
             value: state.namespace.clone(),
         };
         let key = crate::ids::keys::hash(vector);
-        let page = self
-            .sink
-            .scroll(
-                &state.target,
-                Some(&ours),
-                crate::sink::Fields::Only(std::slice::from_ref(&key)),
-                None,
-                16,
-            )
-            .await?;
-        Ok(page
-            .points
-            .iter()
-            .find(|p| p.payload.contains_key(&key))
-            .map(|p| p.id))
+        // Points of others (numeric ids, ordered first) may fill the first pages; a bounded
+        // look: without an anchor a restart cannot tell the incarnation, and resumes as before.
+        let mut offset = None;
+        for _ in 0..40 {
+            let page = self
+                .sink
+                .scroll(
+                    &state.target,
+                    Some(&ours),
+                    crate::sink::Fields::Only(std::slice::from_ref(&key)),
+                    offset,
+                    256,
+                )
+                .await?;
+            if let Some(p) = page.points.iter().find(|p| p.payload.contains_key(&key)) {
+                return Ok(Some(p.id));
+            }
+            match page.next {
+                Some(next) => offset = Some(next),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Store `state` (acknowledged on return).
