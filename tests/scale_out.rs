@@ -199,18 +199,8 @@ async fn shards_together_make_the_points_of_one_run<S: Sink>(sink: Arc<S>) {
 
 /// mongoexport's JSONL of `shards.films` (canonical Extended JSON, one document a line).
 async fn export(m: &Mongo, path: &Path) {
-    use futures_util::TryStreamExt;
-    let docs: Vec<mongodb::bson::Document> = m
-        .client()
-        .await
-        .database(DB)
-        .collection("films")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let films = m.client().await.database(DB).collection("films");
+    let docs = crate::common::all_docs(&films).await;
     let lines: Vec<String> = docs
         .into_iter()
         .map(|d| Bson::Document(d).into_canonical_extjson().to_string())

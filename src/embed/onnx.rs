@@ -83,7 +83,10 @@ impl OnnxEmbedder {
         // ourselves and truncate where sentence-transformers does.
         tokenizer.with_padding(None);
         if folder.lowercase {
-            lowercase_first(&mut tokenizer);
+            lowercase_first(&mut tokenizer).map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
         }
         let mut chunk_tokenizer = tokenizer.clone();
         chunk_tokenizer
@@ -419,15 +422,16 @@ fn feed_of(bytes: &[u8], folder: &ModelFolder) -> Result<Feed, EmbedError> {
 /// Lower-case before every other normalisation, as sentence-transformers does for a model whose
 /// `do_lower_case` is set (a Lowercase normalizer in front of the tokenizer's own; special
 /// tokens written in the text stay as they are).
-fn lowercase_first(tokenizer: &mut Tokenizer) {
+fn lowercase_first(tokenizer: &mut Tokenizer) -> tokenizers::Result<()> {
     use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
     let mut chain = vec![NormalizerWrapper::Lowercase(Lowercase)];
     match tokenizer.get_normalizer().cloned() {
-        Some(NormalizerWrapper::Lowercase(_)) => return,
+        Some(NormalizerWrapper::Lowercase(_)) => return Ok(()),
         Some(n) => chain.push(n),
         None => {}
     }
-    tokenizer.with_normalizer(Some(NormalizerWrapper::Sequence(Sequence::new(chain))));
+    tokenizer.with_normalizer(Some(NormalizerWrapper::Sequence(Sequence::new(chain))))?;
+    Ok(())
 }
 
 /// External-data files of the graph at `model`: `model.onnx_data`, `model.onnx.data` and the

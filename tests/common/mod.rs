@@ -418,6 +418,17 @@ pub fn unique(name: &str) -> String {
     format!("{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
+/// Every document of `coll`, as MongoDB returns them.
+pub async fn all_docs(coll: &mongodb::Collection<Document>) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    coll.find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// `n` movie documents with `_id`s from `id`.
 pub fn movie_docs(n: usize, id: impl Fn(usize) -> Bson) -> Vec<Document> {
     movies(n)

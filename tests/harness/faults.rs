@@ -65,15 +65,7 @@ pub async fn mutate_all(
     tally: &mut Tally,
     too_deep: Option<usize>,
 ) {
-    use futures_util::TryStreamExt;
-    let all: Vec<Document> = coll
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    for d in &all {
+    for d in &common::all_docs(coll).await {
         let id = d.get("_id").unwrap().clone();
         let set = |v: Document| doc! {"$set": v};
         let change = match rng.below(100) {

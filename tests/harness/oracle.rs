@@ -9,7 +9,7 @@ use mongo2qdrant::pipeline::Chunking;
 use mongo2qdrant::point::{hash_context, keys, prepare_doc};
 use mongo2qdrant::sink::{Fields, MatchFilter, Sink, scroll_all, scroll_counted};
 use mongo2qdrant::source::SourceDoc;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::Document;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -35,16 +35,8 @@ pub async fn expected(
     let embedder = common::embedder();
     let model = mongo2qdrant::embed::Embedder::model_id(embedder.as_ref()).to_owned();
     let context = hash_context(&job, chunking);
-    let docs: Vec<Document> = {
-        use futures_util::TryStreamExt;
-        let coll = m.client().await.database("h").collection::<Document>(c);
-        coll.find(doc! {})
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap()
-    };
+    let coll = m.client().await.database("h").collection::<Document>(c);
+    let docs = common::all_docs(&coll).await;
     let mut want = BTreeMap::new();
     for d in docs {
         let sd = SourceDoc {

@@ -46,14 +46,7 @@ pub async fn export(
     cut: bool,
     stale: bool,
 ) {
-    use futures_util::TryStreamExt;
-    let mut docs: Vec<Document> = coll
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let mut docs = common::all_docs(coll).await;
     for i in (1..docs.len()).rev() {
         docs.swap(i, rng.below(i as u64 + 1) as usize);
     }
