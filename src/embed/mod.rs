@@ -4,6 +4,7 @@
 pub mod dequant;
 pub mod folder;
 pub mod hub;
+mod loading;
 pub mod locate;
 pub mod onnx;
 pub mod openvino;
