@@ -138,14 +138,15 @@ fn fetch(remote: &ApiRepo, id: &str, file: &str) -> Result<PathBuf, EmbedError> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let bytes = std::fs::read(&blob).map_err(|e| err(id, format!("{file}: {e}")))?;
+    let read = |e: std::io::Error| err(id, format!("{file}: {e}"));
     let actual = match digest.len() {
-        64 => hex(&sha2::Sha256::digest(&bytes)),
+        64 => hex(&stream_digest(sha2::Sha256::new(), &blob).map_err(read)?),
         40 => {
+            // git's blob id: the header with the length, then the bytes.
+            let len = std::fs::metadata(&blob).map_err(read)?.len();
             let mut h = sha1::Sha1::new();
-            h.update(format!("blob {}\0", bytes.len()).as_bytes());
-            h.update(&bytes);
-            hex(&h.finalize())
+            h.update(format!("blob {len}\0").as_bytes());
+            hex(&stream_digest(h, &blob).map_err(read)?)
         }
         _ => return Ok(path), // no digest the Hub gives to check against
     };
@@ -160,6 +161,19 @@ fn fetch(remote: &ApiRepo, id: &str, file: &str) -> Result<PathBuf, EmbedError> 
         ));
     }
     Ok(path)
+}
+
+/// `hasher` over the file at `path`, read a block at a time (a graph can be gigabytes).
+fn stream_digest<D: Digest>(mut hasher: D, path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut block)? {
+            0 => return Ok(hasher.finalize().to_vec()),
+            n => hasher.update(&block[..n]),
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
