@@ -16,10 +16,15 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start() -> Server {
-        let start = std::env::var_os("M2Q_QDRANT_START")
+    /// The start script (`M2Q_QDRANT_START`, else `../shared/qdrant/start.sh`).
+    pub fn script() -> PathBuf {
+        std::env::var_os("M2Q_QDRANT_START")
             .map(PathBuf::from)
-            .unwrap_or_else(|| super::repo().join("../shared/qdrant/start.sh"));
+            .unwrap_or_else(|| super::repo().join("../shared/qdrant/start.sh"))
+    }
+
+    pub fn start() -> Server {
+        let start = Self::script();
         assert!(
             start.is_file(),
             "{}: no Qdrant start script (set M2Q_QDRANT_START to one that honours QDRANT_HTTP_PORT, QDRANT_GRPC_PORT and QDRANT_STORAGE)",

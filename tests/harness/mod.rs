@@ -170,16 +170,20 @@ mod harness {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn edge() {
         let (_dir, sink) = common::edge_sink();
-        super::harness(Target { sink, server: None }).await;
+        let (server, url) = (None, None);
+        super::harness(Target { sink, server, url }).await;
     }
 
-    /// A Qdrant server of its own, so that a round can kill it and start it again.
+    /// A Qdrant server of its own, so that a round can kill it and start it again; without a
+    /// start script (a clone alone), the server at `QDRANT_URL`, and no restarts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs a Qdrant server: tests/run.sh starts one and runs these; or set QDRANT_URL and pass --include-ignored"]
     async fn grpc() {
-        let server = Server::start();
-        let sink = Arc::new(mongo2qdrant::sink::GrpcSink::connect(&server.url(), None).unwrap());
-        let server = Some(Arc::new(Mutex::new(server)));
-        super::harness(Target { sink, server }).await;
+        let server = Server::script().is_file().then(Server::start);
+        let url = server.as_ref().map_or_else(common::server_url, Server::url);
+        let sink = Arc::new(mongo2qdrant::sink::GrpcSink::connect(&url, None).unwrap());
+        let server = server.map(|s| Arc::new(Mutex::new(s)));
+        let url = Some(url);
+        super::harness(Target { sink, server, url }).await;
     }
 }

@@ -17,23 +17,19 @@ use super::{Rng, Tally, new_doc};
 use crate::common::server::Server;
 use crate::common::{self, Mongo, unique};
 
-/// The target of an iteration: a sink, and on a Qdrant server the server itself (which a round
-/// may restart) and its address (for the real binary and planted points).
+/// The target of an iteration: a sink, and on a Qdrant server its address (for the real binary
+/// and planted points) and, where the harness started it, the server itself (which a round may
+/// restart).
 pub struct Target<S> {
     pub sink: Arc<S>,
     pub server: Option<Arc<Mutex<Server>>>,
-}
-
-impl<S: Sink> Target<S> {
-    fn url(&self) -> Option<String> {
-        self.server.as_ref().map(|s| s.lock().unwrap().url())
-    }
+    pub url: Option<String>,
 }
 
 /// One iteration. Panics (naming the seed) on any divergence.
 pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally: &mut Tally) {
     let sink = &t.sink;
-    let url = t.url();
+    let url = t.url.clone();
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let c = unique("h");
@@ -135,7 +131,7 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         o.batch_docs = 3 + rng.below(12) as usize;
         o.prune = rng.chance(50);
         o.write_concurrency = 1 + rng.below(3) as usize;
-        if t.server.is_some() && !watching && rng.chance(15) {
+        if url.is_some() && !watching && rng.chance(15) {
             tally.add("bulk load (HNSW graph building off during the run)");
             o.bulk = true;
         }
