@@ -283,6 +283,7 @@ async fn one_run(
                 .map(|(i, vector)| Point {
                     id: crate::ids::named_uuid("bench", &[&format!("{w}/{i}")]),
                     vector,
+                    sparse: None,
                     payload: serde_json::Map::new(),
                 })
                 .collect();

@@ -162,6 +162,36 @@ pub struct ModelArgs {
     pub max_batch_tokens: usize,
 }
 
+/// A sparse vector beside (or instead of) the dense one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SparseKind {
+    /// Qdrant's BM25: term-frequency weights, the collection's `idf` modifier at search time.
+    Bm25,
+}
+
+/// The sparse vector's settings (sync, verify, watch and search).
+#[derive(Debug, Clone, Args)]
+pub struct SparseArgs {
+    /// Also write a BM25 sparse vector per point, exactly as Qdrant computes it (for hybrid
+    /// `search`). Switching it on adds the vector to stored points without embedding again.
+    #[arg(long, env = "M2Q_SPARSE", value_enum)]
+    pub sparse: Option<SparseKind>,
+    /// Template of the sparse vector's text (default: the dense vector's text, per chunk).
+    #[arg(long, env = "M2Q_SPARSE_TEXT")]
+    pub sparse_text: Option<String>,
+    /// Name of the sparse vector in the collection [default: bm25].
+    #[arg(long, env = "M2Q_SPARSE_NAME")]
+    pub sparse_name: Option<String>,
+    /// Language of the stop words and Snowball stemmer (Qdrant's names: english, german,
+    /// french, ...) [default: english].
+    #[arg(long, env = "M2Q_SPARSE_LANGUAGE")]
+    pub sparse_language: Option<String>,
+    /// Write only the sparse vector: no model is loaded (needs --sparse).
+    #[arg(long, env = "M2Q_NO_DENSE")]
+    pub no_dense: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
@@ -170,6 +200,8 @@ pub struct SyncArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub sparse: SparseArgs,
     /// Text template over fields: `{field}`, nested `{a.b}`, arrays joined; `\n` is a newline.
     /// Default `{text}`.
     #[arg(long, env = "M2Q_TEXT")]
@@ -276,9 +308,31 @@ pub struct SearchArgs {
     /// Number of hits.
     #[arg(long, short = 'k', env = "M2Q_LIMIT", default_value_t = 5)]
     pub limit: usize,
-    /// Print hits as JSON lines.
+    /// Print hits as JSON lines (with each hit's fused and per-mode ranks).
     #[arg(long)]
     pub json: bool,
+    /// dense, sparse (BM25), or hybrid (both fused by reciprocal rank); default: hybrid where
+    /// the collection has both vectors, else the one it has.
+    #[arg(long, env = "M2Q_SEARCH_MODE", value_enum)]
+    pub mode: Option<SearchMode>,
+    /// Candidates each vector contributes to a hybrid search.
+    #[arg(long, env = "M2Q_PREFETCH", default_value_t = 50)]
+    pub prefetch: usize,
+    /// Name of the sparse vector [default: bm25].
+    #[arg(long, env = "M2Q_SPARSE_NAME")]
+    pub sparse_name: Option<String>,
+    /// Language of the sparse vector's stop words and stemmer: the one it was synced with
+    /// [default: english].
+    #[arg(long, env = "M2Q_SPARSE_LANGUAGE")]
+    pub sparse_language: Option<String>,
+}
+
+/// Which vectors a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchMode {
+    Dense,
+    Sparse,
+    Hybrid,
 }
 
 #[derive(Debug, Clone, Args)]

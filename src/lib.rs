@@ -26,6 +26,7 @@ pub mod retry;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod sparse;
 pub mod state;
 pub mod text;
 pub mod verify;

@@ -30,6 +30,8 @@ pub struct Job {
     /// different names can share a target collection and a source: each point then carries one
     /// vector per job.
     pub vector_name: Option<String>,
+    /// The BM25 sparse vector the job writes beside (or, sparse-only, instead of) the dense one.
+    pub sparse: Option<crate::sparse::SparseSpec>,
 }
 
 impl Job {
@@ -51,14 +53,30 @@ impl Job {
     /// never the copied fields (whatever those hold, a point stays readable).
     pub fn stored_keys(&self) -> Vec<String> {
         let v = self.vector_name.as_deref();
-        vec![
+        let mut k = vec![
             keys::NAMESPACE.to_owned(),
             keys::ID.to_owned(),
             keys::CHUNK.to_owned(),
             keys::hash(v),
             keys::payload_hash(v),
             keys::chunks(v),
-        ]
+        ];
+        k.extend(self.sparse_hash_key());
+        k
+    }
+
+    /// The key of the sparse vector's own content hash, for a job that writes a dense vector
+    /// beside it (a sparse-only job's content hash is the sparse one).
+    pub fn sparse_hash_key(&self) -> Option<String> {
+        self.sparse
+            .as_ref()
+            .filter(|s| s.dense)
+            .map(|s| keys::hash(Some(&s.name)))
+    }
+
+    /// Whether the job writes no dense vector (no model).
+    pub fn sparse_only(&self) -> bool {
+        self.sparse.as_ref().is_some_and(|s| !s.dense)
     }
 
     /// The keys a deep check reads: [`Job::stored_keys`] and the copied fields.
@@ -105,6 +123,18 @@ pub struct Prepared {
     /// Over the copied payload fields (`None` without any): a change alone means rewriting the
     /// payload, not embedding.
     pub payload_hash: Option<String>,
+    /// The sparse vector's hash and text per chunk, for a job that writes one.
+    pub sparse: Option<SparsePart>,
+}
+
+/// What a document's sparse vectors are made of.
+#[derive(Debug, Clone)]
+pub struct SparsePart {
+    /// Over the BM25 settings and the text: a change alone means computing the sparse vectors
+    /// again, not embedding (a sparse-only job's is its content hash).
+    pub hash: String,
+    /// One text per chunk.
+    pub texts: Vec<String>,
 }
 
 /// What is hashed besides the model and the text: anything that changes the points.
@@ -126,6 +156,11 @@ pub fn settings_hash(model: &str, job: &Job, chunking: Option<Chunking>) -> Stri
     let mut parts = vec![model, &context, &job.filter_text];
     if !job.projection_text.is_empty() {
         parts.push(&job.projection_text);
+    }
+    // Only when there is one, so that the positions stored without one keep their identity.
+    let sparse = job.sparse.as_ref().map(|s| s.context());
+    if let Some(s) = &sparse {
+        parts.push(s);
     }
     crate::ids::named_uuid("mongo2qdrant settings v1", &parts).to_string()
 }
@@ -160,6 +195,12 @@ pub fn defect(
                 ));
             }
         }
+        if let Some(why) = sparse_defect(job, doc, i, p) {
+            return Some(format!("chunk {i}: {why}"));
+        }
+        if job.sparse_only() {
+            continue;
+        }
         match p.values.get(&vector).map(Vec::len) {
             None => return Some(format!("chunk {i}: no vector{}", vector_label(&vector))),
             Some(n) if n != dimension => {
@@ -174,6 +215,30 @@ pub fn defect(
     None
 }
 
+/// What is wrong with chunk `i`'s stored sparse vector `p`, if anything: missing, or other
+/// weights than BM25 gives its text now (the vectors are exact, so any difference is one).
+fn sparse_defect(
+    job: &Job,
+    doc: &Prepared,
+    i: usize,
+    p: &crate::sink::StoredPoint,
+) -> Option<String> {
+    let (spec, part) = (job.sparse.as_ref()?, doc.sparse.as_ref()?);
+    let Some(stored) = p.sparse.get(&spec.name) else {
+        return Some(format!("no sparse vector `{}`", spec.name));
+    };
+    let want = spec.bm25.document(part.texts.get(i)?);
+    let same = crate::sparse::same(stored, &want);
+    (!same).then(|| {
+        format!(
+            "sparse vector `{}` is not BM25's for its text ({} terms stored, {} expected)",
+            spec.name,
+            stored.indices.len(),
+            want.indices.len()
+        )
+    })
+}
+
 /// Least cosine between a stored vector and the model's vector for the same text (`--sample`):
 /// the same model on another CPU stays far above it.
 pub const SAMPLE_COSINE: f32 = 0.99;
@@ -186,6 +251,10 @@ pub fn resembles(
     doc: &Prepared,
     stored: &std::collections::HashMap<Uuid, crate::sink::StoredPoint>,
 ) -> Result<Option<String>, crate::embed::EmbedError> {
+    if job.sparse_only() {
+        // The sparse vectors are compared exactly by `defect`: no model to ask.
+        return Ok(None);
+    }
     let texts: Vec<&str> = doc.chunks.iter().map(|(_, t)| t.as_str()).collect();
     let (fresh, _) = embedder.embed(&texts)?;
     let name = job.vector_name.clone().unwrap_or_default();
@@ -234,13 +303,35 @@ pub fn prepare_doc(
     let ns = job.source.namespace();
     let text = job.template.render(&doc.doc)?;
     let mut payload = payload_fields(&doc.doc, &job.payload_fields);
-    let hash = content_hash(model, hash_context, &text);
+    // A sparse-only job's vectors are BM25's, whatever model the run loaded for other jobs.
+    let bm25 = job
+        .sparse
+        .as_ref()
+        .filter(|s| !s.dense)
+        .map(|s| s.bm25.id());
+    let hash = content_hash(bm25.as_deref().unwrap_or(model), hash_context, &text);
     let payload_hash = (!payload.is_empty())
         .then(|| crate::ids::payload_hash(&Value::Object(payload.clone()).to_string()));
     let pieces = match chunking {
         Some(c) => embedder.chunk(&text, c.size, c.overlap),
-        None => vec![text],
+        None => vec![text.clone()],
     };
+    let sparse = job.sparse.as_ref().map(|s| {
+        let (text, texts) = match &s.template {
+            // Its own text, the same for every chunk (a missing field is an empty text).
+            Some(t) => {
+                let own = t.render(&doc.doc).unwrap_or_default();
+                (own.clone(), vec![own; pieces.len()])
+            }
+            None => (text.clone(), pieces.clone()),
+        };
+        let hash = if s.dense {
+            content_hash(&s.context(), hash_context, &text)
+        } else {
+            hash.clone()
+        };
+        SparsePart { hash, texts }
+    });
     let vector = job.vector_name.as_deref();
     if vector.is_some() {
         // A named vector's payload is merged into the point's: a field the document lost must
@@ -263,6 +354,9 @@ pub fn prepare_doc(
         None => {}
     }
     payload.insert(keys::chunks(vector), Value::from(pieces.len()));
+    if let (Some(key), Some(part)) = (job.sparse_hash_key(), &sparse) {
+        payload.insert(key, Value::String(part.hash.clone()));
+    }
     let chunks = pieces
         .into_iter()
         .enumerate()
@@ -273,5 +367,6 @@ pub fn prepare_doc(
         payload,
         hash,
         payload_hash,
+        sparse,
     })
 }

@@ -124,12 +124,14 @@ async fn deep_check<S: Sink>(
         .collect();
     let vector = job.vector_name.as_deref();
     let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
+    let sparse_key = job.sparse_hash_key();
     for (doc_id, doc) in docs.drain(..) {
         let current = doc.chunks.iter().all(|(id, _)| {
             stored.get(id).is_some_and(|p| {
                 p.payload.get(&hash_key).and_then(Value::as_str) == Some(doc.hash.as_str())
                     && p.payload.get(&payload_hash_key).and_then(Value::as_str)
                         == doc.payload_hash.as_deref()
+                    && sparse_current(p, sparse_key.as_deref(), &doc)
             })
         });
         if !current {
@@ -194,8 +196,9 @@ async fn verify_one<S: Sink>(
     };
     let model = embedder.model_id().to_owned();
     let context = hash_context(job, opts.chunking);
-    // point id -> (content hash, payload hash, document id)
-    let mut expected: HashMap<Uuid, (String, Option<String>, String)> = HashMap::new();
+    // point id -> (content hash, payload hash, document id, sparse hash)
+    let mut expected: HashMap<Uuid, (String, Option<String>, String, Option<String>)> =
+        HashMap::new();
     let mut documents: HashSet<String> = HashSet::new();
 
     let mut deep = Vec::new();
@@ -213,7 +216,13 @@ async fn verify_one<S: Sink>(
         documents.insert(doc_id.clone());
         if let Some(p) = prepare_doc(job, &model, &context, opts.chunking, embedder, &doc) {
             for (id, _) in &p.chunks {
-                let value = (p.hash.clone(), p.payload_hash.clone(), doc_id.clone());
+                let sparse = p.sparse.as_ref().map(|s| s.hash.clone());
+                let value = (
+                    p.hash.clone(),
+                    p.payload_hash.clone(),
+                    doc_id.clone(),
+                    sparse,
+                );
                 expected.insert(*id, value);
             }
             // Without a target every point is missing; nothing to look at deeper.
@@ -231,6 +240,7 @@ async fn verify_one<S: Sink>(
 
     // The namespace's points; for a named vector those that carry it (by its hash key).
     let vector = job.vector_name.as_deref();
+    let sparse_key = job.sparse_hash_key();
     let (hash_key, payload_hash_key) = (keys::hash(vector), keys::payload_hash(vector));
     let (points, unplaced) =
         crate::pipeline::prune::shard_points(sink, job, opts.shard, &job.stored_keys(), |id| {
@@ -249,10 +259,14 @@ async fn verify_one<S: Sink>(
             .map(Value::to_string)
             .unwrap_or_default();
         match expected.get(&p.id) {
-            Some((hash, payload_hash, d)) => {
+            Some((hash, payload_hash, d, sparse)) => {
                 seen.insert(p.id);
+                let stored_sparse = sparse_key
+                    .as_ref()
+                    .and_then(|k| p.payload.get(k).and_then(Value::as_str));
                 if stored_hash != Some(hash.as_str())
                     || stored_payload_hash != payload_hash.as_deref()
+                    || (sparse_key.is_some() && stored_sparse != sparse.as_deref())
                 {
                     push(
                         &mut diff.stale_ids,
@@ -285,7 +299,7 @@ async fn verify_one<S: Sink>(
     let mut missing: Vec<(&Uuid, &String)> = expected
         .iter()
         .filter(|(id, _)| !seen.contains(*id))
-        .map(|(id, (_, _, d))| (id, d))
+        .map(|(id, (_, _, d, _))| (id, d))
         .collect();
     missing.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
     for (id, d) in missing {
@@ -299,4 +313,10 @@ async fn verify_one<S: Sink>(
         );
     }
     Ok(diff)
+}
+
+/// Whether `p` holds the sparse hash `doc` has now (always, for a job without its own).
+fn sparse_current(p: &StoredPoint, key: Option<&str>, doc: &crate::point::Prepared) -> bool {
+    let Some(key) = key else { return true };
+    p.payload.get(key).and_then(Value::as_str) == doc.sparse.as_ref().map(|s| s.hash.as_str())
 }

@@ -22,6 +22,10 @@ pub struct Writes {
     pub payload_only: Vec<Prepared>,
     /// Points that must go (surplus chunks, documents that lost their text).
     pub deletes: Vec<Uuid>,
+    /// New sparse vectors of points whose dense vector is current (the sparse settings or text
+    /// changed, or the sparse vector was just switched on); their documents are in
+    /// `payload_only`, which carries the new sparse hash, so they are written first.
+    pub sparse: Vec<(Uuid, crate::sink::SparseVector)>,
 }
 
 /// Most bytes (estimated) of one upsert request: far under Qdrant's default request limit of
@@ -31,7 +35,9 @@ pub const REQUEST_BYTES: usize = 8 << 20;
 
 /// Estimated encoded size of `p`.
 fn size(p: &Point) -> usize {
-    64 + 4 * p.vector.len() + Value::Object(p.payload.clone()).to_string().len()
+    64 + 4 * p.vector.len()
+        + p.sparse.as_ref().map_or(0, |(_, s)| 8 * s.indices.len())
+        + Value::Object(p.payload.clone()).to_string().len()
 }
 
 /// `points` in requests of at most `budget` estimated bytes (at least one point each), every
@@ -69,6 +75,10 @@ pub struct Writer<'a, S: Sink + ?Sized> {
     target: &'a str,
     /// `None`: whole points; `Some(name)`: only this named vector.
     vector: Option<&'a str>,
+    /// The job's sparse vector, when it writes one.
+    sparse: Option<&'a str>,
+    /// The job writes no dense vector (sparse-only).
+    sparse_only: bool,
 }
 
 impl<'a, S: Sink + ?Sized> Writer<'a, S> {
@@ -77,6 +87,29 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
             sink,
             target,
             vector,
+            sparse: None,
+            sparse_only: false,
+        }
+    }
+
+    /// The writer of `job`'s points.
+    pub fn of(sink: &'a S, job: &'a crate::point::Job) -> Self {
+        let mut w = Self::new(sink, &job.target, job.vector_name.as_deref());
+        w.sparse = job.sparse.as_ref().map(|s| s.name.as_str());
+        w.sparse_only = job.sparse_only();
+        w
+    }
+
+    /// Sparse vectors of existing points; returns after acknowledgement.
+    async fn update_sparse(
+        &self,
+        vectors: Vec<(Uuid, crate::sink::SparseVector)>,
+    ) -> Result<(), SinkError> {
+        match self.sparse {
+            Some(name) if !vectors.is_empty() => {
+                self.sink.update_sparse(self.target, name, vectors).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -105,6 +138,7 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
     async fn write_whole(&self, w: &Writes) -> Result<(), SinkError> {
         self.remove(&w.deletes).await?;
         self.upsert(None, w.points.clone()).await?;
+        self.update_sparse(w.sparse.clone()).await?;
         self.write_payload_only(&w.payload_only).await
     }
 
@@ -160,6 +194,7 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
     /// replaced; the content hash is set last.
     async fn write_named(&self, vector: &str, w: &Writes) -> Result<(), SinkError> {
         self.remove(&w.deletes).await?;
+        self.update_sparse(w.sparse.clone()).await?;
         self.write_payload_only(&w.payload_only).await?;
         if w.points.is_empty() {
             return Ok(());
@@ -187,11 +222,16 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
             self.upsert(Some(vector), inserts).await?;
         }
         let updates: Vec<(Uuid, Vec<f32>)> = old.iter().map(|p| (p.id, p.vector.clone())).collect();
-        if !updates.is_empty() {
+        if !updates.is_empty() && !self.sparse_only {
             self.sink
                 .update_vectors(self.target, vector, updates)
                 .await?;
         }
+        let sparse = old
+            .iter()
+            .filter_map(|p| Some((p.id, p.sparse.as_ref()?.1.clone())))
+            .collect();
+        self.update_sparse(sparse).await?;
         // The payload point by point (a document's chunks differ in `chunk`, which is written
         // too: a repair may find it edited), each document's chunk 0 last: its hash marks the
         // document current, so no other chunk may be behind it.
@@ -203,23 +243,28 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
         Ok(())
     }
 
-    /// Take the named vector `vector` (and its hash and chunk count) off the points `ids`; a
-    /// point left without any vector is deleted.
+    /// Take the named vector `vector` (and its hash and chunk count), with the job's sparse
+    /// vector (and its hash), off the points `ids`; a point left without any vector is deleted.
     async fn remove_vector_from(&self, vector: &str, ids: &[Uuid]) -> Result<(), SinkError> {
         let stored = self
             .sink
             .retrieve(self.target, ids, Fields::Only(&[]), true)
             .await?;
+        let own: Vec<&str> = std::iter::once(vector)
+            .chain(self.sparse.filter(|s| *s != vector))
+            .collect();
         let (alone, shared): (Vec<StoredPoint>, Vec<StoredPoint>) = stored
             .into_iter()
-            .partition(|p| p.vectors.iter().all(|n| n == vector));
+            .partition(|p| p.vectors.iter().all(|n| own.contains(&n.as_str())));
         let alone: Vec<Uuid> = alone.into_iter().map(|p| p.id).collect();
         let shared: Vec<Uuid> = shared.into_iter().map(|p| p.id).collect();
-        let keys = [keys::hash(Some(vector)), keys::chunks(Some(vector))];
         if !shared.is_empty() {
-            self.sink
-                .remove_vector(self.target, vector, &shared, &keys)
-                .await?;
+            for name in &own {
+                let keys = [keys::hash(Some(name)), keys::chunks(Some(name))];
+                self.sink
+                    .remove_vector(self.target, name, &shared, &keys)
+                    .await?;
+            }
         }
         if !alone.is_empty() {
             self.sink.delete(self.target, &alone).await?;
@@ -242,6 +287,7 @@ mod tests {
             id: Uuid::from_bytes([doc; 16]),
             vector: vec![0.0; 4],
             payload,
+            sparse: None,
         }
     }
 

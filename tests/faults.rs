@@ -331,6 +331,7 @@ async fn lease_writes_are_compare_and_set_on_the_target<S: mongo2qdrant::sink::S
         Point {
             id,
             vector: vec![1.0],
+            sparse: None,
             payload,
         }
     };

@@ -247,6 +247,7 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
     let planted = |id: Uuid, doc_id: i32| Point {
         id,
         vector: vector.clone(),
+        sparse: None,
         payload: serde_json::json!({keys::NAMESPACE: ns, keys::ID: doc_id, keys::HASH: "x"})
             .as_object()
             .unwrap()
@@ -259,6 +260,7 @@ async fn verify_reports_each_difference_by_id<S: Sink>(sink: Arc<S>) {
             Point {
                 id: stale,
                 vector: vector.clone(),
+                sparse: None,
                 payload: p.payload,
             },
             planted(orphan, 999),

@@ -242,6 +242,7 @@ async fn each_shard_prunes_exactly_its_own<S: Sink>(sink: Arc<S>) {
         vec![Point {
             id: foreign,
             vector: before.values().next().unwrap().1.clone(),
+            sparse: None,
             payload,
         }],
     )

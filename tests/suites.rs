@@ -28,6 +28,7 @@ mod reindex;
 mod scale_out;
 mod server_restart;
 mod shard_guard;
+mod sparse;
 mod sync;
 mod watch;
 mod watch_restarts;

@@ -182,6 +182,7 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
         vec![Point {
             id: marker,
             vector: vec![1.0, 0.0, 0.0],
+            sparse: None,
             payload: serde_json::Map::new(),
         }],
     )

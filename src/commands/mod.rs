@@ -63,6 +63,17 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 /// Load the model on a blocking thread (it reads and optimises the ONNX graph).
+/// The model `jobs` need: none when every one is sparse-only (`--no-dense`).
+pub async fn embedder_for(
+    model: &ModelArgs,
+    jobs: &[crate::point::Job],
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    if !jobs.is_empty() && jobs.iter().all(crate::point::Job::sparse_only) {
+        return Ok(Arc::new(crate::sparse::NoModel::default()));
+    }
+    load_embedder(model).await
+}
+
 pub async fn load_embedder(model: &ModelArgs) -> anyhow::Result<Arc<dyn Embedder>> {
     let model = model.clone();
     tokio::task::spawn_blocking(move || {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{exit, install_signals, load_embedder, lock_target, open_target};
+use super::{exit, install_signals, lock_target, open_target};
 use crate::cli::SyncArgs;
 use crate::config;
 use crate::embed::worker::EmbedWorker;
@@ -36,7 +36,7 @@ async fn run(args: &SyncArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Result
     opts.run_id = run_id.to_owned();
     // Take the embedded store's lock before loading the model: a refused run costs nothing.
     let lock = lock_target(&target.kind()?, run_id)?;
-    let embedder = load_embedder(&args.model).await?;
+    let embedder = super::embedder_for(&args.model, &jobs).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
     let mode = if args.quiet {
         ProgressMode::Off

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::{exit, load_embedder, lock_target, open_target};
+use super::{exit, lock_target, open_target};
 use crate::cli::SyncArgs;
 use crate::config;
 use crate::point::route;
@@ -13,7 +13,7 @@ pub async fn verify(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (jobs, target) = config::sync_plan(&args).await?;
     let chunking = config::chunking(&args)?;
     super::existing_store(&target.kind()?)?;
-    let embedder = load_embedder(&args.model).await?;
+    let embedder = super::embedder_for(&args.model, &jobs).await?;
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let opts = super::sync::sync_options(&args, chunking, stop)?;
     let _lock = lock_target(&target.kind()?, &opts.run_id)?;

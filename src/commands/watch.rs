@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::sync::sync_options;
-use super::{exit, install_signals, load_embedder, lock_target, open_target};
+use super::{exit, install_signals, lock_target, open_target};
 use crate::cli::WatchArgs;
 use crate::config::{self, ConfigError};
 use crate::embed::worker::EmbedWorker;
@@ -60,7 +60,7 @@ async fn run(args: &WatchArgs, run_id: &str, stats: Arc<Stats>) -> anyhow::Resul
         delay: std::time::Duration::from_millis(args.watch_delay_ms.max(1)),
         metrics,
     };
-    let embedder = load_embedder(&sync.model).await?;
+    let embedder = super::embedder_for(&sync.model, &jobs).await?;
     let worker = EmbedWorker::spawn(embedder, 2);
     let target = open_target(&target.kind()?)?;
     let mut report =

@@ -40,6 +40,16 @@ pub struct SyncEntry {
     /// Named vector of this entry; entries with different names may share a source and a
     /// target (one point per document, one vector per entry).
     pub vector_name: Option<String>,
+    /// `"bm25"`: a sparse vector beside the dense one (`--sparse`).
+    pub sparse: Option<crate::cli::SparseKind>,
+    /// The sparse vector's own text template (`--sparse-text`).
+    pub sparse_text: Option<String>,
+    /// The sparse vector's name (`--sparse-name`, default `bm25`).
+    pub sparse_name: Option<String>,
+    /// Its stop words' and stemmer's language (`--sparse-language`, default `english`).
+    pub sparse_language: Option<String>,
+    /// `false`: only the sparse vector, no model (`--no-dense`).
+    pub dense: Option<bool>,
 }
 
 impl FileConfig {

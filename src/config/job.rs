@@ -28,6 +28,7 @@ pub struct JobSpec {
     pub projection: Option<String>,
     pub cursor_batch: u32,
     pub vector_name: Option<String>,
+    pub sparse: Option<super::sparse::SparseSettings>,
 }
 
 impl JobSpec {
@@ -36,8 +37,21 @@ impl JobSpec {
         self,
         clients: &mut std::collections::HashMap<String, mongodb::Client>,
     ) -> Result<Job, ConfigError> {
-        let template = Template::parse(&self.text)?;
-        if let Some(v) = &self.vector_name {
+        let sparse = match &self.sparse {
+            Some(s) => Some(super::sparse::spec(s, self.vector_name.as_deref())?),
+            None => None,
+        };
+        // A sparse-only job writes its sparse vector as its (named) vector, from its text.
+        let sparse_only = sparse.as_ref().filter(|s| !s.dense);
+        let template = match sparse_only.and_then(|s| s.template.clone()) {
+            Some(t) => t,
+            None => Template::parse(&self.text)?,
+        };
+        let vector_name = match sparse_only {
+            Some(s) => Some(s.name.clone()),
+            None => self.vector_name.clone(),
+        };
+        if let Some(v) = &vector_name {
             check_vector_name(v)?;
         }
         let filter_text = self.filter.clone().unwrap_or_default();
@@ -138,7 +152,8 @@ impl JobSpec {
             payload_fields: self.payload,
             filter_text,
             projection_text,
-            vector_name: self.vector_name,
+            vector_name,
+            sparse,
         })
     }
 }

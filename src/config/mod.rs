@@ -4,6 +4,7 @@
 
 mod file;
 mod job;
+pub mod sparse;
 
 use std::path::PathBuf;
 
@@ -103,6 +104,8 @@ pub enum ConfigError {
     ShardRecreate,
     #[error("--metrics-addr {addr}: {reason}; give a free HOST:PORT such as 0.0.0.0:9187")]
     MetricsAddr { addr: String, reason: String },
+    #[error("{0}")]
+    Sparse(String),
 }
 
 impl From<TemplateError> for ConfigError {
@@ -233,10 +236,17 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
                 .clone()
                 .or(e.vector_name.clone())
                 .or(file.vector_name.clone()),
+            sparse: sparse::settings(&args.sparse, &e)?,
         };
         specs.push(spec);
     }
     let jobs = into_jobs(specs).await?;
+    sparse::check_shared(&jobs)?;
+    if args.chunk_size.is_some() && jobs.iter().any(Job::sparse_only) {
+        return Err(ConfigError::Sparse(
+            "--chunk-size splits texts by the model's tokens, and --no-dense loads no model: drop --chunk-size (or --no-dense)".into(),
+        ));
+    }
     Ok((jobs, target))
 }
 
@@ -317,6 +327,7 @@ pub async fn jobs(
         projection: source.projection.clone(),
         cursor_batch: source.cursor_batch,
         vector_name: None,
+        sparse: None,
     };
     let specs = flag_entries(source).into_iter().map(|e| JobSpec {
         collection: e.collection,

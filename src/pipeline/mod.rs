@@ -293,24 +293,53 @@ async fn prepare_targets<S: Sink>(
 ) -> Result<HashSet<String>, PipelineError> {
     let (dimension, distance) = (embedder.dimension(), embedder.distance());
     let mut rebuilt = HashSet::new();
-    let mut targets: Vec<(&str, Vec<VectorSpec>)> = Vec::new();
+    // Per target: the dense vectors and the sparse ones its jobs write.
+    let mut targets: Vec<(&str, Vec<VectorSpec>, Vec<String>)> = Vec::new();
     for job in jobs {
+        let i = match targets.iter().position(|(t, ..)| *t == job.target) {
+            Some(i) => i,
+            None => {
+                targets.push((&job.target, Vec::new(), Vec::new()));
+                targets.len() - 1
+            }
+        };
+        let (_, specs, sparse) = &mut targets[i];
         let spec = VectorSpec {
             name: job.vector_name.clone(),
             dimension,
             distance,
         };
-        match targets.iter_mut().find(|(t, _)| *t == job.target) {
-            Some((_, specs)) if specs.contains(&spec) => {}
-            Some((_, specs)) => specs.push(spec),
-            None => targets.push((&job.target, vec![spec])),
+        if !job.sparse_only() && !specs.contains(&spec) {
+            specs.push(spec);
+        }
+        if let Some(s) = &job.sparse
+            && !sparse.contains(&s.name)
+        {
+            sparse.push(s.name.clone());
         }
     }
-    for (target, specs) in targets {
+    for (target, specs, sparse) in targets {
         let shape = sink.shape(target).await?;
+        let sparse_now = match &shape {
+            Some(_) => sink.sparse_vectors(target).await?,
+            None => None,
+        };
         let misfit = specs
             .iter()
-            .find_map(|s| crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err());
+            .find_map(|s| crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err())
+            .or_else(|| {
+                sparse.iter().find_map(|n| {
+                    let f = crate::sink::fit::fit_sparse;
+                    f(
+                        target,
+                        shape.as_ref(),
+                        sparse_now.as_ref(),
+                        n,
+                        Ensure::Check,
+                    )
+                    .err()
+                })
+            });
         if let Some(e) = misfit {
             if !opts.recreate {
                 return Err(e.into());
@@ -337,6 +366,9 @@ async fn prepare_targets<S: Sink>(
         if !opts.dry_run {
             for s in &specs {
                 crate::sink::ensure_collection(sink, target, s, Ensure::Create).await?;
+            }
+            for name in &sparse {
+                crate::sink::fit::ensure_sparse(sink, target, name).await?;
             }
         }
     }

@@ -61,8 +61,7 @@ pub(super) async fn pass<S: Sink>(
     if let Some(a) = &after {
         tracing::info!(namespace = %ns_text, "resuming after _id {}", id_text(a));
     }
-    let writer = (!opts.dry_run)
-        .then(|| Writer::new(sink.as_ref(), &job.target, job.vector_name.as_deref()));
+    let writer = (!opts.dry_run).then(|| Writer::of(sink.as_ref(), &job));
 
     let (doc_tx, doc_rx) = mpsc::channel::<SourceItem>(opts.batch_docs * 2);
     let (unit_tx, unit_rx) = mpsc::channel::<Unit>(2);
@@ -88,6 +87,7 @@ pub(super) async fn pass<S: Sink>(
         worker.clone(),
         log.clone(),
         opts.dry_run,
+        job.sparse.clone(),
         unit_rx,
         out_tx,
     ));

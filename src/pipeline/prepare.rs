@@ -23,6 +23,8 @@ struct StoredState {
     hash: Option<String>,
     chunks: u32,
     payload_hash: Option<String>,
+    /// The sparse vector's own hash (a job with a dense and a sparse vector).
+    sparse_hash: Option<String>,
 }
 
 struct Candidate {
@@ -88,6 +90,7 @@ impl<S: Sink> Preparer<S> {
         let mut unit = Unit {
             docs: Vec::new(),
             payload_only: Vec::new(),
+            sparse_stale: Vec::new(),
             deletes: Vec::new(),
             lost: Vec::new(),
             last_id: None,
@@ -164,8 +167,13 @@ impl<S: Sink> Preparer<S> {
             }
             let text_current = old
                 .is_some_and(|s| s.hash.as_deref() == Some(doc.hash.as_str()) && s.chunks == new_n);
+            let sparse_current = self.job.sparse_hash_key().is_none()
+                || old.and_then(|s| s.sparse_hash.as_deref())
+                    == doc.sparse.as_ref().map(|s| s.hash.as_str());
             if !text_current {
                 unit.docs.push(doc);
+            } else if !sparse_current {
+                unit.sparse_stale.push(doc);
             } else {
                 let payload_current = old.is_some_and(|s| s.payload_hash == doc.payload_hash);
                 current.push((doc, payload_current));
@@ -310,10 +318,12 @@ impl<S: Sink> Preparer<S> {
         let text = |p: &Map<String, Value>, key: &str| {
             p.get(key).and_then(Value::as_str).map(str::to_owned)
         };
+        let sparse_key = self.job.sparse_hash_key().unwrap_or_default();
         let keys = [
             hash_key.clone(),
             chunks_key.clone(),
             payload_hash_key.clone(),
+            sparse_key.clone(),
         ];
         let stored = self
             .sink
@@ -333,6 +343,7 @@ impl<S: Sink> Preparer<S> {
                     hash,
                     chunks,
                     payload_hash,
+                    sparse_hash: text(&p.payload, &sparse_key),
                 };
                 (p.id, state)
             })

@@ -15,6 +15,7 @@ use crate::point::{Prepared, keys};
 use crate::report::{Counts, RunLog};
 use crate::sink::Point;
 use crate::source::{Source, SourceError, SourceItem};
+use crate::sparse::SparseSpec;
 use crate::writer::Writes;
 
 /// Documents on their way to the embedder, in `_id` order.
@@ -23,6 +24,9 @@ pub(super) struct Unit {
     pub(super) docs: Vec<Prepared>,
     /// Documents whose text is current but whose copied payload changed.
     pub(super) payload_only: Vec<Prepared>,
+    /// Documents whose dense vectors are current but whose sparse vectors are not: they get
+    /// new sparse vectors and then go the payload-only way (which writes the sparse hash).
+    pub(super) sparse_stale: Vec<Prepared>,
     /// Surplus chunks of documents that shrank: they go with the unit.
     pub(super) deletes: Vec<Uuid>,
     /// Points of documents that lost their text: they go at the end of a complete pass, after
@@ -96,11 +100,12 @@ pub(super) async fn embed(
     worker: EmbedWorker,
     log: Arc<RunLog>,
     dry_run: bool,
+    sparse: Option<SparseSpec>,
     mut rx: mpsc::Receiver<Unit>,
     tx: mpsc::Sender<EmbeddedUnit>,
 ) -> Result<(), PipelineError> {
     while let Some(unit) = rx.recv().await {
-        let out = embed_unit(&worker, &log, dry_run, unit).await?;
+        let out = embed_unit(&worker, &log, dry_run, sparse.as_ref(), unit).await?;
         if tx.send(out).await.is_err() {
             break;
         }
@@ -109,10 +114,13 @@ pub(super) async fn embed(
 }
 
 /// Embed one unit's changed documents (none in a dry run): its points, ready for the writer.
+/// With a sparse vector, every point gets its BM25 vector too, and documents whose only stale
+/// part is the sparse vector get just that.
 pub(super) async fn embed_unit(
     worker: &EmbedWorker,
     log: &RunLog,
     dry_run: bool,
+    sparse: Option<&SparseSpec>,
     unit: Unit,
 ) -> Result<EmbeddedUnit, PipelineError> {
     let mut counts = unit.counts;
@@ -123,27 +131,58 @@ pub(super) async fn embed_unit(
         .flat_map(|d| d.chunks.iter().map(|(_, t)| t.clone()))
         .collect();
     let mut points = Vec::with_capacity(texts.len());
-    if !texts.is_empty() && !dry_run {
-        let (vectors, stats) = worker.embed(texts).await?;
-        log.embedded(&stats);
-        let mut vectors = vectors.into_iter();
+    let mut sparse_updates = Vec::new();
+    let mut payload_only = unit.payload_only;
+    if dry_run {
+        counts.payload_updated += unit.sparse_stale.len() as u64;
+    } else {
+        let sparse_texts = |docs: &[Prepared]| -> Vec<String> {
+            docs.iter()
+                .flat_map(|d| d.sparse.iter().flat_map(|s| s.texts.iter().cloned()))
+                .collect()
+        };
+        let mut dense = Vec::new();
+        if !texts.is_empty() && !sparse.is_some_and(|s| !s.dense) {
+            let (vectors, stats) = worker.embed(texts).await?;
+            log.embedded(&stats);
+            dense = vectors;
+        }
+        let mut dense = dense.into_iter();
+        let (mut fresh, mut stale) = (Vec::new().into_iter(), Vec::new().into_iter());
+        if let Some(s) = sparse {
+            fresh = crate::sparse::documents(s.bm25.clone(), sparse_texts(&unit.docs))
+                .await
+                .into_iter();
+            stale = crate::sparse::documents(s.bm25.clone(), sparse_texts(&unit.sparse_stale))
+                .await
+                .into_iter();
+        }
         for doc in unit.docs {
             for (i, (id, _)) in doc.chunks.into_iter().enumerate() {
                 let mut payload = doc.payload.clone();
                 payload.insert(keys::CHUNK.into(), Value::from(i));
                 points.push(Point {
                     id,
-                    vector: vectors.next().expect("one vector per text"),
+                    vector: dense.next().unwrap_or_default(),
+                    sparse: sparse.map(|s| (s.name.clone(), fresh.next().expect("one per text"))),
                     payload,
                 });
             }
+        }
+        for doc in unit.sparse_stale {
+            for (id, _) in &doc.chunks {
+                sparse_updates.push((*id, stale.next().expect("one per text")));
+            }
+            counts.payload_updated += 1;
+            payload_only.push(doc);
         }
     }
     Ok(EmbeddedUnit {
         writes: Writes {
             points,
-            payload_only: unit.payload_only,
+            payload_only,
             deletes: unit.deletes,
+            sparse: sparse_updates,
         },
         lost: unit.lost,
         last_id: unit.last_id,

@@ -8,21 +8,22 @@ use std::sync::{Arc, Mutex};
 use qdrant_edge::{
     ConditionalInsertOperation, CountRequest, CreateVectorName, DeletePayloadOp, DenseVectorConfig,
     EdgeConfig, EdgeShard, EdgeVectorParams, Filter, JsonPath, PayloadOps, PointId,
-    PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, QueryEnum,
-    QueryRequest, RetrieveRequest, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateMode,
-    UpdateOperation, UpdateVectorsOp, VectorNameConfig, VectorNameOperations, VectorOperations,
-    VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, PointVectorsPersisted, RetrieveRequest,
+    ScrollRequest, SetPayloadOp, UpdateMode, UpdateOperation, UpdateVectorsOp, VectorNameConfig,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted, WithVector,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 mod convert;
+mod sparse;
+mod store;
 
 use super::{
-    Fields, Hit, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError, StoredPoint,
-    VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError, SparseVector,
+    StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
-use convert::{distance, point_ids, stored, to_filter, uuid_of, vector_key, with_payload};
+use convert::{distance, point_ids, stored, to_filter, vector_key, with_payload};
 
 /// A directory of embedded Qdrant collections.
 pub struct EdgeSink {
@@ -41,54 +42,6 @@ impl EdgeSink {
             root: root.to_path_buf(),
             shards: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn dir(&self, collection: &str) -> PathBuf {
-        self.root.join(collection)
-    }
-
-    fn store_err(&self, collection: &str, e: impl std::fmt::Display) -> SinkError {
-        SinkError::Store {
-            path: self.dir(collection).display().to_string(),
-            reason: e.to_string(),
-        }
-    }
-
-    /// The open shard of `collection`, loading it from disk on first use.
-    fn shard(&self, collection: &str) -> Result<Arc<EdgeShard>, SinkError> {
-        let mut shards = self.shards.lock().expect("shard map poisoned");
-        if let Some(s) = shards.get(collection) {
-            return Ok(s.clone());
-        }
-        let dir = self.dir(collection);
-        if !dir.join("edge_config.json").is_file() {
-            return Err(SinkError::NoCollection(collection.to_owned()));
-        }
-        let shard =
-            Arc::new(EdgeShard::load(&dir, None).map_err(|e| self.store_err(collection, e))?);
-        shards.insert(collection.to_owned(), shard.clone());
-        Ok(shard)
-    }
-
-    /// Apply one update operation off the async runtime.
-    async fn apply(&self, collection: &str, op: UpdateOperation) -> Result<(), SinkError> {
-        self.blocking(collection, move |shard| {
-            shard.update(op).map_err(|e| e.to_string())
-        })
-        .await
-    }
-
-    /// Run blocking engine work off the async runtime.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        collection: &str,
-        f: impl FnOnce(Arc<EdgeShard>) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, SinkError> {
-        let shard = self.shard(collection)?;
-        tokio::task::spawn_blocking(move || f(shard))
-            .await
-            .map_err(|e| self.store_err(collection, e))?
-            .map_err(|e| self.store_err(collection, e))
     }
 }
 
@@ -185,10 +138,7 @@ impl Sink for EdgeSink {
             let points = points
                 .into_iter()
                 .map(|p| {
-                    let vectors: qdrant_edge::Vectors = match &name {
-                        None => p.vector.into(),
-                        Some(n) => vec![(n.clone(), p.vector)].into(),
-                    };
+                    let vectors = sparse::point_vectors(name.as_deref(), p.vector, p.sparse);
                     PointStruct::new(PointId::Uuid(p.id), vectors, Value::Object(p.payload)).into()
                 })
                 .collect();
@@ -386,29 +336,45 @@ impl Sink for EdgeSink {
         vector: Vec<f32>,
         limit: usize,
     ) -> Result<Vec<Hit>, SinkError> {
-        let using = vector_name.map(str::to_owned);
-        self.blocking(collection, move |shard| {
-            let mut req = QueryRequest::new(limit);
-            req.query = Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                qdrant_edge::NamedQuery {
-                    query: qdrant_edge::VectorInternal::Dense(vector),
-                    using,
-                },
-            )));
-            req.with_payload = WithPayloadInterface::Bool(true);
-            let points = shard.query(req).map_err(|e| e.to_string())?;
-            Ok(points
-                .into_iter()
-                .filter_map(|p| {
-                    Some(Hit {
-                        id: uuid_of(p.id)?,
-                        score: p.score,
-                        payload: p.payload.map(|p| p.0).unwrap_or_default(),
-                    })
-                })
-                .collect())
-        })
-        .await
+        let q = Query {
+            dense: Some((vector_name.map(str::to_owned), vector)),
+            sparse: None,
+            limit,
+            prefetch: limit,
+        };
+        self.query_points(collection, q).await
+    }
+
+    async fn sparse_vectors(
+        &self,
+        collection: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
+        self.sparse_of(collection).await
+    }
+
+    async fn create_sparse_collection(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> Result<(), SinkError> {
+        self.create_sparse_only(collection, name)
+    }
+
+    async fn add_sparse(&self, collection: &str, name: &str) -> Result<(), SinkError> {
+        self.add_sparse_vector(collection, name).await
+    }
+
+    async fn update_sparse(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, SparseVector)>,
+    ) -> Result<(), SinkError> {
+        self.update_sparse_vectors(collection, name, vectors).await
+    }
+
+    async fn query(&self, collection: &str, query: Query) -> Result<Vec<Hit>, SinkError> {
+        self.query_points(collection, query).await
     }
 
     async fn count(&self, collection: &str) -> Result<u64, SinkError> {

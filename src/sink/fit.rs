@@ -106,6 +106,81 @@ pub async fn ensure_collection<S: Sink + ?Sized>(
     }
 }
 
+/// The decision for the sparse vector `name` of `collection`, given its dense vectors
+/// (`shape`, `None`: no collection) and its sparse ones. A sparse vector is wanted with the `idf`
+/// modifier (BM25's inverse document frequency, applied at search time); one without it, or a
+/// dense vector of that name, is refused naming the fix.
+pub fn fit_sparse(
+    collection: &str,
+    shape: Option<&Shape>,
+    sparse: Option<&std::collections::BTreeMap<String, bool>>,
+    name: &str,
+    mode: Ensure,
+) -> Result<Fit, SinkError> {
+    let ready_or = |fit| {
+        if mode == Ensure::Check {
+            Fit::Ready
+        } else {
+            fit
+        }
+    };
+    let Some(shape) = shape else {
+        return Ok(ready_or(Fit::Create));
+    };
+    let wanted = format!("a sparse vector `{name}` with the idf modifier");
+    if matches!(shape, Shape::Named(m) if m.contains_key(name)) {
+        return Err(SinkError::Incompatible {
+            collection: collection.to_owned(),
+            found: format!(
+                "a dense vector named `{name}` (give the sparse one another --sparse-name)"
+            ),
+            wanted,
+        });
+    }
+    match sparse.and_then(|m| m.get(name)) {
+        Some(true) => Ok(Fit::Ready),
+        Some(false) => Err(SinkError::Incompatible {
+            collection: collection.to_owned(),
+            found: format!("a sparse vector `{name}` without the idf modifier"),
+            wanted,
+        }),
+        None => Ok(ready_or(Fit::AddVector)),
+    }
+}
+
+/// Give `collection` the sparse vector `name` ([`fit_sparse`]): create the collection with it
+/// alone (a sparse-only target), or add it.
+pub async fn ensure_sparse<S: Sink + ?Sized>(
+    sink: &S,
+    collection: &str,
+    name: &str,
+) -> Result<(), SinkError> {
+    let decide = async || {
+        let shape = sink.shape(collection).await?;
+        let sparse = sink.sparse_vectors(collection).await?;
+        fit_sparse(
+            collection,
+            shape.as_ref(),
+            sparse.as_ref(),
+            name,
+            Ensure::Create,
+        )
+    };
+    let made = match decide().await? {
+        Fit::Ready => return Ok(()),
+        Fit::Create => sink.create_sparse_collection(collection, name).await,
+        Fit::AddVector => sink.add_sparse(collection, name).await,
+    };
+    match made {
+        Ok(()) => Ok(()),
+        // Another writer may have made it in between: what is there now decides.
+        Err(e) => match decide().await {
+            Ok(Fit::Ready) => Ok(()),
+            _ => Err(e),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -184,6 +259,36 @@ mod tests {
             msg.contains("Dot distance") && msg.contains("Cosine distance"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_sparse_vector_needs_the_idf_modifier_and_its_own_name() {
+        let unnamed = Shape::Unnamed(params(384, "Cosine"));
+        let with = |idf| BTreeMap::from([("bm25".to_string(), idf)]);
+        let f = |shape, sparse, mode| fit_sparse("c", shape, sparse, "bm25", mode);
+        assert_eq!(f(None, None, Ensure::Create).unwrap(), Fit::Create);
+        assert_eq!(f(None, None, Ensure::Check).unwrap(), Fit::Ready);
+        let none = BTreeMap::new();
+        assert_eq!(
+            f(Some(&unnamed), Some(&none), Ensure::Create).unwrap(),
+            Fit::AddVector
+        );
+        let (idf, plain) = (with(true), with(false));
+        assert_eq!(
+            f(Some(&unnamed), Some(&idf), Ensure::Create).unwrap(),
+            Fit::Ready
+        );
+        let msg = f(Some(&unnamed), Some(&plain), Ensure::Check)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("without the idf modifier") && msg.contains("--recreate"),
+            "{msg}"
+        );
+        let msg = f(Some(&named(&["bm25"])), Some(&none), Ensure::Create)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("--sparse-name"), "{msg}");
     }
 
     #[test]

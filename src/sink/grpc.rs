@@ -2,13 +2,12 @@
 //! or delete is applied and acknowledged.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use qdrant_client::qdrant::{
     CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
     DenseVectorCreationConfigBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder, PointId,
-    PointStruct, PointVectors, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
+    PointStruct, PointVectors, ScrollPointsBuilder, SetPayloadPointsBuilder,
     UpdateCollectionBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
     VectorParamsBuilder, VectorsConfig, vectors_config::Config,
 };
@@ -17,14 +16,15 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 mod convert;
+mod sparse;
 
 use super::{
-    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink, SinkError,
-    StoredPoint, VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError,
+    SparseVector, StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
 use convert::{
-    distance, has_update_mode, hnsw_m_of, id_list, index_state_of, json_payload, page_id,
-    page_offset, pid, request_err, stored, to_filter, uuid_of, with_payload,
+    distance, has_update_mode, hnsw_m_of, id_list, index_state_of, page_id, page_offset, pid,
+    request_err, stored, to_filter, with_payload,
 };
 
 /// A Qdrant server.
@@ -33,26 +33,6 @@ pub struct GrpcSink {
     client: Qdrant,
     /// Whether the server can make conditional writes, asked once.
     conditional: tokio::sync::OnceCell<()>,
-}
-
-impl GrpcSink {
-    /// Client for `url` (e.g. `http://localhost:6334`), with an optional API key.
-    pub fn connect(url: &str, api_key: Option<String>) -> Result<Self, SinkError> {
-        let client = Qdrant::from_url(url)
-            .api_key(api_key)
-            .timeout(Duration::from_secs(60))
-            .skip_compatibility_check()
-            .build()
-            .map_err(|e| SinkError::Connect {
-                url: crate::redact::redact_uri(url),
-                reason: crate::redact::redact_in(&e.to_string(), url),
-            })?;
-        Ok(Self {
-            url: url.to_owned(),
-            client,
-            conditional: tokio::sync::OnceCell::new(),
-        })
-    }
 }
 
 impl Sink for GrpcSink {
@@ -166,15 +146,8 @@ impl Sink for GrpcSink {
         let points: Vec<PointStruct> = points
             .into_iter()
             .map(|p| {
-                let payload = Payload::from(p.payload);
-                match vector_name {
-                    None => PointStruct::new(p.id.to_string(), p.vector, payload),
-                    Some(n) => PointStruct::new(
-                        p.id.to_string(),
-                        HashMap::from([(n.to_owned(), p.vector)]),
-                        payload,
-                    ),
-                }
+                let vectors = sparse::point_vectors(vector_name, p.vector, p.sparse);
+                PointStruct::new(p.id.to_string(), vectors, Payload::from(p.payload))
             })
             .collect();
         self.client
@@ -388,29 +361,45 @@ impl Sink for GrpcSink {
         vector: Vec<f32>,
         limit: usize,
     ) -> Result<Vec<Hit>, SinkError> {
-        let mut req = QueryPointsBuilder::new(collection)
-            .query(vector)
-            .limit(limit as u64)
-            .with_payload(true);
-        if let Some(n) = vector_name {
-            req = req.using(n);
-        }
-        let res = self
-            .client
-            .query(req)
-            .await
-            .map_err(|e| request_err("query", collection, e))?;
-        Ok(res
-            .result
-            .into_iter()
-            .filter_map(|p| {
-                Some(Hit {
-                    id: uuid_of(p.id)?,
-                    score: p.score,
-                    payload: json_payload(p.payload),
-                })
-            })
-            .collect())
+        let q = Query {
+            dense: Some((vector_name.map(str::to_owned), vector)),
+            sparse: None,
+            limit,
+            prefetch: limit,
+        };
+        self.query_points(collection, q).await
+    }
+
+    async fn sparse_vectors(
+        &self,
+        collection: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
+        self.sparse_of(collection).await
+    }
+
+    async fn create_sparse_collection(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> Result<(), SinkError> {
+        self.create_sparse_only(collection, name).await
+    }
+
+    async fn add_sparse(&self, collection: &str, name: &str) -> Result<(), SinkError> {
+        self.add_sparse_vector(collection, name).await
+    }
+
+    async fn update_sparse(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, SparseVector)>,
+    ) -> Result<(), SinkError> {
+        self.update_sparse_vectors(collection, name, vectors).await
+    }
+
+    async fn query(&self, collection: &str, query: Query) -> Result<Vec<Hit>, SinkError> {
+        self.query_points(collection, query).await
     }
 
     async fn count(&self, collection: &str) -> Result<u64, SinkError> {

@@ -7,6 +7,7 @@ pub mod edge;
 pub mod fit;
 pub mod grpc;
 mod retrying;
+mod scroll;
 mod target;
 
 use std::future::Future;
@@ -18,13 +19,19 @@ pub use edge::EdgeSink;
 pub use fit::{Ensure, ensure_collection};
 pub use grpc::GrpcSink;
 pub use retrying::Retrying;
+pub use scroll::{scroll_all, scroll_counted};
 pub use target::{Target, TargetKind};
+
+pub use crate::sparse::SparseVector;
 
 /// A point to write.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub id: Uuid,
+    /// The dense vector; empty for a sparse-only job's point (none is written).
     pub vector: Vec<f32>,
+    /// The sparse vector by name, when the job writes one.
+    pub sparse: Option<(String, SparseVector)>,
     pub payload: Map<String, Value>,
 }
 
@@ -38,6 +45,8 @@ pub struct StoredPoint {
     pub vectors: Vec<String>,
     /// The dense vectors themselves by name (as `vectors`), when asked for.
     pub values: std::collections::BTreeMap<String, Vec<f32>>,
+    /// The sparse vectors by name, when asked for (their names are in `vectors` too).
+    pub sparse: std::collections::BTreeMap<String, SparseVector>,
 }
 
 /// Where a scroll goes on: a point id of either kind. Qdrant orders numeric ids before UUIDs,
@@ -58,6 +67,18 @@ pub struct Page {
     pub foreign: u64,
     /// Where the next page begins; `None` at the end.
     pub next: Option<PageOffset>,
+}
+
+/// A query: the dense vector, the sparse one, or both (fused by reciprocal rank).
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The dense vector's name (`None`: the unnamed one) and the query vector.
+    pub dense: Option<(Option<String>, Vec<f32>)>,
+    /// The sparse vector's name and the query vector.
+    pub sparse: Option<(String, SparseVector)>,
+    pub limit: usize,
+    /// Candidates each vector contributes to a fused query.
+    pub prefetch: usize,
 }
 
 /// A search result.
@@ -240,6 +261,44 @@ pub trait Sink: Send + Sync + 'static {
         distance: Distance,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// The sparse vectors of `collection` by name, each with whether it has the `idf`
+    /// modifier; `None` when the collection does not exist.
+    fn sparse_vectors(
+        &self,
+        collection: &str,
+    ) -> impl Future<Output = Result<Option<std::collections::BTreeMap<String, bool>>, SinkError>> + Send;
+
+    /// Create `collection` with no dense vector and the sparse vector `name` (`idf` modifier).
+    fn create_sparse_collection(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Add the sparse vector `name` (`idf` modifier) to an existing collection.
+    fn add_sparse(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Replace the sparse vector `name` of existing points, leaving their other vectors and
+    /// their payload as they are; returns after acknowledgement.
+    fn update_sparse(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, SparseVector)>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The best points for `query`: one vector's nearest, or both fused by reciprocal rank
+    /// (Qdrant's Query API: a prefetch per vector, `rrf` over them).
+    fn query(
+        &self,
+        collection: &str,
+        query: Query,
+    ) -> impl Future<Output = Result<Vec<Hit>, SinkError>> + Send;
+
     /// Drop `collection` with all its points.
     fn drop_collection(
         &self,
@@ -377,45 +436,4 @@ pub struct IndexState {
     pub points: u64,
     /// Vectors in the HNSW graph.
     pub indexed: u64,
-}
-
-/// Every point of `collection` matching `filter` with its `fields`, page by page, through
-/// numeric and UUID offsets alike. Points with numeric ids are not ours: they are counted and
-/// reported (a warning), never returned.
-pub async fn scroll_all<S: Sink + ?Sized>(
-    sink: &S,
-    collection: &str,
-    filter: Option<&MatchFilter>,
-    fields: Fields<'_>,
-) -> Result<Vec<StoredPoint>, SinkError> {
-    let (points, foreign) = scroll_counted(sink, collection, filter, fields).await?;
-    if foreign > 0 {
-        tracing::warn!(
-            "{collection}: {foreign} points with numeric ids match{}; mongo2qdrant never writes numeric ids, so they are left alone (neither compared nor pruned)",
-            filter.map_or_else(String::new, |f| format!(" {}={}", f.key, f.value))
-        );
-    }
-    Ok(points)
-}
-
-/// [`scroll_all`], and how many points with numeric ids matched.
-pub async fn scroll_counted<S: Sink + ?Sized>(
-    sink: &S,
-    collection: &str,
-    filter: Option<&MatchFilter>,
-    fields: Fields<'_>,
-) -> Result<(Vec<StoredPoint>, u64), SinkError> {
-    let (mut out, mut foreign) = (Vec::new(), 0);
-    let mut offset = None;
-    loop {
-        let page = sink
-            .scroll(collection, filter, fields, offset, 1000)
-            .await?;
-        out.extend(page.points);
-        foreign += page.foreign;
-        match page.next {
-            Some(n) => offset = Some(n),
-            None => return Ok((out, foreign)),
-        }
-    }
 }

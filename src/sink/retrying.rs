@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Distance, Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Shape, Sink,
-    SinkError, StoredPoint, VectorSpec, WriteIf,
+    Distance, Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink,
+    SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
 };
 use crate::retry::RetryPolicy;
 
@@ -60,6 +60,48 @@ impl<S: Sink> Sink for Retrying<S> {
             .run("add vector", || {
                 self.inner.add_vector(c, name, dimension, distance)
             })
+            .await
+    }
+
+    async fn sparse_vectors(
+        &self,
+        c: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.sparse_vectors(c))
+            .await
+    }
+
+    async fn create_sparse_collection(&self, c: &str, name: &str) -> Result<(), SinkError> {
+        self.policy
+            .run("create collection", || {
+                self.inner.create_sparse_collection(c, name)
+            })
+            .await
+    }
+
+    async fn add_sparse(&self, c: &str, name: &str) -> Result<(), SinkError> {
+        self.policy
+            .run("add sparse vector", || self.inner.add_sparse(c, name))
+            .await
+    }
+
+    async fn update_sparse(
+        &self,
+        c: &str,
+        name: &str,
+        v: Vec<(Uuid, SparseVector)>,
+    ) -> Result<(), SinkError> {
+        self.policy
+            .run("update sparse vectors", || {
+                self.inner.update_sparse(c, name, v.clone())
+            })
+            .await
+    }
+
+    async fn query(&self, c: &str, q: Query) -> Result<Vec<Hit>, SinkError> {
+        self.policy
+            .run("query", || self.inner.query(c, q.clone()))
             .await
     }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Distance, EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Page, PageOffset, Point,
-    Shape, Sink, SinkError, StoredPoint, VectorSpec, WriteIf,
+    Query, Shape, Sink, SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
 };
 
 /// Where points go, as configured.
@@ -80,6 +80,34 @@ impl Sink for Target {
         distance: Distance,
     ) -> Result<(), SinkError> {
         each!(self, s => s.add_vector(c, name, dimension, distance).await)
+    }
+
+    async fn sparse_vectors(
+        &self,
+        c: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
+        each!(self, s => s.sparse_vectors(c).await)
+    }
+
+    async fn create_sparse_collection(&self, c: &str, name: &str) -> Result<(), SinkError> {
+        each!(self, s => s.create_sparse_collection(c, name).await)
+    }
+
+    async fn add_sparse(&self, c: &str, name: &str) -> Result<(), SinkError> {
+        each!(self, s => s.add_sparse(c, name).await)
+    }
+
+    async fn update_sparse(
+        &self,
+        c: &str,
+        name: &str,
+        v: Vec<(Uuid, SparseVector)>,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.update_sparse(c, name, v).await)
+    }
+
+    async fn query(&self, c: &str, q: Query) -> Result<Vec<Hit>, SinkError> {
+        each!(self, s => s.query(c, q).await)
     }
 
     async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {

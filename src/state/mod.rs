@@ -121,6 +121,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
         let point = Point {
             id,
             vector: vec![1.0],
+            sparse: None,
             payload,
         };
         self.sink
@@ -153,6 +154,7 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
         let point = Point {
             id,
             vector: vec![1.0],
+            sparse: None,
             payload,
         };
         self.sink

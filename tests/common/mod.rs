@@ -709,6 +709,35 @@ mod faulty_sink {
         async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
             self.inner.drop_collection(c).await
         }
+        async fn sparse_vectors(
+            &self,
+            c: &str,
+        ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
+            self.inner.sparse_vectors(c).await
+        }
+        async fn create_sparse_collection(&self, c: &str, n: &str) -> Result<(), SinkError> {
+            self.inner.create_sparse_collection(c, n).await
+        }
+        async fn add_sparse(&self, c: &str, n: &str) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Config, c)?;
+            self.inner.add_sparse(c, n).await
+        }
+        async fn update_sparse(
+            &self,
+            c: &str,
+            n: &str,
+            v: Vec<(Uuid, mongo2qdrant::sink::SparseVector)>,
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::UpdateVectors, c)?;
+            self.inner.update_sparse(c, n, v).await
+        }
+        async fn query(
+            &self,
+            c: &str,
+            q: mongo2qdrant::sink::Query,
+        ) -> Result<Vec<Hit>, SinkError> {
+            self.inner.query(c, q).await
+        }
         async fn exists(&self, c: &str) -> Result<bool, SinkError> {
             self.inner.exists(c).await
         }

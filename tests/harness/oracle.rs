@@ -15,23 +15,44 @@ use uuid::Uuid;
 
 use crate::common::{self, Mongo};
 
-/// A point as the oracle sees it: content hash, payload hash, the copied `tag`.
-type Expected = (String, Option<String>, Value);
+/// A point as the oracle sees it: content hash, payload hash, the copied `tag`, and with a
+/// sparse vector its hash.
+type Expected = (String, Option<String>, Value, Option<String>);
+
+/// The vectors an iteration writes: the dense one (`None`: unnamed), its chunking, and
+/// whether a BM25 vector is beside it.
+#[derive(Clone, Copy)]
+pub struct Layout<'a> {
+    pub vector: Option<&'a str>,
+    pub chunking: Option<Chunking>,
+    pub sparse: bool,
+}
 
 /// The points the collection `h.c` calls for now (template `{text}`), by id.
-pub async fn expected(
+pub async fn expected(m: &Mongo, c: &str, l: Layout<'_>) -> BTreeMap<Uuid, Expected> {
+    expected_points(m, c, l)
+        .await
+        .into_iter()
+        .map(|(id, (e, _))| (id, e))
+        .collect()
+}
+
+/// [`expected`], and each point's BM25 vector when there is one.
+async fn expected_points(
     m: &Mongo,
     c: &str,
-    vector: Option<&str>,
-    chunking: Option<Chunking>,
-) -> BTreeMap<Uuid, Expected> {
-    let job = common::sync_of(m, "h", &[c])
+    l: Layout<'_>,
+) -> BTreeMap<Uuid, (Expected, Option<mongo2qdrant::sink::SparseVector>)> {
+    let Layout {
+        vector,
+        chunking,
+        sparse,
+    } = l;
+    let of = common::sync_of(m, "h", &[c])
         .template("{text}")
         .payload(&["tag"])
-        .vector(vector)
-        .jobs()
-        .await
-        .remove(0);
+        .vector(vector);
+    let job = super::source::with_sparse(of.jobs().await, sparse).remove(0);
     let embedder = common::embedder();
     let model = mongo2qdrant::embed::Embedder::model_id(embedder.as_ref()).to_owned();
     let context = hash_context(&job, chunking);
@@ -51,8 +72,19 @@ pub async fn expected(
             Some(t) => t.as_str().map_or(Value::Null, Value::from),
             None => Value::Null,
         };
-        for (id, _) in p.chunks {
-            want.insert(id, (p.hash.clone(), p.payload_hash.clone(), tag.clone()));
+        let spec = job.sparse.as_ref();
+        let part = p.sparse.as_ref();
+        for (i, (id, _)) in p.chunks.iter().enumerate() {
+            let bm25 = spec
+                .zip(part)
+                .map(|(s, part)| s.bm25.document(&part.texts[i]));
+            let e = (
+                p.hash.clone(),
+                p.payload_hash.clone(),
+                tag.clone(),
+                part.map(|s| s.hash.clone()),
+            );
+            want.insert(*id, (e, bm25));
         }
     }
     want
@@ -133,12 +165,16 @@ pub async fn check<S: Sink>(
     sink: &Arc<S>,
     m: &Mongo,
     c: &str,
-    vector: Option<&str>,
-    chunking: Option<Chunking>,
+    l: Layout<'_>,
     planted: u64,
     seed: u64,
 ) {
-    let want = expected(m, c, vector, chunking).await;
+    let (vector, sparse) = (l.vector, l.sparse);
+    let points_wanted = expected_points(m, c, l).await;
+    let want: BTreeMap<Uuid, Expected> = points_wanted
+        .iter()
+        .map(|(id, (e, _))| (*id, e.clone()))
+        .collect();
     let (points, foreign) = scroll_counted(sink.as_ref(), c, Some(&ours(c)), Fields::All)
         .await
         .unwrap();
@@ -163,12 +199,21 @@ pub async fn check<S: Sink>(
             p.vectors
         );
         let text = |k: &str| p.payload.get(k).and_then(Value::as_str).map(str::to_owned);
+        if let Some((_, Some(bm25))) = points_wanted.get(&p.id) {
+            let stored = p.sparse.get("bm25").cloned().unwrap_or_default();
+            assert!(
+                mongo2qdrant::sparse::same(&stored, bm25),
+                "seed {seed}: point {} holds {stored:?}, not BM25 of its text {bm25:?}",
+                p.id
+            );
+        }
         got.insert(
             p.id,
             (
                 text(&keys::hash(vector)).unwrap_or_default(),
                 text(&keys::payload_hash(vector)),
                 p.payload.get("tag").cloned().unwrap_or(Value::Null),
+                sparse.then(|| text(&keys::hash(Some("bm25")))).flatten(),
             ),
         );
     }

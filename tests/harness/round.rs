@@ -65,6 +65,9 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
     if watching {
         tally.add("watch instead of sync");
     }
+    // BM25 beside the dense vector, switched on before some round: the stored points get it
+    // without being embedded again, under that round's fault.
+    let sparse_from = rng.chance(35).then(|| rng.below(4));
     let run_id = format!("harness-{seed}");
     let injector = Arc::new(Injector::default());
     let faulty = {
@@ -73,7 +76,7 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
     };
     // Foreign points (numeric ids, our namespace key) planted so far.
     let mut planted = 0u64;
-    let base = Spec {
+    let mut base = Spec {
         c: &c,
         vector,
         file,
@@ -82,10 +85,15 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         filter: None,
         projection: None,
         cursor_batch: 100,
+        sparse: false,
     };
 
     for round in 0..(2 + rng.below(4)) {
         eprintln!("harness:  round {round}");
+        if sparse_from == Some(round) {
+            tally.add("sparse: BM25 switched on this round");
+            base.sparse = true;
+        }
         faults::mutate_all(&coll, &mut rng, tally, sink.max_payload_depth()).await;
         for _ in 0..rng.below(6) {
             next_key += 1;
@@ -302,7 +310,12 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         // What a run met concurrently may have been deleted and written again since; a filter
         // legitimately leaves documents out.
         if !raced && spec.filter.is_none() {
-            let want = oracle::expected(m, &c, vector, chunking).await;
+            let layout = oracle::Layout {
+                vector,
+                chunking,
+                sparse: spec.sparse,
+            };
+            let want = oracle::expected(m, &c, layout).await;
             let after = oracle::point_ids(sink.as_ref(), &c).await;
             oracle::nothing_live_deleted(&before, &after, &want, seed);
         }
@@ -337,7 +350,12 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
                 .unwrap();
         }
     }
-    oracle::check(sink, m, &c, vector, chunking, planted, seed).await;
+    let layout = oracle::Layout {
+        vector,
+        chunking,
+        sparse: base.sparse,
+    };
+    oracle::check(sink, m, &c, layout, planted, seed).await;
     let report = mongo2qdrant::verify::verify(sink.clone(), common::embedder(), jobs, &o)
         .await
         .unwrap();

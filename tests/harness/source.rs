@@ -30,6 +30,26 @@ pub struct Spec<'a> {
     pub filter: Option<&'a str>,
     pub projection: Option<&'a str>,
     pub cursor_batch: u32,
+    /// A BM25 sparse vector beside the dense one (`--sparse bm25`).
+    pub sparse: bool,
+}
+
+/// `jobs` with the BM25 sparse vector `bm25` beside their dense vector when `on`.
+pub fn with_sparse(mut jobs: Vec<Job>, on: bool) -> Vec<Job> {
+    if on {
+        let settings = mongo2qdrant::config::sparse::SparseSettings {
+            name: "bm25".into(),
+            text: None,
+            language: "english".into(),
+            dense: true,
+        };
+        for j in &mut jobs {
+            j.sparse = Some(
+                mongo2qdrant::config::sparse::spec(&settings, j.vector_name.as_deref()).unwrap(),
+            );
+        }
+    }
+    jobs
 }
 
 /// Write `coll` to the iteration's dump, in random order. With `stale`, some documents may also
@@ -113,7 +133,7 @@ pub async fn jobs_of(m: &Mongo, s: &Spec<'_>) -> Vec<Job> {
         if let Some(p) = s.projection {
             of = of.projection(p);
         }
-        return of.jobs().await;
+        return with_sparse(of.jobs().await, s.sparse);
     };
     let mut source = common::source_args(m, "h", &[]);
     source.files = vec![f.to_path_buf()];
@@ -124,7 +144,7 @@ pub async fn jobs_of(m: &Mongo, s: &Spec<'_>) -> Vec<Job> {
     for j in &mut jobs {
         j.vector_name = s.vector.map(str::to_owned);
     }
-    jobs
+    with_sparse(jobs, s.sparse)
 }
 
 /// Flags of the real binary for the same job (the kill -9 fault).
@@ -162,6 +182,9 @@ pub fn binary_args(m: &Mongo, s: &Spec<'_>, o: &SyncOptions, watching: bool) -> 
         if let Some(v) = value {
             a.extend([flag.into(), v.into()]);
         }
+    }
+    if s.sparse {
+        a.extend(["--sparse".into(), "bm25".into()]);
     }
     if let Some(ch) = s.chunking {
         a.extend([

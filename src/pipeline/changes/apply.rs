@@ -117,7 +117,8 @@ impl<S: Sink> Watcher<S> {
         let mut unit = preparer.unit(items.into_iter(), true).await?;
         failed.append(&mut unit.failed);
         let gone_points = preparer.stored_points(&gone).await?;
-        let mut out = stages::embed_unit(&self.worker, &self.log, false, unit).await?;
+        let mut out =
+            stages::embed_unit(&self.worker, &self.log, false, job.sparse.as_ref(), unit).await?;
         if !out.lost.is_empty() {
             // Documents that now render no text (a projection or template that misses the
             // field) lose their points under --max-delete, as in a pass.
@@ -135,7 +136,7 @@ impl<S: Sink> Watcher<S> {
         }
         out.lost.extend(gone_points);
         still_held(lease)?;
-        let writer = Writer::new(self.sink.as_ref(), &job.target, job.vector_name.as_deref());
+        let writer = Writer::of(self.sink.as_ref(), job);
         writer.write(&out.writes).await?;
         writer.remove(&out.lost).await?;
         let mut counts = out.counts;

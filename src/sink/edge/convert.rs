@@ -5,6 +5,8 @@ use qdrant_edge::{
     Condition, FieldCondition, Filter, JsonPath, Match, PointId, VectorStructInternal,
     WithPayloadInterface,
 };
+use std::collections::BTreeMap;
+
 use uuid::Uuid;
 
 use crate::sink::{Fields, MatchFilter, StoredPoint};
@@ -26,24 +28,45 @@ pub(super) fn point_ids(ids: &[Uuid]) -> Vec<PointId> {
 
 /// A stored point from an engine record (points with numeric ids are not ours).
 pub(super) fn stored(r: qdrant_edge::Record) -> Option<StoredPoint> {
-    let dense = |v: qdrant_edge::VectorInternal| match v {
-        qdrant_edge::VectorInternal::Dense(d) => d,
-        _ => Vec::new(),
+    let named: Vec<(String, qdrant_edge::VectorInternal)> = match r.vector {
+        None => Vec::new(),
+        Some(VectorStructInternal::Named(m)) => {
+            m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        }
+        Some(VectorStructInternal::Single(v)) => {
+            vec![(String::new(), qdrant_edge::VectorInternal::Dense(v))]
+        }
+        Some(_) => vec![(
+            String::new(),
+            qdrant_edge::VectorInternal::Dense(Vec::new()),
+        )],
     };
-    let values: std::collections::BTreeMap<String, Vec<f32>> = match r.vector {
-        None => Default::default(),
-        Some(VectorStructInternal::Named(m)) => m
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), dense(v)))
-            .collect(),
-        Some(VectorStructInternal::Single(v)) => [(String::new(), v)].into(),
-        Some(_) => [(String::new(), Vec::new())].into(),
-    };
+    let (mut values, mut sparse) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in named {
+        match v {
+            qdrant_edge::VectorInternal::Dense(d) => {
+                values.insert(k, d);
+            }
+            qdrant_edge::VectorInternal::Sparse(s) => {
+                sparse.insert(
+                    k,
+                    crate::sink::SparseVector {
+                        indices: s.indices,
+                        values: s.values,
+                    },
+                );
+            }
+            _ => {
+                values.insert(k, Vec::new());
+            }
+        }
+    }
     Some(StoredPoint {
         id: uuid_of(r.id)?,
         payload: r.payload.map(|p| p.0).unwrap_or_default(),
-        vectors: values.keys().cloned().collect(),
+        vectors: values.keys().chain(sparse.keys()).cloned().collect(),
         values,
+        sparse,
     })
 }
 

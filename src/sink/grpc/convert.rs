@@ -1,14 +1,14 @@
 //! Between our types and the Qdrant server's gRPC messages: point ids, payloads, stored points,
 //! payload selections and filters, and what a failed request means (transient or not).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use qdrant_client::qdrant::{
     CollectionInfo, CollectionStatus, Condition, Filter, PayloadIncludeSelector, PointId,
     PointsIdsList, VectorOutput, VectorsOutput, point_id::PointIdOptions, vector_output,
     vectors_output::VectorsOptions, with_payload_selector::SelectorOptions,
 };
-use qdrant_client::{Payload, QdrantError};
+use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -138,26 +138,50 @@ pub(super) fn stored(
     vectors: Option<VectorsOutput>,
 ) -> Option<StoredPoint> {
     #[allow(deprecated)] // `data`: what servers before 1.12 send instead of `vector`.
-    let dense = |v: VectorOutput| match v.vector {
-        Some(vector_output::Vector::Dense(d)) => d.data,
-        Some(_) => Vec::new(),
-        None => v.data,
+    let split = |v: VectorOutput| match v.vector {
+        Some(vector_output::Vector::Dense(d)) => (d.data, None),
+        Some(vector_output::Vector::Sparse(s)) => (
+            Vec::new(),
+            Some(crate::sink::SparseVector {
+                indices: s.indices,
+                values: s.values,
+            }),
+        ),
+        Some(_) => (Vec::new(), None),
+        None => match v.indices {
+            Some(i) => (
+                Vec::new(),
+                Some(crate::sink::SparseVector {
+                    indices: i.data,
+                    values: v.data,
+                }),
+            ),
+            None => (v.data, None),
+        },
     };
-    let values: std::collections::BTreeMap<String, Vec<f32>> =
-        match vectors.and_then(|v| v.vectors_options) {
-            None => Default::default(),
-            Some(VectorsOptions::Vector(v)) => [(String::new(), dense(v))].into(),
-            Some(VectorsOptions::Vectors(named)) => named
-                .vectors
-                .into_iter()
-                .map(|(k, v)| (k, dense(v)))
-                .collect(),
-        };
+    let named: Vec<(String, VectorOutput)> = match vectors.and_then(|v| v.vectors_options) {
+        None => Vec::new(),
+        Some(VectorsOptions::Vector(v)) => vec![(String::new(), v)],
+        Some(VectorsOptions::Vectors(named)) => named.vectors.into_iter().collect(),
+    };
+    let (mut values, mut sparse) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in named {
+        let (dense, s) = split(v);
+        match s {
+            Some(s) => {
+                sparse.insert(k, s);
+            }
+            None => {
+                values.insert(k, dense);
+            }
+        }
+    }
     Some(StoredPoint {
         id: uuid_of(id)?,
         payload: json_payload(payload),
-        vectors: values.keys().cloned().collect(),
+        vectors: values.keys().chain(sparse.keys()).cloned().collect(),
         values,
+        sparse,
     })
 }
 
@@ -219,6 +243,26 @@ pub(super) fn distance(d: crate::sink::Distance) -> qdrant_client::qdrant::Dista
         D::Dot => qdrant_client::qdrant::Distance::Dot,
         D::Euclid => qdrant_client::qdrant::Distance::Euclid,
         D::Manhattan => qdrant_client::qdrant::Distance::Manhattan,
+    }
+}
+
+impl GrpcSink {
+    /// Client for `url` (e.g. `http://localhost:6334`), with an optional API key.
+    pub fn connect(url: &str, api_key: Option<String>) -> Result<Self, SinkError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .timeout(std::time::Duration::from_secs(60))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| SinkError::Connect {
+                url: crate::redact::redact_uri(url),
+                reason: crate::redact::redact_in(&e.to_string(), url),
+            })?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            conditional: tokio::sync::OnceCell::new(),
+        })
     }
 }
 

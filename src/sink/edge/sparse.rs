@@ -1,0 +1,185 @@
+//! Sparse vectors and queries in the embedded store: point vectors with a sparse part, the
+//! sparse vectors of a collection, and queries (one vector's nearest, or both fused by RRF with
+//! qdrant-edge's own fusion, as the server does it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use qdrant_edge::{
+    CreateVectorName, EdgeConfig, EdgeShard, EdgeSparseVectorParams, Fusion, Modifier, NamedQuery,
+    PointId, PointVectorsPersisted, Prefetch, QueryEnum, QueryRequest, ScoringQuery,
+    SparseVectorConfig, UpdateOperation, UpdateVectorsOp, VectorInternal, VectorNameConfig,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted,
+    WithPayloadInterface,
+};
+use uuid::Uuid;
+
+use super::EdgeSink;
+use super::convert::uuid_of;
+use crate::sink::{Hit, Query, SinkError, SparseVector};
+
+/// Qdrant's default `k` of reciprocal rank fusion (the server's, so both targets rank alike).
+const RRF_K: usize = 2;
+
+/// The vectors of a point to write: the dense one under `name` (`None`: unnamed) unless it is
+/// empty (a sparse-only point), and the sparse one under its own name.
+pub(super) fn point_vectors(
+    name: Option<&str>,
+    dense: Vec<f32>,
+    sparse: Option<(String, SparseVector)>,
+) -> qdrant_edge::Vectors {
+    if sparse.is_none() && name.is_none() {
+        return dense.into();
+    }
+    let mut named: Vec<(String, qdrant_edge::Vector)> = Vec::new();
+    if !dense.is_empty() {
+        named.push((name.unwrap_or_default().to_owned(), dense.into()));
+    }
+    if let Some((n, s)) = sparse {
+        named.push((n, edge_sparse(s).into()));
+    }
+    qdrant_edge::Vectors::new_named(named)
+}
+
+fn edge_sparse(s: SparseVector) -> qdrant_edge::SparseVector {
+    qdrant_edge::SparseVector {
+        indices: s.indices,
+        values: s.values,
+    }
+}
+
+fn idf_params() -> EdgeSparseVectorParams {
+    EdgeSparseVectorParams::builder()
+        .modifier(Modifier::Idf)
+        .build()
+}
+
+impl EdgeSink {
+    pub(super) async fn sparse_of(
+        &self,
+        collection: &str,
+    ) -> Result<Option<BTreeMap<String, bool>>, SinkError> {
+        if !self.dir(collection).join("edge_config.json").is_file() {
+            return Ok(None);
+        }
+        let shard = self.shard(collection)?;
+        let config = shard.config();
+        Ok(Some(
+            config
+                .sparse_vectors
+                .iter()
+                .map(|(k, p)| (k.clone(), p.modifier == Some(Modifier::Idf)))
+                .collect(),
+        ))
+    }
+
+    pub(super) fn create_sparse_only(&self, collection: &str, name: &str) -> Result<(), SinkError> {
+        let config = EdgeConfig::builder()
+            .sparse_vector(name, idf_params())
+            .build();
+        let shard = EdgeShard::new(&self.dir(collection), config)
+            .map_err(|e| self.store_err(collection, e))?;
+        self.shards
+            .lock()
+            .expect("shard map poisoned")
+            .insert(collection.to_owned(), Arc::new(shard));
+        Ok(())
+    }
+
+    pub(super) async fn add_sparse_vector(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> Result<(), SinkError> {
+        let op = CreateVectorName {
+            vector_name: name.to_owned(),
+            config: VectorNameConfig::sparse(SparseVectorConfig {
+                modifier: Some(Modifier::Idf),
+                datatype: None,
+            }),
+        };
+        self.apply(
+            collection,
+            UpdateOperation::VectorNameOperation(VectorNameOperations::CreateVectorName(op)),
+        )
+        .await
+    }
+
+    pub(super) async fn update_sparse_vectors(
+        &self,
+        collection: &str,
+        name: &str,
+        vectors: Vec<(Uuid, SparseVector)>,
+    ) -> Result<(), SinkError> {
+        if vectors.is_empty() {
+            return Ok(());
+        }
+        let points = vectors
+            .into_iter()
+            .map(|(id, s)| PointVectorsPersisted {
+                id: PointId::Uuid(id),
+                vector: VectorStructPersisted::Named(
+                    [(name.to_owned(), VectorPersisted::Sparse(edge_sparse(s)))].into(),
+                ),
+            })
+            .collect();
+        let op = VectorOperations::UpdateVectors(UpdateVectorsOp {
+            points,
+            update_filter: None,
+        });
+        self.apply(collection, UpdateOperation::VectorOperation(op))
+            .await
+    }
+
+    pub(super) async fn query_points(
+        &self,
+        collection: &str,
+        q: Query,
+    ) -> Result<Vec<Hit>, SinkError> {
+        let dense = q.dense.map(|(name, v)| NamedQuery {
+            query: VectorInternal::Dense(v),
+            using: name,
+        });
+        let sparse = q.sparse.map(|(name, s)| NamedQuery {
+            query: VectorInternal::Sparse(edge_sparse(s)),
+            using: Some(name),
+        });
+        let nearest = |n: NamedQuery<VectorInternal>| ScoringQuery::Vector(QueryEnum::Nearest(n));
+        let mut req = QueryRequest::new(q.limit);
+        match (dense, sparse) {
+            (Some(one), None) | (None, Some(one)) => req.query = Some(nearest(one)),
+            (Some(d), Some(s)) => {
+                for one in [d, s] {
+                    req.prefetches.push(Prefetch {
+                        prefetches: Vec::new(),
+                        query: Some(nearest(one)),
+                        limit: q.prefetch,
+                        params: None,
+                        filter: None,
+                        score_threshold: None,
+                    });
+                }
+                req.query = Some(ScoringQuery::Fusion(Fusion::Rrf {
+                    k: RRF_K,
+                    weights: None,
+                }));
+            }
+            (None, None) => return Ok(Vec::new()),
+        }
+        req.with_payload = WithPayloadInterface::Bool(true);
+        self.blocking(collection, move |shard| {
+            let points = shard.query(req).map_err(|e| e.to_string())?;
+            Ok(points
+                .into_iter()
+                .filter_map(|p| {
+                    Some(Hit {
+                        id: uuid_of(p.id)?,
+                        score: p.score,
+                        payload: p.payload.map(|p| p.0).unwrap_or_default(),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+}
