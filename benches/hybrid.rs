@@ -109,6 +109,11 @@ async fn main() {
     );
     let embedder: Arc<dyn Embedder> =
         Arc::new(OnnxEmbedder::load(&config).expect("run `bash models/fetch.sh` first"));
+    let c = embedder.compute();
+    println!(
+        "model: all-MiniLM-L6-v2 ({} on {}, {}), BM25: qdrant/bm25 english",
+        c.precision, c.runtime, c.isa
+    );
     let worker = EmbedWorker::spawn(embedder.clone(), 2);
     let sink = Arc::new(EdgeSink::open(&dir.path().join("store")).unwrap());
 

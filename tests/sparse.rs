@@ -427,9 +427,79 @@ async fn sparse_only_jobs_need_no_model<S: Sink>(sink: Arc<S>) {
     assert_eq!(sink.count(&c).await.unwrap(), 5);
 }
 
+/// A named dense vector with the sparse vector beside it, sharing points with another job's
+/// named vector: a document that loses the text of the first job loses that job's dense and
+/// sparse vector, and keeps its point with the other job's vector.
+async fn named_vectors_with_sparse_share_points<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("sparse_named");
+    let docs: Vec<_> = movie_docs(5, |i| Bson::Int32(i as i32))
+        .into_iter()
+        .map(|d| {
+            doc! {"_id": d.get("_id").unwrap().clone(), "title": d.get_str("title").unwrap(),
+            "plot": d.get_str("extract").unwrap()}
+        })
+        .collect();
+    m.insert("sp", &c, docs).await;
+    let job = |template: &'static str, vector: &'static str, with_sparse: bool| {
+        let of = common::sync_of(&m, "sp", &[c.as_str()])
+            .template(template)
+            .vector(Some(vector));
+        async move {
+            let jobs = of.jobs().await;
+            if with_sparse {
+                sparse(jobs, true, None)
+            } else {
+                jobs
+            }
+        }
+    };
+    let jobs = || async {
+        let mut j = job("{title}", "title", false).await;
+        j.extend(job("{plot}", "plot", true).await);
+        j
+    };
+    let r = common::sync_jobs(&sink, jobs().await, options())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.embedded, 10, "{r:?}");
+    let names = |p: &mongo2qdrant::sink::StoredPoint| {
+        let mut v = p.vectors.clone();
+        v.sort();
+        v
+    };
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
+    assert_eq!(ps.len(), 5);
+    assert!(
+        ps.iter().all(|p| names(p) == ["bm25", "plot", "title"]),
+        "{ps:?}"
+    );
+    common::verify(&sink, jobs().await).await;
+
+    // _id 1 loses its plot: the plot job takes its dense and its sparse vector off the point.
+    m.client()
+        .await
+        .database("sp")
+        .collection::<mongodb::bson::Document>(&c)
+        .update_one(doc! {"_id": 1}, doc! {"$unset": {"plot": ""}})
+        .await
+        .unwrap();
+    let r = common::sync_jobs(&sink, jobs().await, options())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.deleted, 1, "{r:?}");
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
+    assert_eq!(ps.len(), 5, "the point stays for the title vector");
+    let one = ps.iter().find(|p| p.payload[keys::ID] == 1).unwrap();
+    assert_eq!(names(one), ["title"], "{one:?}");
+    assert!(!one.payload.contains_key("content_hash_bm25"), "{one:?}");
+    common::verify(&sink, jobs().await).await;
+}
+
 both_targets!(
     switching_sparse_on_adds_it_without_embedding,
-    sparse_only_jobs_need_no_model
+    sparse_only_jobs_need_no_model,
+    named_vectors_with_sparse_share_points
 );
 
 /// The command line: a sparse-only sync from a file with no model anywhere (`M2Q_MODEL`
@@ -512,6 +582,46 @@ fn sparse_only_sync_and_search_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--sparse bm25"));
 
+    // --no-dense has no model to split texts by tokens with.
+    let out = no_model(&[
+        "sync",
+        "--file",
+        &file,
+        "--qdrant-path",
+        &store,
+        "--sparse",
+        "bm25",
+        "--no-dense",
+        "--chunk-size",
+        "64",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drop --chunk-size"));
+    // A sparse-only entry beside an entry that writes whole points of the same collection:
+    // the whole points would drop its vector; refused naming the fix.
+    let cfg = dir.path().join("mixed.toml");
+    let entry = |extra: &str| {
+        format!(
+            "[[sync]]\nfile = {file:?}\nnamespace = \"d.demo\"\ntarget = \"mixed\"\ntext = \"{{title}}\"\n{extra}\n"
+        )
+    };
+    let toml = entry("") + &entry("sparse = \"bm25\"\ndense = false\nsparse_text = \"{body}\"");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = no_model(&[
+        "sync",
+        "--config",
+        &cfg.display().to_string(),
+        "--qdrant-path",
+        &store,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instead of a sparse-only entry"));
+
     // With the model: the dense vector joins the sparse one, and search fuses them.
     let out = common::bin()
         .args([
@@ -557,5 +667,20 @@ fn sparse_only_sync_and_search_from_the_command_line() {
         hits.iter()
             .all(|h| h["dense_rank"].is_u64() || h["sparse_rank"].is_u64()),
         "{hits:?}"
+    );
+    // status names each collection's vectors, dense and sparse.
+    let out = common::bin()
+        .args(["status", "--qdrant-path", &store])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("collection demo: dense none; sparse bm25 (idf)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("collection both: dense (unnamed): 384 Cosine; sparse bm25 (idf)"),
+        "{text}"
     );
 }

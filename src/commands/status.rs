@@ -36,7 +36,63 @@ pub enum Status {
         bulk_loads: Vec<BulkStatus>,
         leases: Vec<Lease>,
         last_run: Option<Box<RunReport>>,
+        /// The vectors each target collection holds, dense and sparse.
+        collections: Vec<Collection>,
     },
+}
+
+/// A target collection's vectors, as the target describes them.
+#[derive(Debug, Serialize)]
+pub struct Collection {
+    pub name: String,
+    /// `NAME: DIMENSION DISTANCE` (`""` the unnamed vector).
+    pub dense: Vec<String>,
+    /// `NAME` with ` (idf)` where the `idf` modifier is on.
+    pub sparse: Vec<String>,
+}
+
+/// The vectors of every collection named by a checkpoint.
+async fn collections(target: &crate::sink::Target, checkpoints: &[Checkpoint]) -> Vec<Collection> {
+    let mut names: Vec<&str> = checkpoints.iter().map(|c| c.target.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let Ok(Some(shape)) = target.shape(name).await else {
+            continue;
+        };
+        let dense = match shape {
+            crate::sink::Shape::Unnamed(p) => {
+                vec![format!("(unnamed): {} {}", p.dimension, p.distance)]
+            }
+            crate::sink::Shape::Named(m) => m
+                .iter()
+                .map(|(k, p)| format!("{k}: {} {}", p.dimension, p.distance))
+                .collect(),
+        };
+        let sparse = target
+            .sparse_vectors(name)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let sparse = sparse
+            .iter()
+            .map(|(k, idf)| {
+                if *idf {
+                    format!("{k} (idf)")
+                } else {
+                    k.clone()
+                }
+            })
+            .collect();
+        out.push(Collection {
+            name: name.to_owned(),
+            dense,
+            sparse,
+        });
+    }
+    out
 }
 
 /// A bulk load under way and the shards that have loaded their part.
@@ -130,6 +186,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
         .collect();
     Ok(Status::Records {
         target: target.describe(),
+        collections: collections(&target, &checkpoints).await,
         checkpoints,
         watches,
         bulk_loads,
@@ -139,7 +196,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
 }
 
 fn print_status(s: &Status) {
-    let (target, checkpoints, watches, bulk_loads, leases, last_run) = match s {
+    let (target, checkpoints, watches, bulk_loads, leases, last_run, colls) = match s {
         Status::Locked {
             store, locked_by, ..
         } => {
@@ -153,9 +210,31 @@ fn print_status(s: &Status) {
             bulk_loads,
             leases,
             last_run,
-        } => (target, checkpoints, watches, bulk_loads, leases, last_run),
+            collections,
+        } => (
+            target,
+            checkpoints,
+            watches,
+            bulk_loads,
+            leases,
+            last_run,
+            collections,
+        ),
     };
     crate::out!("{target}");
+    for c in colls {
+        let sparse = if c.sparse.is_empty() {
+            String::new()
+        } else {
+            format!("; sparse {}", c.sparse.join(", "))
+        };
+        let dense = if c.dense.is_empty() {
+            "none".to_owned()
+        } else {
+            c.dense.join(", ")
+        };
+        crate::out!("  collection {}: dense {dense}{sparse}", c.name);
+    }
     if checkpoints.is_empty() {
         crate::out!("  no checkpoints yet (nothing synced)");
     }

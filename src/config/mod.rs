@@ -400,6 +400,14 @@ async fn into_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<Job>,
             } else {
                 (other, &job)
             };
+            if named.sparse_only() {
+                return Err(ConfigError::Sparse(format!(
+                    "{} writes whole points of `{}` (its unnamed vector), which would drop the sparse vector {} writes beside them: give that entry `sparse = \"bm25\"` (--sparse bm25) instead of a sparse-only entry",
+                    unnamed.source.describe(),
+                    job.target,
+                    named.source.describe()
+                )));
+            }
             return Err(ConfigError::MixedVectors {
                 target: job.target.clone(),
                 unnamed: unnamed.source.describe(),
