@@ -79,6 +79,15 @@ impl Job {
         self.sparse.as_ref().is_some_and(|s| !s.dense)
     }
 
+    /// What makes this job's vectors: the run's model, or for a sparse-only job BM25 (whatever
+    /// model the run loaded for other jobs).
+    pub fn model_id(&self, model: &str) -> String {
+        match self.sparse.as_ref().filter(|s| !s.dense) {
+            Some(s) => s.bm25.id(),
+            None => model.to_owned(),
+        }
+    }
+
     /// The keys a deep check reads: [`Job::stored_keys`] and the copied fields.
     pub fn deep_keys(&self) -> Vec<String> {
         let mut k = self.stored_keys();
@@ -224,10 +233,11 @@ fn sparse_defect(
     p: &crate::sink::StoredPoint,
 ) -> Option<String> {
     let (spec, part) = (job.sparse.as_ref()?, doc.sparse.as_ref()?);
-    let Some(stored) = p.sparse.get(&spec.name) else {
-        return Some(format!("no sparse vector `{}`", spec.name));
-    };
     let want = spec.bm25.document(part.texts.get(i)?);
+    let Some(stored) = p.sparse.get(&spec.name) else {
+        // A text of stop words only has an empty vector: a target may not return it.
+        return (!want.indices.is_empty()).then(|| format!("no sparse vector `{}`", spec.name));
+    };
     let same = crate::sparse::same(stored, &want);
     (!same).then(|| {
         format!(
@@ -303,13 +313,7 @@ pub fn prepare_doc(
     let ns = job.source.namespace();
     let text = job.template.render(&doc.doc)?;
     let mut payload = payload_fields(&doc.doc, &job.payload_fields);
-    // A sparse-only job's vectors are BM25's, whatever model the run loaded for other jobs.
-    let bm25 = job
-        .sparse
-        .as_ref()
-        .filter(|s| !s.dense)
-        .map(|s| s.bm25.id());
-    let hash = content_hash(bm25.as_deref().unwrap_or(model), hash_context, &text);
+    let hash = content_hash(&job.model_id(model), hash_context, &text);
     let payload_hash = (!payload.is_empty())
         .then(|| crate::ids::payload_hash(&Value::Object(payload.clone()).to_string()));
     let pieces = match chunking {

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::point::{Prepared, keys};
@@ -244,18 +244,60 @@ impl<'a, S: Sink + ?Sized> Writer<'a, S> {
     }
 
     /// Take the named vector `vector` (and its hash and chunk count), with the job's sparse
-    /// vector (and its hash), off the points `ids`; a point left without any vector is deleted.
+    /// vector (and its hash), off the points `ids`; a point left without any other vector is
+    /// deleted, and so is one whose other vectors are only sparse vectors this tool wrote beside
+    /// a dense one and no job keeps any more (a content hash without a chunk count: every job
+    /// writes a chunk count for its own vector, never for such a sparse vector), so a setting
+    /// switched off or renamed does not keep a gone document's point. Vectors of others (no
+    /// bookkeeping keys of ours) keep the point. The sparse vector goes first and the vector
+    /// that carries the ownership last: should the run die in between, the point is still this
+    /// job's, and the rerun finds it again.
     async fn remove_vector_from(&self, vector: &str, ids: &[Uuid]) -> Result<(), SinkError> {
         let stored = self
             .sink
             .retrieve(self.target, ids, Fields::Only(&[]), true)
             .await?;
-        let own: Vec<&str> = std::iter::once(vector)
-            .chain(self.sparse.filter(|s| *s != vector))
-            .collect();
-        let (alone, shared): (Vec<StoredPoint>, Vec<StoredPoint>) = stored
+        let own: Vec<&str> = self
+            .sparse
+            .filter(|s| *s != vector)
             .into_iter()
-            .partition(|p| p.vectors.iter().all(|n| own.contains(&n.as_str())));
+            .chain(std::iter::once(vector))
+            .collect();
+        let name = |n: &str| (!n.is_empty()).then_some(n).map(str::to_owned);
+        let bookkeeping: Vec<String> = stored
+            .iter()
+            .flat_map(|p| p.vectors.iter())
+            .filter(|n| !own.contains(&n.as_str()))
+            .flat_map(|n| {
+                [
+                    keys::chunks(name(n).as_deref()),
+                    keys::hash(name(n).as_deref()),
+                ]
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let payloads: std::collections::HashMap<Uuid, Map<String, Value>> = self
+            .sink
+            .retrieve(self.target, ids, Fields::Only(&bookkeeping), false)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.payload))
+            .collect();
+        // A sparse vector of ours that no job keeps: its hash without a chunk count.
+        let leftover = |id: &Uuid, n: &str| {
+            payloads.get(id).is_some_and(|p| {
+                p.contains_key(&keys::hash(name(n).as_deref()))
+                    && !p.contains_key(&keys::chunks(name(n).as_deref()))
+            })
+        };
+        let owned_elsewhere = |p: &StoredPoint| {
+            p.vectors
+                .iter()
+                .any(|n| !own.contains(&n.as_str()) && !leftover(&p.id, n))
+        };
+        let (shared, alone): (Vec<StoredPoint>, Vec<StoredPoint>) =
+            stored.into_iter().partition(owned_elsewhere);
         let alone: Vec<Uuid> = alone.into_iter().map(|p| p.id).collect();
         let shared: Vec<Uuid> = shared.into_iter().map(|p| p.id).collect();
         if !shared.is_empty() {

@@ -496,10 +496,100 @@ async fn named_vectors_with_sparse_share_points<S: Sink>(sink: Arc<S>) {
     common::verify(&sink, jobs().await).await;
 }
 
+/// A named vector whose sparse vector was switched off: a gone document's point does not stay
+/// behind for the sparse vector nobody keeps any more.
+async fn a_sparse_vector_switched_off_keeps_no_gone_document<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("sparse_off");
+    m.insert("sp", &c, movie_docs(5, |i| Bson::Int32(i as i32)))
+        .await;
+    let jobs = |on: bool| {
+        let of = common::sync_of(&m, "sp", &[c.as_str()])
+            .template("{extract}")
+            .vector(Some("plot"));
+        async move {
+            sparse(of.jobs().await, true, None)
+                .into_iter()
+                .map(|mut j| {
+                    if !on {
+                        j.sparse = None;
+                    }
+                    j
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    common::sync_jobs(&sink, jobs(true).await, options())
+        .await
+        .unwrap();
+    let r = common::sync_jobs(&sink, jobs(false).await, options())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.skipped_unchanged, 5, "{r:?}");
+    m.client()
+        .await
+        .database("sp")
+        .collection::<mongodb::bson::Document>(&c)
+        .delete_one(doc! {"_id": 2})
+        .await
+        .unwrap();
+    let mut prune = options();
+    prune.prune = true;
+    let r = common::sync_jobs(&sink, jobs(false).await, prune)
+        .await
+        .unwrap();
+    assert_eq!(r.counts.deleted, 1, "{r:?}");
+    assert_eq!(
+        sink.count(&c).await.unwrap(),
+        4,
+        "no point left for the gone document"
+    );
+}
+
+/// Switching the sparse vector on over chunked documents, one of whose points was removed
+/// behind the tool's back: that document is written whole again (not a failed sparse update on
+/// every run), the others get their sparse vectors only.
+async fn a_missing_chunk_point_is_rewritten_when_sparse_is_switched_on<S: Sink>(sink: Arc<S>) {
+    let m = Mongo::start();
+    let c = unique("sparse_chunks");
+    m.insert("sp", &c, movie_docs(4, |i| Bson::Int32(i as i32)))
+        .await;
+    let mut o = options();
+    o.chunking = Some(mongo2qdrant::pipeline::Chunking {
+        size: 32,
+        overlap: 4,
+    });
+    let of = || common::sync_of(&m, "sp", &[c.as_str()]).template("{extract}");
+    common::sync_jobs(&sink, of().jobs().await, o.clone())
+        .await
+        .unwrap();
+    let n = sink.count(&c).await.unwrap();
+    assert!(n > 8, "texts long enough to chunk: {n} points");
+    let second = mongo2qdrant::ids::point_id("sp", &c, &Bson::Int32(1), 1);
+    sink.delete(&c, &[second]).await.unwrap();
+    let r = common::sync_jobs(&sink, sparse(of().jobs().await, true, None), o.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.counts.embedded,
+            r.counts.repaired,
+            r.counts.payload_updated
+        ),
+        (1, 1, 3),
+        "{r:?}"
+    );
+    assert_eq!(sink.count(&c).await.unwrap(), n);
+    let ps = common::points_with_vectors(sink.as_ref(), &c).await;
+    assert!(ps.iter().all(|p| p.sparse.contains_key("bm25")), "{ps:?}");
+}
+
 both_targets!(
     switching_sparse_on_adds_it_without_embedding,
     sparse_only_jobs_need_no_model,
-    named_vectors_with_sparse_share_points
+    named_vectors_with_sparse_share_points,
+    a_sparse_vector_switched_off_keeps_no_gone_document,
+    a_missing_chunk_point_is_rewritten_when_sparse_is_switched_on
 );
 
 /// The command line: a sparse-only sync from a file with no model anywhere (`M2Q_MODEL`
@@ -553,7 +643,8 @@ fn sparse_only_sync_and_search_from_the_command_line() {
         (Some(2), Some("sparse")),
         "{hit}"
     );
-    // Hybrid needs the dense vector too: asked for here, refused naming the fix.
+    // Hybrid needs a dense vector, which this collection lacks: refused naming the fix,
+    // before any model is looked for.
     let out = no_model(&[
         "search",
         "tap",
@@ -564,11 +655,11 @@ fn sparse_only_sync_and_search_from_the_command_line() {
         "--mode",
         "hybrid",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no dense vector: search its sparse vector with --mode sparse"),
+        "{err}"
     );
     // A setting of the sparse vector without --sparse is refused before anything runs.
     let out = no_model(&[
@@ -668,6 +759,23 @@ fn sparse_only_sync_and_search_from_the_command_line() {
             .all(|h| h["dense_rank"].is_u64() || h["sparse_rank"].is_u64()),
         "{hits:?}"
     );
+    // A sparse-only run into a collection whose unnamed dense vector it would leave stale.
+    let out = no_model(&[
+        "sync",
+        "--file",
+        &file,
+        "--text",
+        "{title} {body}",
+        "--qdrant-path",
+        &store,
+        "--collection-name",
+        "both",
+        "--sparse",
+        "bm25",
+        "--no-dense",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--recreate"), "{err}");
     // status names each collection's vectors, dense and sparse.
     let out = common::bin()
         .args(["status", "--qdrant-path", &store])

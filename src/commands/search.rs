@@ -47,6 +47,18 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         None if has_sparse => SearchMode::Sparse,
         None => SearchMode::Dense,
     };
+    if mode != SearchMode::Sparse && !has_dense {
+        let which = match &vector_name {
+            Some(v) => format!("no dense vector `{v}`"),
+            None => "no dense vector".to_owned(),
+        };
+        let fix = if has_sparse {
+            "search its sparse vector with --mode sparse"
+        } else {
+            "check --collection-name and --vector-name"
+        };
+        return Err(ConfigError::Sparse(format!("`{collection}` has {which}: {fix}")).into());
+    }
     if mode != SearchMode::Dense && !has_sparse {
         return Err(ConfigError::Sparse(format!(
             "`{collection}` has no sparse vector `{sparse_name}`: sync it with --sparse bm25 (or pass --sparse-name, or --mode dense)"

@@ -93,6 +93,18 @@ pub fn check_shared(jobs: &[Job]) -> Result<(), ConfigError> {
                 && b.source.namespace() == a.source.namespace()
                 && b.sparse.as_ref().is_some_and(|sb| sb.name == sa.name)
         });
+        let dense_twin = jobs.iter().find(|b| {
+            b.target == a.target && !b.sparse_only() && b.vector_name.as_deref() == Some(&sa.name)
+        });
+        if let Some(b) = dense_twin {
+            return Err(ConfigError::Sparse(format!(
+                "{} writes a dense vector named `{}` into `{}`, and {} a sparse vector of that name: give the sparse one another --sparse-name (`sparse_name`)",
+                b.route(),
+                sa.name,
+                a.target,
+                a.route()
+            )));
+        }
         if let Some(b) = twin {
             return Err(ConfigError::Sparse(format!(
                 "{} and {} both write the sparse vector `{}` of `{}`: give one of them another --sparse-name (`sparse_name`)",

@@ -175,7 +175,7 @@ impl<S: Sink> Watcher<S> {
         let parts: Vec<String> = self
             .group
             .iter()
-            .map(|j| crate::point::settings_hash(&model, j, self.opts.chunking))
+            .map(|j| crate::point::settings_hash(&j.model_id(&model), j, self.opts.chunking))
             .collect();
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         crate::ids::named_uuid("mongo2qdrant watch settings v1", &parts).to_string()

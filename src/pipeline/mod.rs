@@ -324,9 +324,29 @@ async fn prepare_targets<S: Sink>(
             Some(_) => sink.sparse_vectors(target).await?,
             None => None,
         };
-        let misfit = specs
-            .iter()
-            .find_map(|s| crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err())
+        for stale in sparse_now.iter().flat_map(|m| m.keys()) {
+            if !sparse.contains(stale) {
+                tracing::warn!(
+                    "`{target}` holds the sparse vector `{stale}`, which this run does not write: it goes stale as documents change (and search fuses it by default); pass --sparse bm25 --sparse-name {stale} to keep it current, or --recreate to rebuild `{target}` without it"
+                );
+            }
+        }
+        // A sparse-only run would leave an unnamed dense vector as it is: never updated, its
+        // gone documents' points kept for it.
+        let unnamed_left = (specs.is_empty()
+            && matches!(shape, Some(crate::sink::Shape::Unnamed(_))))
+        .then(|| SinkError::Incompatible {
+            collection: target.to_owned(),
+            found: "an unnamed dense vector that a sparse-only run (--no-dense) would leave stale"
+                .into(),
+            wanted: "sparse vectors only (or drop --no-dense to keep the dense one current)".into(),
+        });
+        let misfit = unnamed_left
+            .into_iter()
+            .chain(specs.iter().filter_map(|s| {
+                crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err()
+            }))
+            .next()
             .or_else(|| {
                 sparse.iter().find_map(|n| {
                     let f = crate::sink::fit::fit_sparse;

@@ -28,7 +28,12 @@ pub(super) fn pass_key(
     opts: &SyncOptions,
     embedder: &dyn crate::embed::Embedder,
 ) -> PassKey {
-    let model = embedder.model_id().to_owned();
+    let model = job.model_id(embedder.model_id());
+    let dimension = if job.sparse_only() {
+        0
+    } else {
+        embedder.dimension()
+    };
     PassKey {
         target: job.target.clone(),
         namespace: job.source.namespace().to_string(),
@@ -36,7 +41,7 @@ pub(super) fn pass_key(
         settings: settings_hash(&model, job, opts.chunking),
         shard: opts.shard,
         model,
-        dimension: embedder.dimension(),
+        dimension,
         run_id: opts.run_id.clone(),
     }
 }

@@ -173,6 +173,8 @@ impl<S: Sink> Preparer<S> {
             if !text_current {
                 unit.docs.push(doc);
             } else if !sparse_current {
+                // Its points hold a current dense vector: it can anchor the checkpoint.
+                unit.current = doc.chunks.first().map(|(id, _)| *id).or(unit.current);
                 unit.sparse_stale.push(doc);
             } else {
                 let payload_current = old.is_some_and(|s| s.payload_hash == doc.payload_hash);
@@ -220,7 +222,37 @@ impl<S: Sink> Preparer<S> {
                 unit.payload_only.push(doc);
             }
         }
+        self.whole_for_sparse(&mut unit).await?;
         Ok(unit)
+    }
+
+    /// A document whose sparse vectors alone are stale gets them written into its points; one
+    /// of those points missing (removed behind this tool's back) would fail that write on every
+    /// run, so such a document is written whole again instead.
+    async fn whole_for_sparse(&self, unit: &mut Unit) -> Result<(), PipelineError> {
+        if unit.sparse_stale.is_empty() || self.opts.dry_run {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = unit
+            .sparse_stale
+            .iter()
+            .flat_map(|d| d.chunks.iter().map(|(id, _)| *id))
+            .collect();
+        let there: HashSet<Uuid> = self
+            .sink
+            .retrieve(&self.job.target, &ids, Fields::Only(&[]), false)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        let (whole, sparse): (Vec<Prepared>, Vec<Prepared>) = unit
+            .sparse_stale
+            .drain(..)
+            .partition(|d| d.chunks.iter().any(|(id, _)| !there.contains(id)));
+        unit.sparse_stale = sparse;
+        unit.counts.repaired += whole.len() as u64;
+        unit.docs.extend(whole);
+        Ok(())
     }
 
     /// Every stored point of this job's vector of the documents `ids` (all their chunks, as

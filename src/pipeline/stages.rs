@@ -141,8 +141,9 @@ pub(super) async fn embed_unit(
                 .flat_map(|d| d.sparse.iter().flat_map(|s| s.texts.iter().cloned()))
                 .collect()
         };
+        let sparse_only = sparse.is_some_and(|s| !s.dense);
         let mut dense = Vec::new();
-        if !texts.is_empty() && !sparse.is_some_and(|s| !s.dense) {
+        if !texts.is_empty() && !sparse_only {
             let (vectors, stats) = worker.embed(texts).await?;
             log.embedded(&stats);
             dense = vectors;
@@ -163,7 +164,10 @@ pub(super) async fn embed_unit(
                 payload.insert(keys::CHUNK.into(), Value::from(i));
                 points.push(Point {
                     id,
-                    vector: dense.next().unwrap_or_default(),
+                    vector: match sparse_only {
+                        true => Vec::new(),
+                        false => dense.next().expect("one vector per text"),
+                    },
                     sparse: sparse.map(|s| (s.name.clone(), fresh.next().expect("one per text"))),
                     payload,
                 });

@@ -68,6 +68,11 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
     // BM25 beside the dense vector, switched on before some round: the stored points get it
     // without being embedded again, under that round's fault.
     let sparse_from = rng.chance(35).then(|| rng.below(4));
+    // ... and maybe off again later: nothing keeps it current then, and a gone document's
+    // point must not stay behind for it.
+    let sparse_until = sparse_from
+        .filter(|_| rng.chance(30))
+        .map(|from| from + 1 + rng.below(3));
     let run_id = format!("harness-{seed}");
     let injector = Arc::new(Injector::default());
     let faulty = {
@@ -93,6 +98,10 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         if sparse_from == Some(round) {
             tally.add("sparse: BM25 switched on this round");
             base.sparse = true;
+        }
+        if sparse_until == Some(round) {
+            tally.add("sparse: BM25 switched off this round");
+            base.sparse = false;
         }
         faults::mutate_all(&coll, &mut rng, tally, sink.max_payload_depth()).await;
         for _ in 0..rng.below(6) {
