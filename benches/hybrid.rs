@@ -189,6 +189,7 @@ async fn main() {
                 sparse: (mode != "dense").then(|| ("bm25".to_owned(), bm25.query(text))),
                 limit: 10,
                 prefetch: 100,
+                filter: None,
             };
             let hits = sink.query("dense_bm25", q).await.unwrap();
             let ranked: Vec<String> = hits

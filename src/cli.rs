@@ -318,6 +318,11 @@ pub struct SearchArgs {
     /// Candidates each vector contributes to a hybrid search.
     #[arg(long, env = "M2Q_PREFETCH", default_value_t = 50)]
     pub prefetch: usize,
+    /// Only points whose payload matches this MongoDB-style filter, e.g.
+    /// '{"year": {"$gte": 1950}, "genres": "Drama"}' (equality, $eq, $ne, $in, $nin, $gt,
+    /// $gte, $lt, $lte, $exists, $and, $or).
+    #[arg(long, env = "M2Q_SEARCH_FILTER")]
+    pub filter: Option<String>,
     /// Name of the sparse vector [default: bm25].
     #[arg(long, env = "M2Q_SPARSE_NAME")]
     pub sparse_name: Option<String>,

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod embed;
 pub mod fidelity;
+pub mod filter;
 pub mod ids;
 pub mod metrics;
 pub mod pipeline;

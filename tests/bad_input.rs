@@ -93,11 +93,19 @@ fn unreachable_server_fails_cleanly_without_the_password() {
     assert!(!e.contains("hunter2"), "password printed: {e}");
 }
 
+/// A file to sync: the model is loaded before any document is read.
+fn demo() -> String {
+    crate::common::repo()
+        .join("tests/data/demo.jsonl")
+        .display()
+        .to_string()
+}
+
 #[test]
 fn missing_model_names_the_fetch_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["search", "x", "--collection-name", "c"])
+        .args(["sync", "--quiet", "--file", &demo()])
         .arg("--qdrant-path")
         .arg(dir.path())
         .arg("--model")
@@ -117,14 +125,7 @@ fn missing_model_names_the_fetch_command() {
 fn missing_or_wrong_onnx_runtime_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args([
-            "search",
-            "x",
-            "--collection-name",
-            "c",
-            "--precision",
-            "fp32",
-        ])
+        .args(["sync", "--quiet", "--file", &demo(), "--precision", "fp32"])
         .arg("--qdrant-path")
         .arg(dir.path())
         .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
@@ -141,14 +142,7 @@ fn missing_or_wrong_onnx_runtime_names_the_fix() {
     let not_ort = dir.path().join("libnot.so");
     std::fs::write(&not_ort, b"\x7fELF garbage").unwrap();
     let out = bin()
-        .args([
-            "search",
-            "x",
-            "--collection-name",
-            "c",
-            "--precision",
-            "fp32",
-        ])
+        .args(["sync", "--quiet", "--file", &demo(), "--precision", "fp32"])
         .arg("--qdrant-path")
         .arg(dir.path())
         .env("ORT_DYLIB_PATH", &not_ort)

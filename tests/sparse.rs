@@ -207,6 +207,25 @@ async fn switching_sparse_on_adds_it_without_embedding<S: Sink>(sink: Arc<S>) {
             .all(|(_, s)| s.is_none())
     );
 
+    // A dry run says what switching it on would do, and writes nothing.
+    let mut dry = options();
+    dry.dry_run = true;
+    let r = common::sync_jobs(&sink, with(None).await, dry)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.counts.embedded, r.counts.payload_updated),
+        (0, 8),
+        "{r:?}"
+    );
+    assert!(
+        sparse_of(sink.as_ref(), &c)
+            .await
+            .iter()
+            .all(|(_, s)| s.is_none())
+    );
+    assert!(sink.sparse_vectors(&c).await.unwrap().unwrap().is_empty());
+
     // On: every point gets BM25 of its text; nothing is embedded again.
     let r = common::sync_jobs(&sink, with(None).await, options())
         .await
@@ -259,6 +278,7 @@ async fn switching_sparse_on_adds_it_without_embedding<S: Sink>(sink: Arc<S>) {
         sparse: Some(("bm25".into(), model.query(title))),
         limit: 3,
         prefetch: 8,
+        filter: None,
     };
     let hits = sink.query(&c, q).await.unwrap();
     assert_eq!(hits[0].payload[keys::ID], 5, "{hits:?}");
@@ -267,6 +287,7 @@ async fn switching_sparse_on_adds_it_without_embedding<S: Sink>(sink: Arc<S>) {
         sparse: Some(("bm25".into(), model.query(title))),
         limit: 1,
         prefetch: 1,
+        filter: None,
     };
     assert_eq!(
         sink.query(&c, sparse_only).await.unwrap()[0].payload[keys::ID],

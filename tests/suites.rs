@@ -17,6 +17,7 @@ mod embedding;
 mod embedding_models;
 mod exactness;
 mod faults;
+mod filter;
 mod foreign_points;
 mod harness;
 mod hub;

@@ -19,6 +19,10 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .collection_name
         .clone()
         .context("search needs --collection-name (the target collection)")?;
+    let filter = match &args.filter {
+        Some(f) => Some(crate::filter::parse(f).map_err(ConfigError::Filter)?),
+        None => None,
+    };
     super::existing_store(&args.target.kind()?)?;
     // Opening a shard may replay and flush it: never beside a running sync.
     let _lock = lock_target(&args.target.kind()?, "search")?;
@@ -89,6 +93,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         sparse,
         limit: args.limit,
         prefetch: args.prefetch.max(args.limit),
+        filter,
     };
     let hits = target.query(&collection, query.clone()).await?;
     let ranks = if args.json && mode == SearchMode::Hybrid {
@@ -120,6 +125,7 @@ async fn per_mode_ranks(
         sparse: q.sparse.clone().filter(|_| !dense),
         limit: q.prefetch,
         prefetch: q.prefetch,
+        filter: q.filter.clone(),
     };
     let rank = |hits: Vec<Hit>| -> HashMap<uuid::Uuid, usize> {
         hits.iter()

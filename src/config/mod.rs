@@ -106,6 +106,8 @@ pub enum ConfigError {
     MetricsAddr { addr: String, reason: String },
     #[error("{0}")]
     Sparse(String),
+    #[error("{0}")]
+    Filter(String),
 }
 
 impl From<TemplateError> for ConfigError {

@@ -354,22 +354,6 @@ impl Sink for GrpcSink {
         })
     }
 
-    async fn search(
-        &self,
-        collection: &str,
-        vector_name: Option<&str>,
-        vector: Vec<f32>,
-        limit: usize,
-    ) -> Result<Vec<Hit>, SinkError> {
-        let q = Query {
-            dense: Some((vector_name.map(str::to_owned), vector)),
-            sparse: None,
-            limit,
-            prefetch: limit,
-        };
-        self.query_points(collection, q).await
-    }
-
     async fn sparse_vectors(
         &self,
         collection: &str,

@@ -79,6 +79,8 @@ pub struct Query {
     pub limit: usize,
     /// Candidates each vector contributes to a fused query.
     pub prefetch: usize,
+    /// Only points whose payload satisfies this (`search --filter`).
+    pub filter: Option<crate::filter::Cond>,
 }
 
 /// A search result.
@@ -383,14 +385,23 @@ pub trait Sink: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Page, SinkError>> + Send;
 
-    /// Nearest points to `vector`.
+    /// Nearest points to `vector` (the dense vector `vector_name`): a [`Sink::query`].
     fn search(
         &self,
         collection: &str,
         vector_name: Option<&str>,
         vector: Vec<f32>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<Hit>, SinkError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Hit>, SinkError>> + Send {
+        let q = Query {
+            dense: Some((vector_name.map(str::to_owned), vector)),
+            sparse: None,
+            limit,
+            prefetch: limit,
+            filter: None,
+        };
+        self.query(collection, q)
+    }
 
     /// Exact number of points.
     fn count(&self, collection: &str) -> impl Future<Output = Result<u64, SinkError>> + Send;

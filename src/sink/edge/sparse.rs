@@ -5,17 +5,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    CreateVectorName, EdgeConfig, EdgeShard, EdgeSparseVectorParams, Fusion, Modifier, NamedQuery,
-    PointId, PointVectorsPersisted, Prefetch, QueryEnum, QueryRequest, ScoringQuery,
-    SparseVectorConfig, UpdateOperation, UpdateVectorsOp, VectorInternal, VectorNameConfig,
-    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted,
-    WithPayloadInterface,
+    Condition, CreateVectorName, EdgeConfig, EdgeShard, EdgeSparseVectorParams, FieldCondition,
+    Filter, Fusion, JsonPath, Match, Modifier, NamedQuery, PointId, PointVectorsPersisted,
+    Prefetch, QueryEnum, QueryRequest, Range, ScoringQuery, SparseVectorConfig, UpdateOperation,
+    UpdateVectorsOp, VectorInternal, VectorNameConfig, VectorNameOperations, VectorOperations,
+    VectorPersisted, VectorStructPersisted, WithPayloadInterface,
 };
 use uuid::Uuid;
 
 use super::EdgeSink;
 use super::convert::uuid_of;
+use crate::filter::{Bounds, Cond, Scalar};
 use crate::sink::{Hit, Query, SinkError, SparseVector};
 
 /// Qdrant's default `k` of reciprocal rank fusion (the server's, so both targets rank alike).
@@ -52,6 +54,102 @@ fn idf_params() -> EdgeSparseVectorParams {
     EdgeSparseVectorParams::builder()
         .modifier(Modifier::Idf)
         .build()
+}
+
+fn must_all(v: Vec<Condition>) -> Filter {
+    Filter {
+        must: Some(v),
+        ..Filter::default()
+    }
+}
+
+fn should_any(v: Vec<Condition>) -> Filter {
+    Filter {
+        should: Some(v),
+        ..Filter::default()
+    }
+}
+
+/// A `search --filter` condition as the engine's filter.
+fn edge_filter(c: &Cond) -> Result<Filter, String> {
+    Ok(match c {
+        Cond::All(v) => must_all(v.iter().map(condition).collect::<Result<_, _>>()?),
+        other => Filter::new_must(condition(other)?),
+    })
+}
+
+fn condition(c: &Cond) -> Result<Condition, String> {
+    let key = |k: &str| -> Result<JsonPath, String> {
+        k.try_into()
+            .map_err(|e| format!("--filter: key `{k}`: {e:?}"))
+    };
+    let range = |k: &str, b: Bounds| -> Result<Condition, String> {
+        let f = |x: Option<f64>| x.map(OrderedFloat);
+        Ok(Condition::Field(FieldCondition::new_range(
+            key(k)?,
+            Range {
+                gt: f(b.gt),
+                gte: f(b.gte),
+                lt: f(b.lt),
+                lte: f(b.lte),
+            },
+        )))
+    };
+    let eq = |k: &str, v: &Scalar| -> Result<Condition, String> {
+        let m = match v {
+            Scalar::Str(s) => Match::from(s.clone()),
+            Scalar::Int(i) => Match::from(*i),
+            Scalar::Bool(b) => Match::from(*b),
+            Scalar::Float(f) => {
+                return range(
+                    k,
+                    Bounds {
+                        gte: Some(*f),
+                        lte: Some(*f),
+                        ..Bounds::default()
+                    },
+                );
+            }
+        };
+        Ok(Condition::Field(FieldCondition::new_match(key(k)?, m)))
+    };
+    let all = |v: &[Cond]| v.iter().map(condition).collect::<Result<Vec<_>, _>>();
+    Ok(match c {
+        Cond::All(v) => Condition::Filter(must_all(all(v)?)),
+        Cond::Any(v) => Condition::Filter(should_any(all(v)?)),
+        Cond::Not(c) => Condition::Filter(Filter::new_must_not(condition(c)?)),
+        Cond::Eq(k, v) => eq(k, v)?,
+        Cond::In(k, vs) => {
+            let strings: Option<Vec<String>> = vs
+                .iter()
+                .map(|v| match v {
+                    Scalar::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            let ints: Option<Vec<i64>> = vs
+                .iter()
+                .map(|v| match v {
+                    Scalar::Int(i) => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            match (strings, ints) {
+                (Some(s), _) if !s.is_empty() => {
+                    Condition::Field(FieldCondition::new_match(key(k)?, Match::from(s)))
+                }
+                (_, Some(i)) if !i.is_empty() => {
+                    Condition::Field(FieldCondition::new_match(key(k)?, Match::from(i)))
+                }
+                _ => Condition::Filter(should_any(
+                    vs.iter().map(|v| eq(k, v)).collect::<Result<_, _>>()?,
+                )),
+            }
+        }
+        Cond::Range(k, b) => range(k, *b)?,
+        Cond::Null(k) => Condition::IsNull(key(k)?.into()),
+        Cond::Empty(k) => Condition::IsEmpty(key(k)?.into()),
+    })
 }
 
 impl EdgeSink {
@@ -145,7 +243,14 @@ impl EdgeSink {
             using: Some(name),
         });
         let nearest = |n: NamedQuery<VectorInternal>| ScoringQuery::Vector(QueryEnum::Nearest(n));
+        let filter = q
+            .filter
+            .as_ref()
+            .map(edge_filter)
+            .transpose()
+            .map_err(|e| self.store_err(collection, e))?;
         let mut req = QueryRequest::new(q.limit);
+        req.filter = filter.clone();
         match (dense, sparse) {
             (Some(one), None) | (None, Some(one)) => req.query = Some(nearest(one)),
             (Some(d), Some(s)) => {
@@ -155,7 +260,7 @@ impl EdgeSink {
                         query: Some(nearest(one)),
                         limit: q.prefetch,
                         params: None,
-                        filter: None,
+                        filter: filter.clone(),
                         score_threshold: None,
                     });
                 }

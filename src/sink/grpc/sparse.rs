@@ -4,15 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use qdrant_client::qdrant::{
-    CreateCollectionBuilder, CreateVectorNameRequestBuilder, Fusion, Modifier, PointVectors,
-    PrefetchQueryBuilder, Query as QdrantQuery, QueryPointsBuilder, SparseVectorCreationConfig,
-    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpdatePointVectorsBuilder, Vector,
-    VectorInput, Vectors,
+    Condition, CreateCollectionBuilder, CreateVectorNameRequestBuilder, Filter, Fusion, Modifier,
+    PointVectors, PrefetchQueryBuilder, Query as QdrantQuery, QueryPointsBuilder, Range,
+    SparseVectorCreationConfig, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpdatePointVectorsBuilder, Vector, VectorInput, Vectors,
 };
 use uuid::Uuid;
 
 use super::GrpcSink;
 use super::convert::{json_payload, pid, request_err, uuid_of};
+use crate::filter::{Bounds, Cond, Scalar};
 use crate::sink::{Hit, Query, SinkError, SparseVector};
 
 /// The vectors of a point to write: the dense one under `name` (`None`: unnamed) unless it is
@@ -43,6 +44,71 @@ fn idf() -> SparseVectorCreationConfig {
     SparseVectorCreationConfig {
         modifier: Some(Modifier::Idf.into()),
         datatype: None,
+    }
+}
+
+/// A `search --filter` condition as the server's filter.
+fn qdrant_filter(c: &Cond) -> Filter {
+    match c {
+        Cond::All(v) => Filter::must(v.iter().map(condition)),
+        other => Filter::must([condition(other)]),
+    }
+}
+
+fn condition(c: &Cond) -> Condition {
+    let range = |k: &str, b: Bounds| {
+        Condition::range(
+            k,
+            Range {
+                gt: b.gt,
+                gte: b.gte,
+                lt: b.lt,
+                lte: b.lte,
+            },
+        )
+    };
+    let eq = |k: &str, v: &Scalar| match v {
+        Scalar::Str(s) => Condition::matches(k, s.clone()),
+        Scalar::Int(i) => Condition::matches(k, *i),
+        Scalar::Bool(b) => Condition::matches(k, *b),
+        Scalar::Float(f) => range(
+            k,
+            Bounds {
+                gte: Some(*f),
+                lte: Some(*f),
+                ..Bounds::default()
+            },
+        ),
+    };
+    match c {
+        Cond::All(v) => Filter::must(v.iter().map(condition)).into(),
+        Cond::Any(v) => Filter::should(v.iter().map(condition)).into(),
+        Cond::Not(c) => Filter::must_not([condition(c)]).into(),
+        Cond::Eq(k, v) => eq(k, v),
+        Cond::In(k, vs) => {
+            let strings: Option<Vec<String>> = vs
+                .iter()
+                .map(|v| match v {
+                    Scalar::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            let ints: Option<Vec<i64>> = vs
+                .iter()
+                .map(|v| match v {
+                    Scalar::Int(i) => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            match (strings, ints) {
+                (Some(s), _) if !s.is_empty() => Condition::matches(k, s),
+                (_, Some(i)) if !i.is_empty() => Condition::matches(k, i),
+                _ => Filter::should(vs.iter().map(|v| eq(k, v))).into(),
+            }
+        }
+        Cond::Range(k, b) => range(k, *b),
+        Cond::Null(k) => Condition::is_null(k),
+        Cond::Empty(k) => Condition::is_empty(k),
     }
 }
 
@@ -142,9 +208,13 @@ impl GrpcSink {
         let sparse = q
             .sparse
             .map(|(name, s)| (Some(name), VectorInput::new_sparse(s.indices, s.values)));
+        let filter = q.filter.as_ref().map(qdrant_filter);
         let mut req = QueryPointsBuilder::new(collection)
             .limit(q.limit as u64)
             .with_payload(true);
+        if let Some(f) = &filter {
+            req = req.filter(f.clone());
+        }
         match (dense, sparse) {
             (Some(one), None) | (None, Some(one)) => {
                 req = req.query(QdrantQuery::new_nearest(one.1));
@@ -159,6 +229,9 @@ impl GrpcSink {
                         .limit(q.prefetch as u64);
                     if let Some(n) = name {
                         p = p.using(n);
+                    }
+                    if let Some(f) = &filter {
+                        p = p.filter(f.clone());
                     }
                     req = req.add_prefetch(p);
                 }

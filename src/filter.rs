@@ -1,0 +1,253 @@
+//! `search --filter`: a MongoDB-style filter over payload fields (`{"year": {"$gte": 1950},
+//! "genres": "Drama"}`), parsed into [`Cond`] and translated by each target into Qdrant's
+//! filter. Supported: equality, `$eq`, `$ne`, `$in`, `$nin`, `$gt`, `$gte`, `$lt`, `$lte`
+//! (numbers), `$exists`, `$and`, `$or`; any other operator is refused by name. As in MongoDB, a
+//! condition on an array field holds when one of its elements matches. `$exists` follows
+//! Qdrant's `is_empty`: a null or an empty array counts as absent.
+
+use serde_json::{Map, Value};
+
+/// A filter, as the targets translate it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// Every condition holds.
+    All(Vec<Cond>),
+    /// At least one holds.
+    Any(Vec<Cond>),
+    /// It does not hold.
+    Not(Box<Cond>),
+    /// The field equals (or holds) the value.
+    Eq(String, Scalar),
+    /// The field equals (or holds) one of the values.
+    In(String, Vec<Scalar>),
+    /// The field's number is within bounds.
+    Range(String, Bounds),
+    /// The field is null.
+    Null(String),
+    /// The field is missing, null or an empty array.
+    Empty(String),
+}
+
+/// A value to compare with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Bounds of a range condition.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bounds {
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+}
+
+const EXAMPLE: &str = r#"{"year": {"$gte": 1950}, "genres": "Drama"}"#;
+
+/// Parse `text` (JSON) into a condition; the error names what is wrong and what is supported.
+pub fn parse(text: &str) -> Result<Cond, String> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("--filter is not valid JSON ({e}); for example '{EXAMPLE}'"))?;
+    match v {
+        Value::Object(m) => document(&m),
+        _ => Err(format!(
+            "--filter must be a JSON object, for example '{EXAMPLE}'"
+        )),
+    }
+}
+
+fn document(m: &Map<String, Value>) -> Result<Cond, String> {
+    let mut all = Vec::new();
+    for (k, v) in m {
+        all.push(match k.as_str() {
+            "$and" | "$or" => {
+                let parts = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| format!("{k} takes a non-empty array of filters"))?;
+                let parts = parts
+                    .iter()
+                    .map(|p| match p {
+                        Value::Object(m) => document(m),
+                        _ => Err(format!("{k} takes filters (JSON objects)")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if k == "$and" {
+                    Cond::All(parts)
+                } else {
+                    Cond::Any(parts)
+                }
+            }
+            op if op.starts_with('$') => return Err(unsupported(op)),
+            field => condition(field, v)?,
+        });
+    }
+    Ok(match all.len() {
+        1 => all.remove(0),
+        _ => Cond::All(all),
+    })
+}
+
+fn unsupported(op: &str) -> String {
+    format!(
+        "--filter: the operator {op} is not supported; use equality, $eq, $ne, $in, $nin, $gt, $gte, $lt, $lte, $exists, $and, $or"
+    )
+}
+
+/// The condition `v` puts on `field`.
+fn condition(field: &str, v: &Value) -> Result<Cond, String> {
+    let ops = match v {
+        Value::Object(m) if m.keys().all(|k| k.starts_with('$')) && !m.is_empty() => m,
+        Value::Object(_) => {
+            return Err(format!(
+                "--filter: `{field}` is compared with a whole sub-document; filter on its fields with a dotted path (`{field}.x`) instead"
+            ));
+        }
+        other => return equals(field, other),
+    };
+    let mut all = Vec::new();
+    let mut bounds = Bounds::default();
+    for (op, arg) in ops {
+        let number = || {
+            arg.as_f64()
+                .ok_or_else(|| format!("--filter: {op} on `{field}` takes a number"))
+        };
+        match op.as_str() {
+            "$eq" => all.push(equals(field, arg)?),
+            "$ne" => all.push(Cond::Not(Box::new(equals(field, arg)?))),
+            "$in" => all.push(one_of(field, op, arg)?),
+            "$nin" => all.push(Cond::Not(Box::new(one_of(field, op, arg)?))),
+            "$gt" => bounds.gt = Some(number()?),
+            "$gte" => bounds.gte = Some(number()?),
+            "$lt" => bounds.lt = Some(number()?),
+            "$lte" => bounds.lte = Some(number()?),
+            "$exists" => {
+                let empty = Cond::Empty(field.to_owned());
+                all.push(match arg.as_bool() {
+                    Some(true) => Cond::Not(Box::new(empty)),
+                    Some(false) => empty,
+                    None => {
+                        return Err(format!(
+                            "--filter: $exists on `{field}` takes true or false"
+                        ));
+                    }
+                });
+            }
+            other => return Err(unsupported(other)),
+        }
+    }
+    if bounds != Bounds::default() {
+        all.push(Cond::Range(field.to_owned(), bounds));
+    }
+    Ok(match all.len() {
+        1 => all.remove(0),
+        _ => Cond::All(all),
+    })
+}
+
+fn scalar(field: &str, v: &Value) -> Result<Scalar, String> {
+    Ok(match v {
+        Value::String(s) => Scalar::Str(s.clone()),
+        Value::Bool(b) => Scalar::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Scalar::Int(i),
+            None => Scalar::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        _ => {
+            return Err(format!(
+                "--filter: `{field}` is compared with {v}; compare with a string, number or boolean"
+            ));
+        }
+    })
+}
+
+fn equals(field: &str, v: &Value) -> Result<Cond, String> {
+    match v {
+        Value::Null => Ok(Cond::Null(field.to_owned())),
+        v => Ok(Cond::Eq(field.to_owned(), scalar(field, v)?)),
+    }
+}
+
+fn one_of(field: &str, op: &str, v: &Value) -> Result<Cond, String> {
+    let values = v
+        .as_array()
+        .ok_or_else(|| format!("--filter: {op} on `{field}` takes an array"))?;
+    let values = values
+        .iter()
+        .map(|x| scalar(field, x))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Cond::In(field.to_owned(), values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_and_its_operators() {
+        let c = parse(r#"{"year": {"$gte": 1950, "$lt": 2000}, "genres": "Drama"}"#).unwrap();
+        let range = Bounds {
+            gte: Some(1950.0),
+            lt: Some(2000.0),
+            ..Bounds::default()
+        };
+        assert_eq!(
+            c,
+            Cond::All(vec![
+                Cond::Range("year".into(), range),
+                Cond::Eq("genres".into(), Scalar::Str("Drama".into())),
+            ])
+        );
+        let c = parse(r#"{"$or": [{"a": {"$in": [1, 2]}}, {"b": {"$exists": false}}], "c": null}"#)
+            .unwrap();
+        assert_eq!(
+            c,
+            Cond::All(vec![
+                Cond::Any(vec![
+                    Cond::In("a".into(), vec![Scalar::Int(1), Scalar::Int(2)]),
+                    Cond::Empty("b".into()),
+                ]),
+                Cond::Null("c".into()),
+            ])
+        );
+        let c = parse(r#"{"t": {"$ne": true, "$nin": ["x"]}}"#).unwrap();
+        assert_eq!(
+            c,
+            Cond::All(vec![
+                Cond::Not(Box::new(Cond::Eq("t".into(), Scalar::Bool(true)))),
+                Cond::Not(Box::new(Cond::In(
+                    "t".into(),
+                    vec![Scalar::Str("x".into())]
+                ))),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_unsupported_operator_is_named() {
+        for (f, named) in [
+            (r#"{"a": {"$regex": "x"}}"#, "$regex"),
+            (r#"{"$nor": [{"a": 1}]}"#, "$nor"),
+            (r#"{"a": {"$elemMatch": {"b": 1}}}"#, "$elemMatch"),
+        ] {
+            let e = parse(f).unwrap_err();
+            assert!(e.contains(named) && e.contains("$gte"), "{e}");
+        }
+        assert!(
+            parse(r#"{"a": {"b": 1}}"#)
+                .unwrap_err()
+                .contains("dotted path")
+        );
+        assert!(
+            parse(r#"{"a": {"$gt": "x"}}"#)
+                .unwrap_err()
+                .contains("number")
+        );
+        assert!(parse("[1]").unwrap_err().contains("JSON object"));
+        assert!(parse("{").unwrap_err().contains("not valid JSON"));
+    }
+}
