@@ -209,6 +209,11 @@ pub struct SyncArgs {
     /// Fields copied into each point's payload, comma-separated (dotted paths allowed).
     #[arg(long, env = "M2Q_PAYLOAD", value_delimiter = ',')]
     pub payload: Vec<String>,
+    /// Payload indexes of the target collection, FIELD:TYPE[:tenant] comma-separated (TYPE:
+    /// keyword, integer, float, bool, datetime, text, uuid), e.g.
+    /// year:integer,genres:keyword,org:keyword:tenant; created (or changed) before loading.
+    #[arg(long, env = "M2Q_INDEX", value_delimiter = ',')]
+    pub index: Vec<String>,
     /// TOML file mapping many source collections to target collections (see README); flags
     /// given on the command line override it.
     #[arg(long, env = "M2Q_CONFIG")]

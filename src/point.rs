@@ -32,6 +32,8 @@ pub struct Job {
     pub vector_name: Option<String>,
     /// The BM25 sparse vector the job writes beside (or, sparse-only, instead of) the dense one.
     pub sparse: Option<crate::sparse::SparseSpec>,
+    /// Payload indexes the target collection must have (`--index`).
+    pub indexes: Vec<crate::sink::IndexSpec>,
 }
 
 impl Job {

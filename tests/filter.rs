@@ -95,7 +95,109 @@ async fn filters_select_what_mongodb_selects<S: Sink>(sink: Arc<S>) {
     );
 }
 
-both_targets!(filters_select_what_mongodb_selects);
+/// Payload indexes as code: a dry run changes nothing, a run creates what is asked (keyword,
+/// integer, a tenant field) over a collection already loaded without embedding anything again,
+/// a later run changes one index's type and leaves the others alone, and filters still select
+/// what MongoDB selects.
+async fn payload_indexes_are_created_and_changed<S: Sink>(sink: Arc<S>) {
+    use mongo2qdrant::sink::StoredIndex;
+    let m = Mongo::start();
+    let c = unique("index");
+    let docs: Vec<Document> = movie_docs(20, |i| Bson::Int32(i as i32))
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            doc! {"_id": d.get("_id").unwrap().clone(), "text": d.get_str("extract").unwrap_or("a film"),
+            "year": d.get("year").unwrap().clone(), "genres": d.get("genres").unwrap().clone(),
+            "org": format!("org{}", i % 3)}
+        })
+        .collect();
+    m.insert("f", &c, docs).await;
+    let jobs = |indexes: &'static [&'static str], dry: bool| {
+        let of = common::sync_of(&m, "f", &[c.as_str()]).payload(&["year", "genres", "org"]);
+        async move {
+            let mut jobs = of.jobs().await;
+            let items: Vec<String> = indexes.iter().map(|s| s.to_string()).collect();
+            for j in &mut jobs {
+                j.indexes = mongo2qdrant::sink::index::parse(&items).unwrap();
+            }
+            let mut o = options();
+            o.dry_run = dry;
+            (jobs, o)
+        }
+    };
+    let (j, o) = jobs(&[], false).await;
+    common::sync_jobs(&sink, j, o).await.unwrap();
+    let asked: &[&str] = &["year:integer", "genres:keyword", "org:keyword:tenant"];
+    let (j, o) = jobs(asked, true).await;
+    common::sync_jobs(&sink, j, o).await.unwrap();
+    assert!(
+        sink.payload_indexes(&c).await.unwrap().is_empty(),
+        "a dry run writes nothing"
+    );
+    let (j, o) = jobs(asked, false).await;
+    let r = common::sync_jobs(&sink, j, o).await.unwrap();
+    assert_eq!(
+        (r.counts.embedded, r.counts.skipped_unchanged),
+        (0, 20),
+        "{r:?}"
+    );
+    let stored = |kind: &str, tenant| StoredIndex {
+        kind: kind.into(),
+        tenant,
+    };
+    let want = std::collections::BTreeMap::from([
+        ("genres".to_owned(), stored("keyword", false)),
+        ("org".to_owned(), stored("keyword", true)),
+        ("year".to_owned(), stored("integer", false)),
+    ]);
+    assert_eq!(sink.payload_indexes(&c).await.unwrap(), want);
+    let (j, o) = jobs(&["year:float"], false).await;
+    common::sync_jobs(&sink, j, o).await.unwrap();
+    let mut want = want;
+    want.insert("year".into(), stored("float", false));
+    assert_eq!(sink.payload_indexes(&c).await.unwrap(), want);
+    let vector = common::embedder()
+        .embed_query(&["a film"])
+        .unwrap()
+        .0
+        .remove(0);
+    let q = Query {
+        dense: Some((None, vector)),
+        sparse: None,
+        limit: 100,
+        prefetch: 100,
+        filter: Some(
+            mongo2qdrant::filter::parse(r#"{"org": "org1", "year": {"$gte": 2021}}"#).unwrap(),
+        ),
+    };
+    let got: BTreeSet<i64> = sink
+        .query(&c, q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.payload[keys::ID].as_i64().unwrap())
+        .collect();
+    let coll = m.client().await.database("f").collection::<Document>(&c);
+    use futures_util::TryStreamExt;
+    let found: Vec<Document> = coll
+        .find(doc! {"org": "org1", "year": {"$gte": 2021}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let want: BTreeSet<i64> = found
+        .iter()
+        .map(|d| i64::from(d.get_i32("_id").unwrap()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+both_targets!(
+    filters_select_what_mongodb_selects,
+    payload_indexes_are_created_and_changed
+);
 
 /// The command line: a filtered search prints only matching hits; an unsupported operator or
 /// bad JSON exits 2 naming it, before anything is opened.

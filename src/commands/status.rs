@@ -49,6 +49,8 @@ pub struct Collection {
     pub dense: Vec<String>,
     /// `NAME` with ` (idf)` where the `idf` modifier is on.
     pub sparse: Vec<String>,
+    /// Payload indexes, `FIELD:TYPE` (`:tenant` for the tenant field).
+    pub indexes: Vec<String>,
 }
 
 /// The vectors of every collection named by a checkpoint.
@@ -86,10 +88,16 @@ async fn collections(target: &crate::sink::Target, checkpoints: &[Checkpoint]) -
                 }
             })
             .collect();
+        let indexes = target.payload_indexes(name).await.unwrap_or_default();
+        let indexes = indexes
+            .iter()
+            .map(|(f, i)| format!("{f}:{}{}", i.kind, if i.tenant { ":tenant" } else { "" }))
+            .collect();
         out.push(Collection {
             name: name.to_owned(),
             dense,
             sparse,
+            indexes,
         });
     }
     out
@@ -233,7 +241,12 @@ fn print_status(s: &Status) {
         } else {
             c.dense.join(", ")
         };
-        crate::out!("  collection {}: dense {dense}{sparse}", c.name);
+        let indexes = if c.indexes.is_empty() {
+            String::new()
+        } else {
+            format!("; payload indexes {}", c.indexes.join(", "))
+        };
+        crate::out!("  collection {}: dense {dense}{sparse}{indexes}", c.name);
     }
     if checkpoints.is_empty() {
         crate::out!("  no checkpoints yet (nothing synced)");

@@ -50,6 +50,9 @@ pub struct SyncEntry {
     pub sparse_language: Option<String>,
     /// `false`: only the sparse vector, no model (`--no-dense`).
     pub dense: Option<bool>,
+    /// Payload indexes of the target, `FIELD:TYPE[:tenant]` (`--index`).
+    #[serde(default)]
+    pub index: Vec<String>,
 }
 
 impl FileConfig {

@@ -29,6 +29,8 @@ pub struct JobSpec {
     pub cursor_batch: u32,
     pub vector_name: Option<String>,
     pub sparse: Option<super::sparse::SparseSettings>,
+    /// `FIELD:TYPE[:tenant]` payload indexes of the target.
+    pub indexes: Vec<String>,
 }
 
 impl JobSpec {
@@ -154,6 +156,7 @@ impl JobSpec {
             projection_text,
             vector_name,
             sparse,
+            indexes: crate::sink::index::parse(&self.indexes).map_err(ConfigError::Filter)?,
         })
     }
 }

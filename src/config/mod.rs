@@ -106,6 +106,7 @@ pub enum ConfigError {
     MetricsAddr { addr: String, reason: String },
     #[error("{0}")]
     Sparse(String),
+    /// A `--filter` of `search` or an `--index` that cannot be used, with the fix.
     #[error("{0}")]
     Filter(String),
 }
@@ -239,11 +240,27 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
                 .or(e.vector_name.clone())
                 .or(file.vector_name.clone()),
             sparse: sparse::settings(&args.sparse, &e)?,
+            indexes: if args.index.is_empty() {
+                e.index.clone()
+            } else {
+                args.index.clone()
+            },
         };
         specs.push(spec);
     }
     let jobs = into_jobs(specs).await?;
     sparse::check_shared(&jobs)?;
+    for (a, b) in jobs.iter().flat_map(|a| jobs.iter().map(move |b| (a, b))) {
+        let clash = a.indexes.iter().find(|x| {
+            a.target == b.target && b.indexes.iter().any(|y| y.field == x.field && y != *x)
+        });
+        if let Some(x) = clash {
+            return Err(ConfigError::Filter(format!(
+                "--index: two entries into `{}` index `{}` differently; give them the same type",
+                a.target, x.field
+            )));
+        }
+    }
     if args.chunk_size.is_some() && jobs.iter().any(Job::sparse_only) {
         return Err(ConfigError::Sparse(
             "--chunk-size splits texts by the model's tokens, and --no-dense loads no model: drop --chunk-size (or --no-dense)".into(),
@@ -330,6 +347,7 @@ pub async fn jobs(
         cursor_batch: source.cursor_batch,
         vector_name: None,
         sparse: None,
+        indexes: Vec::new(),
     };
     let specs = flag_entries(source).into_iter().map(|e| JobSpec {
         collection: e.collection,

@@ -391,6 +391,17 @@ async fn prepare_targets<S: Sink>(
                 crate::sink::fit::ensure_sparse(sink, target, name).await?;
             }
         }
+        let mut indexes: Vec<crate::sink::IndexSpec> = Vec::new();
+        for i in jobs
+            .iter()
+            .filter(|j| j.target == target)
+            .flat_map(|j| &j.indexes)
+        {
+            if !indexes.iter().any(|x| x.field == i.field) {
+                indexes.push(i.clone());
+            }
+        }
+        crate::sink::index::ensure_indexes(sink, target, &indexes, opts.dry_run).await?;
     }
     StateStore::open(sink, !opts.dry_run).await?;
     Ok(rebuilt)

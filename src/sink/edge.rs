@@ -16,12 +16,13 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 mod convert;
+mod index;
 mod sparse;
 mod store;
 
 use super::{
-    Fields, Hit, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError, SparseVector,
-    StoredPoint, VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, IndexSpec, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError,
+    SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
 use convert::{distance, point_ids, stored, to_filter, vector_key, with_payload};
 
@@ -359,6 +360,21 @@ impl Sink for EdgeSink {
 
     async fn query(&self, collection: &str, query: Query) -> Result<Vec<Hit>, SinkError> {
         self.query_points(collection, query).await
+    }
+
+    async fn payload_indexes(
+        &self,
+        c: &str,
+    ) -> Result<std::collections::BTreeMap<String, StoredIndex>, SinkError> {
+        self.indexes_of(c).await
+    }
+
+    async fn create_index(&self, c: &str, index: &IndexSpec) -> Result<(), SinkError> {
+        self.create_index_of(c, index).await
+    }
+
+    async fn drop_index(&self, c: &str, field: &str) -> Result<(), SinkError> {
+        self.drop_index_of(c, field).await
     }
 
     async fn count(&self, collection: &str) -> Result<u64, SinkError> {

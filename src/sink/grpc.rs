@@ -1,7 +1,7 @@
 //! Qdrant server target over gRPC (qdrant-client). Writes use `wait=true`, so a returned upsert
 //! or delete is applied and acknowledged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use qdrant_client::qdrant::{
     CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
@@ -16,11 +16,12 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 mod convert;
+mod index;
 mod sparse;
 
 use super::{
-    Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError,
-    SparseVector, StoredPoint, VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, IndexSpec, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink,
+    SinkError, SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
 use convert::{
     distance, has_update_mode, hnsw_m_of, id_list, index_state_of, page_id, page_offset, pid,
@@ -384,6 +385,18 @@ impl Sink for GrpcSink {
 
     async fn query(&self, collection: &str, query: Query) -> Result<Vec<Hit>, SinkError> {
         self.query_points(collection, query).await
+    }
+
+    async fn payload_indexes(&self, c: &str) -> Result<BTreeMap<String, StoredIndex>, SinkError> {
+        self.indexes_of(c).await
+    }
+
+    async fn create_index(&self, c: &str, index: &IndexSpec) -> Result<(), SinkError> {
+        self.create_index_of(c, index).await
+    }
+
+    async fn drop_index(&self, c: &str, field: &str) -> Result<(), SinkError> {
+        self.drop_index_of(c, field).await
     }
 
     async fn count(&self, collection: &str) -> Result<u64, SinkError> {

@@ -3,11 +3,14 @@
 //! ([`GrpcSink`]), chosen once as a [`Target`]; [`Retrying`] applies the retry policy around
 //! every call. Every write returns only once the target has acknowledged it.
 
+mod depth;
 pub mod edge;
 pub mod fit;
 pub mod grpc;
+pub mod index;
 mod retrying;
 mod scroll;
+mod shape;
 mod target;
 
 use std::future::Future;
@@ -15,11 +18,14 @@ use std::future::Future;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use depth::{MAX_GRPC_PAYLOAD_DEPTH, depth};
 pub use edge::EdgeSink;
 pub use fit::{Ensure, ensure_collection};
 pub use grpc::GrpcSink;
+pub use index::{IndexSpec, StoredIndex};
 pub use retrying::Retrying;
 pub use scroll::{scroll_all, scroll_counted};
+pub use shape::{Distance, Shape, VectorParams, VectorSpec};
 pub use target::{Target, TargetKind};
 
 pub use crate::sparse::SparseVector;
@@ -101,52 +107,6 @@ pub enum Fields<'a> {
     Only(&'a [String]),
 }
 
-/// How deep a payload value may nest for a target that can return it: JSON objects and arrays
-/// count one level each. Qdrant's gRPC API encodes each level as nested protobuf messages and
-/// the client's decoder stops at 100 of them: measured against Qdrant 1.19, a value 32 levels
-/// deep comes back and one 33 deep cannot be read. We keep a margin of two.
-pub const MAX_GRPC_PAYLOAD_DEPTH: usize = 30;
-
-/// Nesting depth of `v`: 0 for a scalar, 1 + the deepest child for an object or array.
-pub fn depth(v: &Value) -> usize {
-    match v {
-        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// Shape of a target collection's vectors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VectorSpec {
-    /// `None`: the collection's single unnamed vector.
-    pub name: Option<String>,
-    pub dimension: usize,
-    pub distance: Distance,
-}
-
-/// How a collection compares vectors: the model's similarity function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Distance {
-    #[default]
-    Cosine,
-    Dot,
-    Euclid,
-    Manhattan,
-}
-
-impl Distance {
-    /// As Qdrant names it.
-    pub fn qdrant_name(self) -> &'static str {
-        match self {
-            Distance::Cosine => "Cosine",
-            Distance::Dot => "Dot",
-            Distance::Euclid => "Euclid",
-            Distance::Manhattan => "Manhattan",
-        }
-    }
-}
-
 /// Errors at the target. Each names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -207,21 +167,6 @@ pub enum WriteIf<'a> {
     Absent,
     /// Only if the point exists and matches the filter.
     Matches(&'a MatchFilter),
-}
-
-/// What an existing collection holds: one unnamed vector, or named ones.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Shape {
-    Unnamed(VectorParams),
-    Named(std::collections::BTreeMap<String, VectorParams>),
-}
-
-/// Size and distance of one stored vector.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VectorParams {
-    pub dimension: usize,
-    /// As Qdrant names it (`Cosine`, `Dot`, ...).
-    pub distance: String,
 }
 
 /// A Qdrant-like target: the primitives each backend supplies. Decisions built on them (which
@@ -300,6 +245,26 @@ pub trait Sink: Send + Sync + 'static {
         collection: &str,
         query: Query,
     ) -> impl Future<Output = Result<Vec<Hit>, SinkError>> + Send;
+
+    /// The payload indexes of `collection` by field.
+    fn payload_indexes(
+        &self,
+        collection: &str,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<String, StoredIndex>, SinkError>> + Send;
+
+    /// Create the payload index `index`; returns after acknowledgement.
+    fn create_index(
+        &self,
+        collection: &str,
+        index: &IndexSpec,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Drop the payload index on `field`; returns after acknowledgement.
+    fn drop_index(
+        &self,
+        collection: &str,
+        field: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Drop `collection` with all its points.
     fn drop_collection(

@@ -105,6 +105,27 @@ impl<S: Sink> Sink for Retrying<S> {
             .await
     }
 
+    async fn payload_indexes(
+        &self,
+        c: &str,
+    ) -> Result<std::collections::BTreeMap<String, super::StoredIndex>, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.payload_indexes(c))
+            .await
+    }
+
+    async fn create_index(&self, c: &str, i: &super::IndexSpec) -> Result<(), SinkError> {
+        self.policy
+            .run("create payload index", || self.inner.create_index(c, i))
+            .await
+    }
+
+    async fn drop_index(&self, c: &str, f: &str) -> Result<(), SinkError> {
+        self.policy
+            .run("drop payload index", || self.inner.drop_index(c, f))
+            .await
+    }
+
     async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
         self.policy
             .run("drop collection", || self.inner.drop_collection(c))

@@ -110,6 +110,21 @@ impl Sink for Target {
         each!(self, s => s.query(c, q).await)
     }
 
+    async fn payload_indexes(
+        &self,
+        c: &str,
+    ) -> Result<std::collections::BTreeMap<String, super::StoredIndex>, SinkError> {
+        each!(self, s => s.payload_indexes(c).await)
+    }
+
+    async fn create_index(&self, c: &str, i: &super::IndexSpec) -> Result<(), SinkError> {
+        each!(self, s => s.create_index(c, i).await)
+    }
+
+    async fn drop_index(&self, c: &str, f: &str) -> Result<(), SinkError> {
+        each!(self, s => s.drop_index(c, f).await)
+    }
+
     async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
         each!(self, s => s.drop_collection(c).await)
     }

@@ -709,6 +709,25 @@ mod faulty_sink {
         async fn drop_collection(&self, c: &str) -> Result<(), SinkError> {
             self.inner.drop_collection(c).await
         }
+        async fn payload_indexes(
+            &self,
+            c: &str,
+        ) -> Result<std::collections::BTreeMap<String, mongo2qdrant::sink::StoredIndex>, SinkError>
+        {
+            self.inner.payload_indexes(c).await
+        }
+        async fn create_index(
+            &self,
+            c: &str,
+            i: &mongo2qdrant::sink::IndexSpec,
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Config, c)?;
+            self.inner.create_index(c, i).await
+        }
+        async fn drop_index(&self, c: &str, f: &str) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Config, c)?;
+            self.inner.drop_index(c, f).await
+        }
         async fn sparse_vectors(
             &self,
             c: &str,
