@@ -407,7 +407,10 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 pub fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "{}\n{}",
+        "{} ({})\n{}\n{}",
+        out.status,
+        std::os::unix::process::ExitStatusExt::signal(&out.status)
+            .map_or_else(|| "no signal".to_owned(), |s| format!("signal {s}")),
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
