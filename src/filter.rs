@@ -68,12 +68,12 @@ fn document(m: &Map<String, Value>) -> Result<Cond, String> {
                 let parts = v
                     .as_array()
                     .filter(|a| !a.is_empty())
-                    .ok_or_else(|| format!("{k} takes a non-empty array of filters"))?;
+                    .ok_or_else(|| format!("--filter: {k} takes a non-empty array of filters"))?;
                 let parts = parts
                     .iter()
                     .map(|p| match p {
                         Value::Object(m) => document(m),
-                        _ => Err(format!("{k} takes filters (JSON objects)")),
+                        _ => Err(format!("--filter: {k} takes filters (JSON objects)")),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 if k == "$and" {
@@ -83,12 +83,26 @@ fn document(m: &Map<String, Value>) -> Result<Cond, String> {
                 }
             }
             op if op.starts_with('$') => return Err(unsupported(op)),
-            field => condition(field, v)?,
+            field => {
+                check_key(field)?;
+                condition(field, v)?
+            }
         });
     }
     Ok(match all.len() {
         1 => all.remove(0),
         _ => Cond::All(all),
+    })
+}
+
+/// A field must be a payload path Qdrant reads (`a`, `a.b`, `a[].b`, `"a.b"` for a key with
+/// a dot in it).
+fn check_key(field: &str) -> Result<(), String> {
+    let path: Result<qdrant_edge::JsonPath, _> = field.try_into();
+    path.map(|_| ()).map_err(|_| {
+        format!(
+            "--filter: `{field}` is not a payload path Qdrant reads: write `a.b` for a nested field, `a[].b` through an array, and quote a copied key that holds a dot (`\"a.b\"`)"
+        )
     })
 }
 
@@ -110,7 +124,9 @@ fn condition(field: &str, v: &Value) -> Result<Cond, String> {
         other => return equals(field, other),
     };
     let mut all = Vec::new();
-    let mut bounds = Bounds::default();
+    // One range per bound: on an array, as in MongoDB, each bound may hold for another element.
+    let bound = |b: Bounds| Cond::Range(field.to_owned(), b);
+    let mut ranges = Vec::new();
     for (op, arg) in ops {
         let number = || {
             arg.as_f64()
@@ -121,10 +137,22 @@ fn condition(field: &str, v: &Value) -> Result<Cond, String> {
             "$ne" => all.push(Cond::Not(Box::new(equals(field, arg)?))),
             "$in" => all.push(one_of(field, op, arg)?),
             "$nin" => all.push(Cond::Not(Box::new(one_of(field, op, arg)?))),
-            "$gt" => bounds.gt = Some(number()?),
-            "$gte" => bounds.gte = Some(number()?),
-            "$lt" => bounds.lt = Some(number()?),
-            "$lte" => bounds.lte = Some(number()?),
+            "$gt" => ranges.push(bound(Bounds {
+                gt: Some(number()?),
+                ..Bounds::default()
+            })),
+            "$gte" => ranges.push(bound(Bounds {
+                gte: Some(number()?),
+                ..Bounds::default()
+            })),
+            "$lt" => ranges.push(bound(Bounds {
+                lt: Some(number()?),
+                ..Bounds::default()
+            })),
+            "$lte" => ranges.push(bound(Bounds {
+                lte: Some(number()?),
+                ..Bounds::default()
+            })),
             "$exists" => {
                 let empty = Cond::Empty(field.to_owned());
                 all.push(match arg.as_bool() {
@@ -140,9 +168,7 @@ fn condition(field: &str, v: &Value) -> Result<Cond, String> {
             other => return Err(unsupported(other)),
         }
     }
-    if bounds != Bounds::default() {
-        all.push(Cond::Range(field.to_owned(), bounds));
-    }
+    all.extend(ranges);
     Ok(match all.len() {
         1 => all.remove(0),
         _ => Cond::All(all),
@@ -175,7 +201,8 @@ fn equals(field: &str, v: &Value) -> Result<Cond, String> {
 fn one_of(field: &str, op: &str, v: &Value) -> Result<Cond, String> {
     let values = v
         .as_array()
-        .ok_or_else(|| format!("--filter: {op} on `{field}` takes an array"))?;
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("--filter: {op} on `{field}` takes a non-empty array"))?;
     let values = values
         .iter()
         .map(|x| scalar(field, x))
@@ -190,15 +217,21 @@ mod tests {
     #[test]
     fn the_example_and_its_operators() {
         let c = parse(r#"{"year": {"$gte": 1950, "$lt": 2000}, "genres": "Drama"}"#).unwrap();
-        let range = Bounds {
+        let gte = Bounds {
             gte: Some(1950.0),
+            ..Bounds::default()
+        };
+        let lt = Bounds {
             lt: Some(2000.0),
             ..Bounds::default()
         };
         assert_eq!(
             c,
             Cond::All(vec![
-                Cond::Range("year".into(), range),
+                Cond::All(vec![
+                    Cond::Range("year".into(), gte),
+                    Cond::Range("year".into(), lt),
+                ]),
                 Cond::Eq("genres".into(), Scalar::Str("Drama".into())),
             ])
         );
@@ -249,5 +282,11 @@ mod tests {
         );
         assert!(parse("[1]").unwrap_err().contains("JSON object"));
         assert!(parse("{").unwrap_err().contains("not valid JSON"));
+        assert!(
+            parse(r#"{"a": {"$in": []}}"#)
+                .unwrap_err()
+                .contains("non-empty")
+        );
+        assert!(parse(r#"{"a b": 1}"#).unwrap_err().contains("payload path"));
     }
 }

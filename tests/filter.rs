@@ -23,6 +23,14 @@ const FILTERS: &[&str] = &[
     r#"{"rating": {"$exists": false}, "$and": [{"year": {"$lte": 2021}}]}"#,
     r#"{"rating": {"$gt": 2.5}}"#,
     r#"{"free": true}"#,
+    // Doubles holding whole numbers, compared with integer literals.
+    r#"{"score": 2}"#,
+    r#"{"score": {"$in": [1, 3]}}"#,
+    // null matches a missing field too.
+    r#"{"rating": null}"#,
+    r#"{"rating": {"$ne": null}}"#,
+    // On an array, each bound may hold for another element.
+    r#"{"nums": {"$gt": 5, "$lt": 9}}"#,
 ];
 
 async fn filters_select_what_mongodb_selects<S: Sink>(sink: Arc<S>) {
@@ -39,6 +47,8 @@ async fn filters_select_what_mongodb_selects<S: Sink>(sink: Arc<S>) {
                 "year": d.get("year").unwrap().clone(),
                 "genres": d.get("genres").unwrap().clone(),
                 "free": i % 3 == 0,
+                "score": (i % 4) as f64,
+                "nums": [(i % 7) as i32, (i % 5) as i32 + 10],
             };
             if i % 2 == 0 {
                 out.insert("rating", (i % 5) as f64 + 0.5);
@@ -47,7 +57,7 @@ async fn filters_select_what_mongodb_selects<S: Sink>(sink: Arc<S>) {
         })
         .collect();
     m.insert("f", &c, docs).await;
-    let fields = ["title", "year", "genres", "rating", "free"];
+    let fields = ["title", "year", "genres", "rating", "free", "score", "nums"];
     common::sync_of(&m, "f", &[c.as_str()])
         .payload(&fields)
         .opts(options())
@@ -253,6 +263,7 @@ fn search_filter_on_the_command_line() {
     for (bad, named) in [
         (r#"{"category": {"$regex": "^k"}}"#, "$regex"),
         (r#"{"category": "#, "not valid JSON"),
+        (r#"{"category": {"$in": []}}"#, "non-empty"),
     ] {
         let out = search(bad);
         let err = String::from_utf8_lossy(&out.stderr);

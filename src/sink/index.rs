@@ -92,6 +92,12 @@ pub fn parse(items: &[String]) -> Result<Vec<IndexSpec>, String> {
         if field.is_empty() {
             return Err(bad("no field"));
         }
+        let path: Result<qdrant_edge::JsonPath, _> = (*field).try_into();
+        if path.is_err() {
+            return Err(bad(
+                "not a payload path Qdrant reads (quote a key that holds a dot: \"a.b\")",
+            ));
+        }
         if tenant && !matches!(kind, IndexKind::Keyword | IndexKind::Uuid) {
             return Err(bad("only a keyword or uuid field can be the tenant field"));
         }
@@ -189,6 +195,7 @@ mod tests {
             ("year:integer:tenant", "tenant field"),
             ("year:integer,year:float", "also indexed"),
             (":keyword", "no field"),
+            ("a b:keyword", "payload path"),
         ] {
             let e = parse(&items(bad)).unwrap_err();
             assert!(e.contains(says) && e.contains("keyword, integer"), "{e}");

@@ -98,7 +98,18 @@ fn condition(c: &Cond) -> Result<Condition, String> {
     let eq = |k: &str, v: &Scalar| -> Result<Condition, String> {
         let m = match v {
             Scalar::Str(s) => Match::from(s.clone()),
-            Scalar::Int(i) => Match::from(*i),
+            // A number, whether stored as an integer or a double (MongoDB compares across them).
+            Scalar::Int(i) => {
+                let f = *i as f64;
+                return range(
+                    k,
+                    Bounds {
+                        gte: Some(f),
+                        lte: Some(f),
+                        ..Bounds::default()
+                    },
+                );
+            }
             Scalar::Bool(b) => Match::from(*b),
             Scalar::Float(f) => {
                 return range(
@@ -127,27 +138,19 @@ fn condition(c: &Cond) -> Result<Condition, String> {
                     _ => None,
                 })
                 .collect();
-            let ints: Option<Vec<i64>> = vs
-                .iter()
-                .map(|v| match v {
-                    Scalar::Int(i) => Some(*i),
-                    _ => None,
-                })
-                .collect();
-            match (strings, ints) {
-                (Some(s), _) if !s.is_empty() => {
-                    Condition::Field(FieldCondition::new_match(key(k)?, Match::from(s)))
-                }
-                (_, Some(i)) if !i.is_empty() => {
-                    Condition::Field(FieldCondition::new_match(key(k)?, Match::from(i)))
-                }
-                _ => Condition::Filter(should_any(
+            match strings {
+                Some(s) => Condition::Field(FieldCondition::new_match(key(k)?, Match::from(s))),
+                None => Condition::Filter(should_any(
                     vs.iter().map(|v| eq(k, v)).collect::<Result<_, _>>()?,
                 )),
             }
         }
         Cond::Range(k, b) => range(k, *b)?,
-        Cond::Null(k) => Condition::IsNull(key(k)?.into()),
+        // MongoDB's null also matches a missing field.
+        Cond::Null(k) => Condition::Filter(should_any(vec![
+            Condition::IsNull(key(k)?.into()),
+            Condition::IsEmpty(key(k)?.into()),
+        ])),
         Cond::Empty(k) => Condition::IsEmpty(key(k)?.into()),
     })
 }

@@ -69,7 +69,18 @@ fn condition(c: &Cond) -> Condition {
     };
     let eq = |k: &str, v: &Scalar| match v {
         Scalar::Str(s) => Condition::matches(k, s.clone()),
-        Scalar::Int(i) => Condition::matches(k, *i),
+        // A number, whether stored as an integer or a double (MongoDB compares across them).
+        Scalar::Int(i) => {
+            let f = *i as f64;
+            range(
+                k,
+                Bounds {
+                    gte: Some(f),
+                    lte: Some(f),
+                    ..Bounds::default()
+                },
+            )
+        }
         Scalar::Bool(b) => Condition::matches(k, *b),
         Scalar::Float(f) => range(
             k,
@@ -93,21 +104,14 @@ fn condition(c: &Cond) -> Condition {
                     _ => None,
                 })
                 .collect();
-            let ints: Option<Vec<i64>> = vs
-                .iter()
-                .map(|v| match v {
-                    Scalar::Int(i) => Some(*i),
-                    _ => None,
-                })
-                .collect();
-            match (strings, ints) {
-                (Some(s), _) if !s.is_empty() => Condition::matches(k, s),
-                (_, Some(i)) if !i.is_empty() => Condition::matches(k, i),
-                _ => Filter::should(vs.iter().map(|v| eq(k, v))).into(),
+            match strings {
+                Some(s) => Condition::matches(k, s),
+                None => Filter::should(vs.iter().map(|v| eq(k, v))).into(),
             }
         }
         Cond::Range(k, b) => range(k, *b),
-        Cond::Null(k) => Condition::is_null(k),
+        // MongoDB's null also matches a missing field.
+        Cond::Null(k) => Filter::should([Condition::is_null(k), Condition::is_empty(k)]).into(),
         Cond::Empty(k) => Condition::is_empty(k),
     }
 }
