@@ -18,8 +18,8 @@ pub enum Cond {
     Not(Box<Cond>),
     /// The field equals (or holds) the value.
     Eq(String, Scalar),
-    /// The field equals (or holds) one of the values.
-    In(String, Vec<Scalar>),
+    /// The field equals (or holds) one of the strings.
+    In(String, Vec<String>),
     /// The field's number is within bounds.
     Range(String, Bounds),
     /// The field is null.
@@ -28,12 +28,11 @@ pub enum Cond {
     Empty(String),
 }
 
-/// A value to compare with.
+/// A value to match exactly (a number is compared as a range of one value, so that it matches
+/// whether stored as an integer or a double, as MongoDB compares numbers across types).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
     Str(String),
-    Int(i64),
-    Float(f64),
     Bool(bool),
 }
 
@@ -175,14 +174,25 @@ fn condition(field: &str, v: &Value) -> Result<Cond, String> {
     })
 }
 
-fn scalar(field: &str, v: &Value) -> Result<Scalar, String> {
+/// `field` equal to `v`: a string or boolean matched, a number as the range of that one value,
+/// `null` also matching a missing field (as in MongoDB).
+fn equals(field: &str, v: &Value) -> Result<Cond, String> {
+    let f = field.to_owned();
     Ok(match v {
-        Value::String(s) => Scalar::Str(s.clone()),
-        Value::Bool(b) => Scalar::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Scalar::Int(i),
-            None => Scalar::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
+        Value::Null => Cond::Any(vec![Cond::Null(f.clone()), Cond::Empty(f)]),
+        Value::String(s) => Cond::Eq(f, Scalar::Str(s.clone())),
+        Value::Bool(b) => Cond::Eq(f, Scalar::Bool(*b)),
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            Cond::Range(
+                f,
+                Bounds {
+                    gte: Some(x),
+                    lte: Some(x),
+                    ..Bounds::default()
+                },
+            )
+        }
         _ => {
             return Err(format!(
                 "--filter: `{field}` is compared with {v}; compare with a string, number or boolean"
@@ -191,23 +201,30 @@ fn scalar(field: &str, v: &Value) -> Result<Scalar, String> {
     })
 }
 
-fn equals(field: &str, v: &Value) -> Result<Cond, String> {
-    match v {
-        Value::Null => Ok(Cond::Null(field.to_owned())),
-        v => Ok(Cond::Eq(field.to_owned(), scalar(field, v)?)),
-    }
-}
-
+/// `field` equal to one of `v`'s values: strings in one match, anything else one by one.
 fn one_of(field: &str, op: &str, v: &Value) -> Result<Cond, String> {
     let values = v
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| format!("--filter: {op} on `{field}` takes a non-empty array"))?;
-    let values = values
+    if let Some(bad) = values.iter().find(|x| x.is_null()) {
+        return Err(format!(
+            "--filter: `{field}` is compared with {bad}; compare with a string, number or boolean"
+        ));
+    }
+    let strings: Option<Vec<String>> = values
         .iter()
-        .map(|x| scalar(field, x))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Cond::In(field.to_owned(), values))
+        .map(|x| x.as_str().map(str::to_owned))
+        .collect();
+    Ok(match strings {
+        Some(s) => Cond::In(field.to_owned(), s),
+        None => Cond::Any(
+            values
+                .iter()
+                .map(|x| equals(field, x))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -237,14 +254,22 @@ mod tests {
         );
         let c = parse(r#"{"$or": [{"a": {"$in": [1, 2]}}, {"b": {"$exists": false}}], "c": null}"#)
             .unwrap();
+        let one = |x: f64| Bounds {
+            gte: Some(x),
+            lte: Some(x),
+            ..Bounds::default()
+        };
         assert_eq!(
             c,
             Cond::All(vec![
                 Cond::Any(vec![
-                    Cond::In("a".into(), vec![Scalar::Int(1), Scalar::Int(2)]),
+                    Cond::Any(vec![
+                        Cond::Range("a".into(), one(1.0)),
+                        Cond::Range("a".into(), one(2.0)),
+                    ]),
                     Cond::Empty("b".into()),
                 ]),
-                Cond::Null("c".into()),
+                Cond::Any(vec![Cond::Null("c".into()), Cond::Empty("c".into())]),
             ])
         );
         let c = parse(r#"{"t": {"$ne": true, "$nin": ["x"]}}"#).unwrap();
@@ -252,10 +277,7 @@ mod tests {
             c,
             Cond::All(vec![
                 Cond::Not(Box::new(Cond::Eq("t".into(), Scalar::Bool(true)))),
-                Cond::Not(Box::new(Cond::In(
-                    "t".into(),
-                    vec![Scalar::Str("x".into())]
-                ))),
+                Cond::Not(Box::new(Cond::In("t".into(), vec!["x".into()]))),
             ])
         );
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::EdgeSink;
 use super::convert::uuid_of;
-use crate::filter::{Bounds, Cond, Scalar};
+use crate::filter::{Cond, Scalar};
 use crate::sink::{Hit, Query, SinkError, SparseVector};
 
 /// Qdrant's default `k` of reciprocal rank fusion (the server's, so both targets rank alike).
@@ -83,45 +83,7 @@ fn condition(c: &Cond) -> Result<Condition, String> {
         k.try_into()
             .map_err(|e| format!("--filter: key `{k}`: {e:?}"))
     };
-    let range = |k: &str, b: Bounds| -> Result<Condition, String> {
-        let f = |x: Option<f64>| x.map(OrderedFloat);
-        Ok(Condition::Field(FieldCondition::new_range(
-            key(k)?,
-            Range {
-                gt: f(b.gt),
-                gte: f(b.gte),
-                lt: f(b.lt),
-                lte: f(b.lte),
-            },
-        )))
-    };
-    let eq = |k: &str, v: &Scalar| -> Result<Condition, String> {
-        let m = match v {
-            Scalar::Str(s) => Match::from(s.clone()),
-            // A number, whether stored as an integer or a double (MongoDB compares across them).
-            Scalar::Int(i) => {
-                let f = *i as f64;
-                return range(
-                    k,
-                    Bounds {
-                        gte: Some(f),
-                        lte: Some(f),
-                        ..Bounds::default()
-                    },
-                );
-            }
-            Scalar::Bool(b) => Match::from(*b),
-            Scalar::Float(f) => {
-                return range(
-                    k,
-                    Bounds {
-                        gte: Some(*f),
-                        lte: Some(*f),
-                        ..Bounds::default()
-                    },
-                );
-            }
-        };
+    let field = |k: &str, m: Match| -> Result<Condition, String> {
         Ok(Condition::Field(FieldCondition::new_match(key(k)?, m)))
     };
     let all = |v: &[Cond]| v.iter().map(condition).collect::<Result<Vec<_>, _>>();
@@ -129,28 +91,20 @@ fn condition(c: &Cond) -> Result<Condition, String> {
         Cond::All(v) => Condition::Filter(must_all(all(v)?)),
         Cond::Any(v) => Condition::Filter(should_any(all(v)?)),
         Cond::Not(c) => Condition::Filter(Filter::new_must_not(condition(c)?)),
-        Cond::Eq(k, v) => eq(k, v)?,
-        Cond::In(k, vs) => {
-            let strings: Option<Vec<String>> = vs
-                .iter()
-                .map(|v| match v {
-                    Scalar::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect();
-            match strings {
-                Some(s) => Condition::Field(FieldCondition::new_match(key(k)?, Match::from(s))),
-                None => Condition::Filter(should_any(
-                    vs.iter().map(|v| eq(k, v)).collect::<Result<_, _>>()?,
-                )),
-            }
+        Cond::Eq(k, Scalar::Str(s)) => field(k, Match::from(s.clone()))?,
+        Cond::Eq(k, Scalar::Bool(b)) => field(k, Match::from(*b))?,
+        Cond::In(k, strings) => field(k, Match::from(strings.clone()))?,
+        Cond::Range(k, b) => {
+            let f = |x: Option<f64>| x.map(OrderedFloat);
+            let range = Range {
+                gt: f(b.gt),
+                gte: f(b.gte),
+                lt: f(b.lt),
+                lte: f(b.lte),
+            };
+            Condition::Field(FieldCondition::new_range(key(k)?, range))
         }
-        Cond::Range(k, b) => range(k, *b)?,
-        // MongoDB's null also matches a missing field.
-        Cond::Null(k) => Condition::Filter(should_any(vec![
-            Condition::IsNull(key(k)?.into()),
-            Condition::IsEmpty(key(k)?.into()),
-        ])),
+        Cond::Null(k) => Condition::IsNull(key(k)?.into()),
         Cond::Empty(k) => Condition::IsEmpty(key(k)?.into()),
     })
 }

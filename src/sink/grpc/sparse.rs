@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::GrpcSink;
 use super::convert::{json_payload, pid, request_err, uuid_of};
-use crate::filter::{Bounds, Cond, Scalar};
+use crate::filter::{Cond, Scalar};
 use crate::sink::{Hit, Query, SinkError, SparseVector};
 
 /// The vectors of a point to write: the dense one under `name` (`None`: unnamed) unless it is
@@ -56,8 +56,14 @@ fn qdrant_filter(c: &Cond) -> Filter {
 }
 
 fn condition(c: &Cond) -> Condition {
-    let range = |k: &str, b: Bounds| {
-        Condition::range(
+    match c {
+        Cond::All(v) => Filter::must(v.iter().map(condition)).into(),
+        Cond::Any(v) => Filter::should(v.iter().map(condition)).into(),
+        Cond::Not(c) => Filter::must_not([condition(c)]).into(),
+        Cond::Eq(k, Scalar::Str(s)) => Condition::matches(k, s.clone()),
+        Cond::Eq(k, Scalar::Bool(b)) => Condition::matches(k, *b),
+        Cond::In(k, strings) => Condition::matches(k, strings.clone()),
+        Cond::Range(k, b) => Condition::range(
             k,
             Range {
                 gt: b.gt,
@@ -65,53 +71,8 @@ fn condition(c: &Cond) -> Condition {
                 lt: b.lt,
                 lte: b.lte,
             },
-        )
-    };
-    let eq = |k: &str, v: &Scalar| match v {
-        Scalar::Str(s) => Condition::matches(k, s.clone()),
-        // A number, whether stored as an integer or a double (MongoDB compares across them).
-        Scalar::Int(i) => {
-            let f = *i as f64;
-            range(
-                k,
-                Bounds {
-                    gte: Some(f),
-                    lte: Some(f),
-                    ..Bounds::default()
-                },
-            )
-        }
-        Scalar::Bool(b) => Condition::matches(k, *b),
-        Scalar::Float(f) => range(
-            k,
-            Bounds {
-                gte: Some(*f),
-                lte: Some(*f),
-                ..Bounds::default()
-            },
         ),
-    };
-    match c {
-        Cond::All(v) => Filter::must(v.iter().map(condition)).into(),
-        Cond::Any(v) => Filter::should(v.iter().map(condition)).into(),
-        Cond::Not(c) => Filter::must_not([condition(c)]).into(),
-        Cond::Eq(k, v) => eq(k, v),
-        Cond::In(k, vs) => {
-            let strings: Option<Vec<String>> = vs
-                .iter()
-                .map(|v| match v {
-                    Scalar::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect();
-            match strings {
-                Some(s) => Condition::matches(k, s),
-                None => Filter::should(vs.iter().map(|v| eq(k, v))).into(),
-            }
-        }
-        Cond::Range(k, b) => range(k, *b),
-        // MongoDB's null also matches a missing field.
-        Cond::Null(k) => Filter::should([Condition::is_null(k), Condition::is_empty(k)]).into(),
+        Cond::Null(k) => Condition::is_null(k),
         Cond::Empty(k) => Condition::is_empty(k),
     }
 }
