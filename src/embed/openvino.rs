@@ -70,8 +70,41 @@ struct Api {
 unsafe impl Send for Api {}
 unsafe impl Sync for Api {}
 
+/// glibc's `RTLD_NODELETE`: a library opened with it is never unmapped, even when its last
+/// handle is closed.
+const RTLD_NODELETE: std::ffi::c_int = 0x1000;
+
+/// OpenVINO unloads its CPU plugin, and with it TBB, while it tears down at process exit, when
+/// TBB's worker threads may still run: they then jump into unmapped code. Seen as rare
+/// segfaults of runs that had finished (exit by signal after a clean summary; `dmesg`: the
+/// instruction pointer equal to the faulting address), on AMX hosts where `auto` runs bf16.
+/// Opened here first with `RTLD_NODELETE` (and never closed), the plugin and TBB stay mapped
+/// until the process ends; OpenVINO's own later loads share these copies.
+fn pin_plugin_libraries(dir: &Path) {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    for name in [
+        "libtbb.so.12",
+        "libtbbmalloc.so.2",
+        "libopenvino_intel_cpu_plugin.so",
+    ] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        // SAFETY: these are OpenVINO's own libraries, beside the C library the user chose;
+        // OpenVINO loads them anyway (here only earlier, and never unloaded).
+        match unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) } {
+            Ok(lib) => std::mem::forget(lib),
+            Err(e) => tracing::debug!("could not pin {}: {e}", path.display()),
+        }
+    }
+}
+
 impl Api {
     fn load(path: &Path) -> Result<Api, String> {
+        if let Some(dir) = path.parent() {
+            pin_plugin_libraries(dir);
+        }
         // SAFETY: loading a shared library runs its initialisers; this is OpenVINO's C library,
         // chosen by the user or fetched by models/fetch.sh.
         let library = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
