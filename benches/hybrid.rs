@@ -190,6 +190,7 @@ async fn main() {
                 limit: 10,
                 prefetch: 100,
                 filter: None,
+                params: Default::default(),
             };
             let hits = sink.query("dense_bm25", q).await.unwrap();
             let ranked: Vec<String> = hits

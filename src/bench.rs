@@ -174,7 +174,8 @@ pub async fn run(
                             dimension: embedder.dimension(),
                             distance: embedder.distance(),
                         };
-                        s.create_collection("bench", &vectors).await?;
+                        s.create_collection("bench", &vectors, &Default::default())
+                            .await?;
                         Some(s)
                     }
                     None => None,

@@ -214,6 +214,8 @@ pub struct SyncArgs {
     /// year:integer,genres:keyword,org:keyword:tenant; created (or changed) before loading.
     #[arg(long, env = "M2Q_INDEX", value_delimiter = ',')]
     pub index: Vec<String>,
+    #[command(flatten)]
+    pub collection: crate::config::collection::CollectionArgs,
     /// TOML file mapping many source collections to target collections (see README); flags
     /// given on the command line override it.
     #[arg(long, env = "M2Q_CONFIG")]
@@ -328,6 +330,18 @@ pub struct SearchArgs {
     /// $gte, $lt, $lte, $exists, $and, $or).
     #[arg(long, env = "M2Q_SEARCH_FILTER")]
     pub filter: Option<String>,
+    /// With a quantized collection: rank by the quantized vectors alone (faster, less exact);
+    /// by default the candidates are rescored with the original vectors.
+    #[arg(long, env = "M2Q_NO_RESCORE")]
+    pub no_rescore: bool,
+    /// With a quantized collection: candidates per result taken from the quantized vectors
+    /// before rescoring (e.g. 2.0).
+    #[arg(long, env = "M2Q_OVERSAMPLING")]
+    pub oversampling: Option<f64>,
+    /// Exact search: every vector compared, no HNSW graph, no quantization (the reference a
+    /// recall is measured against).
+    #[arg(long, env = "M2Q_EXACT")]
+    pub exact: bool,
     /// Name of the sparse vector [default: bm25].
     #[arg(long, env = "M2Q_SPARSE_NAME")]
     pub sparse_name: Option<String>,

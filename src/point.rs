@@ -34,6 +34,10 @@ pub struct Job {
     pub sparse: Option<crate::sparse::SparseSpec>,
     /// Payload indexes the target collection must have (`--index`).
     pub indexes: Vec<crate::sink::IndexSpec>,
+    /// Settings the target collection must have (quantization, HNSW, on-disk, ...).
+    pub settings: crate::sink::Settings,
+    /// The dense vector's distance (`--distance`; `None`: the model's).
+    pub distance: Option<crate::sink::Distance>,
 }
 
 impl Job {

@@ -166,7 +166,7 @@ pub async fn verify<S: Sink>(
         let spec = crate::sink::VectorSpec {
             name: job.vector_name.clone(),
             dimension: embedder.dimension(),
-            distance: embedder.distance(),
+            distance: job.distance.unwrap_or(embedder.distance()),
         };
         crate::sink::fit::fit(&job.target, shape.as_ref(), &spec, Ensure::Check)?;
     }

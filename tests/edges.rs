@@ -534,7 +534,9 @@ async fn messages_name_one_cause_and_the_fix() {
             distance: Default::default(),
         };
         use mongo2qdrant::sink::Sink;
-        sink.create_collection("notes", &spec).await.unwrap();
+        sink.create_collection("notes", &spec, &Default::default())
+            .await
+            .unwrap();
         sink.create_collection(
             "named",
             &mongo2qdrant::sink::VectorSpec {
@@ -542,6 +544,7 @@ async fn messages_name_one_cause_and_the_fix() {
                 dimension: 384,
                 distance: Default::default(),
             },
+            &Default::default(),
         )
         .await
         .unwrap();

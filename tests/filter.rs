@@ -88,6 +88,7 @@ async fn filters_select_what_mongodb_selects<S: Sink>(sink: Arc<S>) {
             limit: 1000,
             prefetch: 1000,
             filter: Some(mongo2qdrant::filter::parse(f).unwrap()),
+            params: Default::default(),
         };
         let got: BTreeSet<i64> = sink
             .query(&c, q)
@@ -180,6 +181,7 @@ async fn payload_indexes_are_created_and_changed<S: Sink>(sink: Arc<S>) {
         filter: Some(
             mongo2qdrant::filter::parse(r#"{"org": "org1", "year": {"$gte": 2021}}"#).unwrap(),
         ),
+        params: Default::default(),
     };
     let got: BTreeSet<i64> = sink
         .query(&c, q)

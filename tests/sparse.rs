@@ -82,7 +82,9 @@ async fn bm25_vectors_equal_what_the_server_infers() {
     use qdrant_client::qdrant::{Document, PointStruct, UpsertPointsBuilder, Vector};
     let sink = common::grpc_sink();
     let c = unique("bm25_exact");
-    sink.create_sparse_collection(&c, "bm25").await.unwrap();
+    sink.create_sparse_collection(&c, "bm25", &Default::default())
+        .await
+        .unwrap();
     let client = qdrant_client::Qdrant::from_url(&common::server_url())
         .api_key(std::env::var("QDRANT_API_KEY").ok())
         .skip_compatibility_check()
@@ -139,7 +141,9 @@ async fn bm25_vectors_equal_what_the_server_infers() {
 
     // The embedded store (qdrant-edge, whose BM25 this is) keeps them as they are.
     let (_dir, edge) = common::edge_sink();
-    edge.create_sparse_collection(&c, "bm25").await.unwrap();
+    edge.create_sparse_collection(&c, "bm25", &Default::default())
+        .await
+        .unwrap();
     let points = ids
         .iter()
         .zip(&texts)
@@ -279,6 +283,7 @@ async fn switching_sparse_on_adds_it_without_embedding<S: Sink>(sink: Arc<S>) {
         limit: 3,
         prefetch: 8,
         filter: None,
+        params: Default::default(),
     };
     let hits = sink.query(&c, q).await.unwrap();
     assert_eq!(hits[0].payload[keys::ID], 5, "{hits:?}");
@@ -288,6 +293,7 @@ async fn switching_sparse_on_adds_it_without_embedding<S: Sink>(sink: Arc<S>) {
         limit: 1,
         prefetch: 1,
         filter: None,
+        params: Default::default(),
     };
     assert_eq!(
         sink.query(&c, sparse_only).await.unwrap()[0].payload[keys::ID],

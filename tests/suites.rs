@@ -10,6 +10,7 @@
 mod common;
 
 mod bad_input;
+mod collection_settings;
 mod commands;
 mod dump;
 mod edges;

@@ -171,6 +171,7 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
         sink.as_ref(),
         &c,
         &spec,
+        &Default::default(),
         mongo2qdrant::sink::Ensure::Create,
     )
     .await
@@ -214,6 +215,7 @@ async fn wrong_dimension_is_refused<S: Sink>(sink: Arc<S>) {
         sink.as_ref(),
         &c,
         &spec,
+        &Default::default(),
         mongo2qdrant::sink::Ensure::Create,
     )
     .await

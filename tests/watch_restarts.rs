@@ -63,7 +63,9 @@ async fn a_recreated_target_gets_a_full_pass_not_the_old_stream<S: Sink>(sink: A
         dimension: 384,
         distance: Default::default(),
     };
-    sink.create_collection(&target, &spec).await.unwrap();
+    sink.create_collection(&target, &spec, &Default::default())
+        .await
+        .unwrap();
     let w = start(&sink, jobs.clone());
     w.ready().await;
     until_in_sync(&sink, &jobs).await;

@@ -51,6 +51,12 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                     | crate::embed::EmbedError::Unsupported { .. }
             )
         )
+        || matches!(
+            e.downcast_ref::<PipelineError>(),
+            Some(PipelineError::Sink(
+                crate::sink::SinkError::Unsupported { .. }
+            ))
+        )
     {
         return exit::USAGE;
     }

@@ -23,6 +23,12 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         Some(f) => Some(crate::filter::parse(f).map_err(ConfigError::Filter)?),
         None => None,
     };
+    if let Some(o) = args.oversampling.filter(|o| o.is_nan() || *o < 1.0) {
+        return Err(ConfigError::Filter(format!(
+            "--oversampling {o}: give 1.0 or more (candidates per result, e.g. 2.0)"
+        ))
+        .into());
+    }
     super::existing_store(&args.target.kind()?)?;
     // Opening a shard may replay and flush it: never beside a running sync.
     let _lock = lock_target(&args.target.kind()?, "search")?;
@@ -94,6 +100,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         prefetch: args.prefetch.max(args.limit),
         filter,
+        params: crate::sink::SearchParams {
+            no_rescore: args.no_rescore,
+            oversampling: args.oversampling,
+            exact: args.exact,
+        },
     };
     let hits = target.query(&collection, query.clone()).await?;
     let ranks = if args.json && mode == SearchMode::Hybrid {
@@ -126,6 +137,7 @@ async fn per_mode_ranks(
         limit: q.prefetch,
         prefetch: q.prefetch,
         filter: q.filter.clone(),
+        params: q.params,
     };
     let rank = |hits: Vec<Hit>| -> HashMap<uuid::Uuid, usize> {
         hits.iter()

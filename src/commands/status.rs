@@ -51,10 +51,19 @@ pub struct Collection {
     pub sparse: Vec<String>,
     /// Payload indexes, `FIELD:TYPE` (`:tenant` for the tenant field).
     pub indexes: Vec<String>,
+    /// Its settings, `key=value` (quantization, HNSW, on-disk, ...).
+    pub settings: Vec<String>,
+    /// Each setting the latest run asked for that the collection no longer has:
+    /// `key: asked A at T, now B`.
+    pub drift: Vec<String>,
 }
 
 /// The vectors of every collection named by a checkpoint.
-async fn collections(target: &crate::sink::Target, checkpoints: &[Checkpoint]) -> Vec<Collection> {
+async fn collections(
+    target: &crate::sink::Target,
+    checkpoints: &[Checkpoint],
+    asked: &[crate::state::AskedSettings],
+) -> Vec<Collection> {
     let mut names: Vec<&str> = checkpoints.iter().map(|c| c.target.as_str()).collect();
     names.sort_unstable();
     names.dedup();
@@ -93,11 +102,25 @@ async fn collections(target: &crate::sink::Target, checkpoints: &[Checkpoint]) -
             .iter()
             .map(|(f, i)| format!("{f}:{}{}", i.kind, if i.tenant { ":tenant" } else { "" }))
             .collect();
+        let found = target.settings(name).await.unwrap_or_default();
+        let drift = asked
+            .iter()
+            .filter(|a| a.target == name)
+            .flat_map(|a| {
+                a.asked.drift(&found).into_iter().map(|k| {
+                    let now = found.value(k).unwrap_or_else(|| "unset".into());
+                    let was = a.asked.value(k).unwrap_or_default();
+                    format!("{}: asked {was} at {}, now {now}", k.name(), a.at)
+                })
+            })
+            .collect();
         out.push(Collection {
             name: name.to_owned(),
             dense,
             sparse,
             indexes,
+            settings: found.describe(),
+            drift,
         });
     }
     out
@@ -141,6 +164,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
     let store = StateStore::open(target.as_ref(), false).await?;
     let (mut checkpoints, mut leases, mut last_run) = (Vec::new(), Vec::new(), None);
     let (mut watches, mut bulk_loads, mut bulk_done) = (Vec::new(), Vec::new(), Vec::new());
+    let mut asked = Vec::new();
     for r in store.records().await? {
         match r {
             Record::Checkpoint(c) => checkpoints.push(c),
@@ -149,6 +173,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
             Record::Watch(w) => watches.push(w),
             Record::Bulk(b) => bulk_loads.push(b),
             Record::BulkDone(d) => bulk_done.push(d),
+            Record::Settings(s) => asked.push(s),
         }
     }
     // A namespace's shards together, in index order.
@@ -194,7 +219,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
         .collect();
     Ok(Status::Records {
         target: target.describe(),
-        collections: collections(&target, &checkpoints).await,
+        collections: collections(&target, &checkpoints, &asked).await,
         checkpoints,
         watches,
         bulk_loads,
@@ -247,6 +272,12 @@ fn print_status(s: &Status) {
             format!("; payload indexes {}", c.indexes.join(", "))
         };
         crate::out!("  collection {}: dense {dense}{sparse}{indexes}", c.name);
+        if !c.settings.is_empty() {
+            crate::out!("    settings {}", c.settings.join(", "));
+        }
+        for d in &c.drift {
+            crate::out!("    drift {d} (the next run with the same settings changes it back)");
+        }
     }
     if checkpoints.is_empty() {
         crate::out!("  no checkpoints yet (nothing synced)");

@@ -53,6 +53,40 @@ pub struct SyncEntry {
     /// Payload indexes of the target, `FIELD:TYPE[:tenant]` (`--index`).
     #[serde(default)]
     pub index: Vec<String>,
+    // The target collection's settings, as the flags of the same names.
+    pub distance: Option<crate::sink::Distance>,
+    pub quantization: Option<crate::sink::settings::QuantKind>,
+    pub quantile: Option<f32>,
+    pub compression: Option<u32>,
+    pub always_ram: Option<bool>,
+    pub on_disk: Option<bool>,
+    pub on_disk_payload: Option<bool>,
+    pub hnsw_m: Option<u64>,
+    pub hnsw_ef_construct: Option<u64>,
+    pub indexing_threshold: Option<u64>,
+    pub shard_number: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub write_consistency_factor: Option<u32>,
+}
+
+impl SyncEntry {
+    /// The target collection settings this entry names.
+    pub fn settings(&self) -> crate::sink::Settings {
+        crate::sink::Settings {
+            hnsw_m: self.hnsw_m,
+            hnsw_ef_construct: self.hnsw_ef_construct,
+            quantization: self.quantization,
+            quantile: self.quantile,
+            compression: self.compression,
+            always_ram: self.always_ram,
+            on_disk: self.on_disk,
+            on_disk_payload: self.on_disk_payload,
+            indexing_threshold: self.indexing_threshold,
+            shard_number: self.shard_number,
+            replication_factor: self.replication_factor,
+            write_consistency_factor: self.write_consistency_factor,
+        }
+    }
 }
 
 impl FileConfig {

@@ -31,6 +31,10 @@ pub struct JobSpec {
     pub sparse: Option<super::sparse::SparseSettings>,
     /// `FIELD:TYPE[:tenant]` payload indexes of the target.
     pub indexes: Vec<String>,
+    /// The target collection's settings.
+    pub settings: crate::sink::Settings,
+    /// The dense vector's distance (`None`: the model's).
+    pub distance: Option<crate::sink::Distance>,
 }
 
 impl JobSpec {
@@ -157,6 +161,8 @@ impl JobSpec {
             vector_name,
             sparse,
             indexes: crate::sink::index::parse(&self.indexes).map_err(ConfigError::Filter)?,
+            settings: self.settings,
+            distance: self.distance,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! target. Everything that can be checked before connecting is checked here: [`file`] reads a
 //! config file, [`job`] resolves and validates one job.
 
+pub mod collection;
 mod file;
 mod job;
 pub mod sparse;
@@ -245,22 +246,14 @@ pub async fn sync_plan(args: &crate::cli::SyncArgs) -> Result<(Vec<Job>, TargetA
             } else {
                 args.index.clone()
             },
+            settings: collection::settings(&args.collection, &e),
+            distance: args.collection.distance.or(e.distance),
         };
         specs.push(spec);
     }
     let jobs = into_jobs(specs).await?;
     sparse::check_shared(&jobs)?;
-    for (a, b) in jobs.iter().flat_map(|a| jobs.iter().map(move |b| (a, b))) {
-        let clash = a.indexes.iter().find(|x| {
-            a.target == b.target && b.indexes.iter().any(|y| y.field == x.field && y != *x)
-        });
-        if let Some(x) = clash {
-            return Err(ConfigError::Filter(format!(
-                "--index: two entries into `{}` index `{}` differently; give them the same type",
-                a.target, x.field
-            )));
-        }
-    }
+    collection::check_shared(&jobs)?;
     if args.chunk_size.is_some() && jobs.iter().any(Job::sparse_only) {
         return Err(ConfigError::Sparse(
             "--chunk-size splits texts by the model's tokens, and --no-dense loads no model: drop --chunk-size (or --no-dense)".into(),
@@ -348,6 +341,8 @@ pub async fn jobs(
         vector_name: None,
         sparse: None,
         indexes: Vec::new(),
+        settings: Default::default(),
+        distance: None,
     };
     let specs = flag_entries(source).into_iter().map(|e| JobSpec {
         collection: e.collection,

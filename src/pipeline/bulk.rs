@@ -153,6 +153,36 @@ pub(super) async fn join_stale<S: Sink>(
     join(&store, b, part).await
 }
 
+/// Whether a bulk load into `target` keeps its graph off now (a run must not switch it on);
+/// when the run asks for another `m` than the load will restore, the load restores the asked
+/// one (a dry run only says so).
+pub(super) async fn hold_m<S: Sink>(
+    sink: &S,
+    target: &str,
+    asked: Option<u64>,
+    dry_run: bool,
+) -> Result<bool, PipelineError> {
+    let store = StateStore::open(sink, false).await?;
+    let Some(mut load) = store.bulk_load(target).await? else {
+        return Ok(false);
+    };
+    if load.finisher != crate::state::bulk::NOBODY {
+        return Ok(false);
+    }
+    if let Some(m) = asked.filter(|m| *m != load.restore_m) {
+        let verb = if dry_run { "would restore" } else { "restores" };
+        tracing::info!(
+            "bulk load of `{target}` under way: it {verb} hnsw_m = {m} (was {}) when loaded",
+            load.restore_m
+        );
+        if !dry_run {
+            load.restore_m = m;
+            store.save_bulk_load(&load).await?;
+        }
+    }
+    Ok(true)
+}
+
 /// The unfinished load on `target`, if any. A load whose graph was switched back on and whose
 /// waiter did not clean up (it died waiting) is removed on the way.
 async fn unfinished<S: Sink>(

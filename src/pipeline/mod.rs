@@ -21,8 +21,8 @@ mod pass;
 mod prepare;
 pub(crate) mod prune;
 mod stages;
+mod targets;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,13 +35,14 @@ pub use crate::point::{Chunking, Job};
 use crate::report::{NamespaceReport, RunLog, RunReport, RunStatus, Stats};
 pub use crate::retry::RetryPolicy;
 use crate::shard::Shard;
-use crate::sink::{Ensure, Retrying, Sink, SinkError, VectorSpec};
+use crate::sink::{Retrying, Sink, SinkError};
 use crate::source::SourceError;
 use crate::state::lease::LockError;
-use crate::state::{StateError, StateStore, now_rfc3339};
+use crate::state::{StateError, now_rfc3339};
 pub use changes::{WatchOptions, watch};
 use leased::{lease_lost, lease_name, still_held, under_lease};
 use pass::{pass, pass_key};
+use targets::prepare_targets;
 
 /// Errors that end a run (per-document problems are counted instead).
 #[derive(Debug, thiserror::Error)]
@@ -279,132 +280,6 @@ fn report(
         exit_status: 0,
         error: None,
     }
-}
-
-/// Make every job's target collection fit (a dry run only checks), and open the records
-/// collection. A target is judged on every vector its jobs write: when one of them does not
-/// fit, `--recreate` drops the collection once and creates it with all of them (a dry run says
-/// it would). Returns the targets dropped (or that would be).
-async fn prepare_targets<S: Sink>(
-    sink: &S,
-    jobs: &[Job],
-    opts: &SyncOptions,
-    embedder: &dyn crate::embed::Embedder,
-) -> Result<HashSet<String>, PipelineError> {
-    let (dimension, distance) = (embedder.dimension(), embedder.distance());
-    let mut rebuilt = HashSet::new();
-    // Per target: the dense vectors and the sparse ones its jobs write.
-    let mut targets: Vec<(&str, Vec<VectorSpec>, Vec<String>)> = Vec::new();
-    for job in jobs {
-        let i = match targets.iter().position(|(t, ..)| *t == job.target) {
-            Some(i) => i,
-            None => {
-                targets.push((&job.target, Vec::new(), Vec::new()));
-                targets.len() - 1
-            }
-        };
-        let (_, specs, sparse) = &mut targets[i];
-        let spec = VectorSpec {
-            name: job.vector_name.clone(),
-            dimension,
-            distance,
-        };
-        if !job.sparse_only() && !specs.contains(&spec) {
-            specs.push(spec);
-        }
-        if let Some(s) = &job.sparse
-            && !sparse.contains(&s.name)
-        {
-            sparse.push(s.name.clone());
-        }
-    }
-    for (target, specs, sparse) in targets {
-        let shape = sink.shape(target).await?;
-        let sparse_now = match &shape {
-            Some(_) => sink.sparse_vectors(target).await?,
-            None => None,
-        };
-        for stale in sparse_now.iter().flat_map(|m| m.keys()) {
-            if !sparse.contains(stale) {
-                tracing::warn!(
-                    "`{target}` holds the sparse vector `{stale}`, which this run does not write: it goes stale as documents change (and search fuses it by default); pass --sparse bm25 --sparse-name {stale} to keep it current, or --recreate to rebuild `{target}` without it"
-                );
-            }
-        }
-        // A sparse-only run would leave an unnamed dense vector as it is: never updated, its
-        // gone documents' points kept for it.
-        let unnamed_left = (specs.is_empty()
-            && matches!(shape, Some(crate::sink::Shape::Unnamed(_))))
-        .then(|| SinkError::Incompatible {
-            collection: target.to_owned(),
-            found: "an unnamed dense vector that a sparse-only run (--no-dense) would leave stale"
-                .into(),
-            wanted: "sparse vectors only (or drop --no-dense to keep the dense one current)".into(),
-        });
-        let misfit = unnamed_left
-            .into_iter()
-            .chain(specs.iter().filter_map(|s| {
-                crate::sink::fit::fit(target, shape.as_ref(), s, Ensure::Check).err()
-            }))
-            .next()
-            .or_else(|| {
-                sparse.iter().find_map(|n| {
-                    let f = crate::sink::fit::fit_sparse;
-                    f(
-                        target,
-                        shape.as_ref(),
-                        sparse_now.as_ref(),
-                        n,
-                        Ensure::Check,
-                    )
-                    .err()
-                })
-            });
-        if let Some(e) = misfit {
-            if !opts.recreate {
-                return Err(e.into());
-            }
-            let why = match &e {
-                SinkError::Incompatible { found, wanted, .. } => {
-                    format!("it has {found}, the model needs {wanted}")
-                }
-                other => other.to_string(),
-            };
-            let points = sink.count(target).await?;
-            if opts.dry_run {
-                tracing::warn!(
-                    "--recreate would drop `{target}` ({why}) with its {points} points, and write every document again"
-                );
-            } else {
-                tracing::warn!(
-                    "--recreate: dropping `{target}` ({why}) with its {points} points; every document is written again"
-                );
-                sink.drop_collection(target).await?;
-            }
-            rebuilt.insert(target.to_owned());
-        }
-        if !opts.dry_run {
-            for s in &specs {
-                crate::sink::ensure_collection(sink, target, s, Ensure::Create).await?;
-            }
-            for name in &sparse {
-                crate::sink::fit::ensure_sparse(sink, target, name).await?;
-            }
-        }
-        let mut indexes: Vec<crate::sink::IndexSpec> = Vec::new();
-        for i in jobs
-            .iter()
-            .filter(|j| j.target == target)
-            .flat_map(|j| &j.indexes)
-        {
-            if !indexes.iter().any(|x| x.field == i.field) {
-                indexes.push(i.clone());
-            }
-        }
-        crate::sink::index::ensure_indexes(sink, target, &indexes, opts.dry_run).await?;
-    }
-    StateStore::open(sink, !opts.dry_run).await?;
-    Ok(rebuilt)
 }
 
 /// One job under its lease (a Qdrant server; the embedded store is locked as a whole).

@@ -17,13 +17,15 @@ use uuid::Uuid;
 
 mod convert;
 mod index;
+mod settings;
 mod sparse;
 mod store;
 
 use super::{
-    Fields, Hit, IndexSpec, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink, SinkError,
-    SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, IndexSpec, MatchFilter, Page, PageOffset, Point, Query, Settings, Shape, Sink,
+    SinkError, SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec, WriteIf,
 };
+use crate::sink::settings::{Key, Support};
 use convert::{distance, point_ids, stored, to_filter, vector_key, with_payload};
 
 /// A directory of embedded Qdrant collections.
@@ -77,19 +79,29 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         vectors: &VectorSpec,
+        asked: &Settings,
     ) -> Result<(), SinkError> {
         let wanted =
             EdgeVectorParams::builder(vectors.dimension, distance(vectors.distance)).build();
         let config = EdgeConfig::builder()
-            .vector(vector_key(vectors.name.as_deref()), wanted)
+            .vector(
+                vector_key(vectors.name.as_deref()),
+                settings::vector_params(wanted, asked),
+            )
             .build();
-        let shard = EdgeShard::new(&self.dir(collection), config)
-            .map_err(|e| self.store_err(collection, e))?;
-        self.shards
-            .lock()
-            .expect("shard map poisoned")
-            .insert(collection.to_owned(), Arc::new(shard));
-        Ok(())
+        self.create_shard(collection, config, asked)
+    }
+
+    fn support(&self, key: Key) -> Support {
+        settings::support(key)
+    }
+
+    async fn settings(&self, collection: &str) -> Result<Settings, SinkError> {
+        Ok(settings::read(&self.shard(collection)?.config()))
+    }
+
+    async fn update_settings(&self, c: &str, s: &Settings, keys: &[Key]) -> Result<(), SinkError> {
+        self.change_settings(c, s, keys).await
     }
 
     async fn add_vector(
@@ -341,8 +353,9 @@ impl Sink for EdgeSink {
         &self,
         collection: &str,
         name: &str,
+        asked: &Settings,
     ) -> Result<(), SinkError> {
-        self.create_sparse_only(collection, name)
+        self.create_sparse_only(collection, name, asked)
     }
 
     async fn add_sparse(&self, collection: &str, name: &str) -> Result<(), SinkError> {

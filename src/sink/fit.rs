@@ -72,7 +72,8 @@ pub fn fit(
     })
 }
 
-/// Create `collection` for `vectors`, or check that the existing one fits; a named vector that
+/// Create `collection` for `vectors` (with `settings`), or check that the existing one fits; a
+/// named vector that
 /// an existing collection of named vectors lacks is added to it. An incompatible collection is
 /// refused and left untouched (`--recreate` is decided per target, over all of its jobs'
 /// vectors, by the pipeline).
@@ -80,12 +81,13 @@ pub async fn ensure_collection<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
     vectors: &VectorSpec,
+    settings: &super::Settings,
     mode: Ensure,
 ) -> Result<(), SinkError> {
     let shape = sink.shape(collection).await?;
     let made = match fit(collection, shape.as_ref(), vectors, mode)? {
         Fit::Ready => return Ok(()),
-        Fit::Create => sink.create_collection(collection, vectors).await,
+        Fit::Create => sink.create_collection(collection, vectors, settings).await,
         Fit::AddVector => {
             let name = vectors.name.as_deref().unwrap_or_default();
             sink.add_vector(collection, name, vectors.dimension, vectors.distance)
@@ -154,6 +156,7 @@ pub async fn ensure_sparse<S: Sink + ?Sized>(
     sink: &S,
     collection: &str,
     name: &str,
+    settings: &super::Settings,
 ) -> Result<(), SinkError> {
     let decide = async || {
         let shape = sink.shape(collection).await?;
@@ -168,7 +171,10 @@ pub async fn ensure_sparse<S: Sink + ?Sized>(
     };
     let made = match decide().await? {
         Fit::Ready => return Ok(()),
-        Fit::Create => sink.create_sparse_collection(collection, name).await,
+        Fit::Create => {
+            sink.create_sparse_collection(collection, name, settings)
+                .await
+        }
         Fit::AddVector => sink.add_sparse(collection, name).await,
     };
     match made {

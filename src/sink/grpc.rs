@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use qdrant_client::qdrant::{
     CountPointsBuilder, CreateCollectionBuilder, CreateVectorNameRequestBuilder,
     DeletePayloadPointsBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
-    DenseVectorCreationConfigBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder, PointId,
-    PointStruct, PointVectors, ScrollPointsBuilder, SetPayloadPointsBuilder,
-    UpdateCollectionBuilder, UpdateMode, UpdatePointVectorsBuilder, UpsertPointsBuilder,
-    VectorParamsBuilder, VectorsConfig, vectors_config::Config,
+    DenseVectorCreationConfigBuilder, Distance, GetPointsBuilder, PointId, PointStruct,
+    PointVectors, ScrollPointsBuilder, SetPayloadPointsBuilder, UpdateMode,
+    UpdatePointVectorsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfig,
+    vectors_config::Config,
 };
 use qdrant_client::{Payload, Qdrant};
 use serde_json::{Map, Value};
@@ -17,12 +17,15 @@ use uuid::Uuid;
 
 mod convert;
 mod index;
+mod settings;
 mod sparse;
 
 use super::{
-    Fields, Hit, IndexSpec, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink,
-    SinkError, SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec, WriteIf,
+    Fields, Hit, IndexSpec, IndexState, MatchFilter, Page, PageOffset, Point, Query, Settings,
+    Shape, Sink, SinkError, SparseVector, StoredIndex, StoredPoint, VectorParams, VectorSpec,
+    WriteIf,
 };
+use crate::sink::settings::{Key, Support};
 use convert::{
     distance, has_update_mode, hnsw_m_of, id_list, index_state_of, page_id, page_offset, pid,
     request_err, stored, to_filter, with_payload,
@@ -84,8 +87,10 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         vectors: &VectorSpec,
+        asked: &Settings,
     ) -> Result<(), SinkError> {
         let params = VectorParamsBuilder::new(vectors.dimension as u64, distance(vectors.distance));
+        let params = settings::vector_params(params.build(), asked);
         let config: VectorsConfig = match &vectors.name {
             None => params.into(),
             Some(name) => {
@@ -95,7 +100,10 @@ impl Sink for GrpcSink {
             }
         };
         self.client
-            .create_collection(CreateCollectionBuilder::new(collection).vectors_config(config))
+            .create_collection(settings::create(
+                CreateCollectionBuilder::new(collection).vectors_config(config),
+                asked,
+            ))
             .await
             .map_err(|e| request_err("create_collection", collection, e))?;
         Ok(())
@@ -366,8 +374,9 @@ impl Sink for GrpcSink {
         &self,
         collection: &str,
         name: &str,
+        asked: &Settings,
     ) -> Result<(), SinkError> {
-        self.create_sparse_only(collection, name).await
+        self.create_sparse_only(collection, name, asked).await
     }
 
     async fn add_sparse(&self, collection: &str, name: &str) -> Result<(), SinkError> {
@@ -417,14 +426,19 @@ impl Sink for GrpcSink {
     }
 
     async fn set_hnsw_m(&self, collection: &str, m: u64) -> Result<(), SinkError> {
-        self.client
-            .update_collection(
-                UpdateCollectionBuilder::new(collection)
-                    .hnsw_config(HnswConfigDiffBuilder::default().m(m)),
-            )
-            .await
-            .map_err(|e| request_err("update_collection", collection, e))?;
-        Ok(())
+        self.switch_hnsw_m(collection, m).await
+    }
+
+    fn support(&self, key: Key) -> Support {
+        settings::support(key)
+    }
+
+    async fn settings(&self, collection: &str) -> Result<Settings, SinkError> {
+        self.read_settings(collection).await
+    }
+
+    async fn update_settings(&self, c: &str, s: &Settings, keys: &[Key]) -> Result<(), SinkError> {
+        self.change_settings(c, s, keys).await
     }
 
     async fn index_state(&self, collection: &str) -> Result<Option<IndexState>, SinkError> {

@@ -5,11 +5,13 @@
 
 mod depth;
 pub mod edge;
+mod error;
 pub mod fit;
 pub mod grpc;
 pub mod index;
 mod retrying;
 mod scroll;
+pub mod settings;
 mod shape;
 mod target;
 
@@ -20,11 +22,13 @@ use uuid::Uuid;
 
 pub use depth::{MAX_GRPC_PAYLOAD_DEPTH, depth};
 pub use edge::EdgeSink;
+pub use error::SinkError;
 pub use fit::{Ensure, ensure_collection};
 pub use grpc::GrpcSink;
 pub use index::{IndexSpec, StoredIndex};
 pub use retrying::Retrying;
 pub use scroll::{scroll_all, scroll_counted};
+pub use settings::Settings;
 pub use shape::{Distance, Shape, VectorParams, VectorSpec};
 pub use target::{Target, TargetKind};
 
@@ -87,6 +91,18 @@ pub struct Query {
     pub prefetch: usize,
     /// Only points whose payload satisfies this (`search --filter`).
     pub filter: Option<crate::filter::Cond>,
+    /// How the dense vector is searched.
+    pub params: SearchParams,
+}
+
+/// How a dense vector is searched: with quantization, the candidates are rescored with the
+/// original vectors unless `no_rescore`; `oversampling` candidates per result are taken from
+/// the quantized vectors; `exact` scans every vector (no HNSW, no quantization).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchParams {
+    pub no_rescore: bool,
+    pub oversampling: Option<f64>,
+    pub exact: bool,
 }
 
 /// A search result.
@@ -105,51 +121,6 @@ pub enum Fields<'a> {
     All,
     /// These top-level keys, taken literally (a `.` in a key is not a path).
     Only(&'a [String]),
-}
-
-/// Errors at the target. Each names the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error(
-        "collection `{collection}` exists with {found}, but the model needs {wanted}; use another --collection-name, or pass --recreate to drop and rebuild it"
-    )]
-    Incompatible {
-        collection: String,
-        found: String,
-        wanted: String,
-    },
-    #[error("collection `{0}` does not exist; run `mongo2qdrant sync` first")]
-    NoCollection(String),
-    #[error("Qdrant at {url}: {reason}; check --qdrant-url and that the server is running")]
-    Connect { url: String, reason: String },
-    #[error("Qdrant request `{op}` on `{collection}` failed: {reason}")]
-    Request {
-        op: &'static str,
-        collection: String,
-        reason: String,
-        transient: bool,
-    },
-    #[error(
-        "Qdrant refused a `{op}` request on `{collection}` as too large ({reason}); raise the server's service.max_request_size_mb, or copy fewer or smaller fields with --payload"
-    )]
-    TooLarge {
-        op: &'static str,
-        collection: String,
-        reason: String,
-    },
-    #[error("embedded store at {path}: {reason}")]
-    Store { path: String, reason: String },
-}
-
-impl crate::retry::Transient for SinkError {
-    /// Whether a retry may succeed (server unavailable, timeouts).
-    fn is_transient(&self) -> bool {
-        match self {
-            SinkError::Request { transient, .. } => *transient,
-            SinkError::Connect { .. } => true,
-            _ => false,
-        }
-    }
 }
 
 /// Equality filter on one keyword payload field.
@@ -192,11 +163,30 @@ pub trait Sink: Send + Sync + 'static {
         collection: &str,
     ) -> impl Future<Output = Result<Option<Shape>, SinkError>> + Send;
 
-    /// Create `collection` for `vectors` with cosine distance.
+    /// Create `collection` for `vectors` with the `settings` asked ([`settings`]).
     fn create_collection(
         &self,
         collection: &str,
         vectors: &VectorSpec,
+        settings: &Settings,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// How the target handles the setting `key`.
+    fn support(&self, key: settings::Key) -> settings::Support;
+
+    /// The settings `collection` has.
+    fn settings(
+        &self,
+        collection: &str,
+    ) -> impl Future<Output = Result<Settings, SinkError>> + Send;
+
+    /// Change the `changed` settings of `collection` to their values in `merged` (which holds
+    /// every other setting as found); returns after acknowledgement.
+    fn update_settings(
+        &self,
+        collection: &str,
+        merged: &Settings,
+        changed: &[settings::Key],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Add the named vector `name` (`dimension`, `distance`) to a collection of named vectors.
@@ -215,11 +205,13 @@ pub trait Sink: Send + Sync + 'static {
         collection: &str,
     ) -> impl Future<Output = Result<Option<std::collections::BTreeMap<String, bool>>, SinkError>> + Send;
 
-    /// Create `collection` with no dense vector and the sparse vector `name` (`idf` modifier).
+    /// Create `collection` with no dense vector and the sparse vector `name` (`idf` modifier),
+    /// with the `settings` asked.
     fn create_sparse_collection(
         &self,
         collection: &str,
         name: &str,
+        settings: &Settings,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Add the sparse vector `name` (`idf` modifier) to an existing collection.
@@ -364,6 +356,7 @@ pub trait Sink: Send + Sync + 'static {
             limit,
             prefetch: limit,
             filter: None,
+            params: SearchParams::default(),
         };
         self.query(collection, q)
     }

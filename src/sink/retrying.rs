@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Distance, Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Query, Shape, Sink,
-    SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
+    Distance, Fields, Hit, IndexState, MatchFilter, Page, PageOffset, Point, Query, Settings,
+    Shape, Sink, SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
 };
 use crate::retry::RetryPolicy;
+use crate::sink::settings::{Key, Support};
 
 /// `inner` with `policy` applied around every call.
 pub struct Retrying<S> {
@@ -43,9 +44,16 @@ impl<S: Sink> Sink for Retrying<S> {
             .await
     }
 
-    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
+    async fn create_collection(
+        &self,
+        c: &str,
+        v: &VectorSpec,
+        settings: &Settings,
+    ) -> Result<(), SinkError> {
         self.policy
-            .run("create collection", || self.inner.create_collection(c, v))
+            .run("create collection", || {
+                self.inner.create_collection(c, v, settings)
+            })
             .await
     }
 
@@ -72,10 +80,15 @@ impl<S: Sink> Sink for Retrying<S> {
             .await
     }
 
-    async fn create_sparse_collection(&self, c: &str, name: &str) -> Result<(), SinkError> {
+    async fn create_sparse_collection(
+        &self,
+        c: &str,
+        name: &str,
+        settings: &Settings,
+    ) -> Result<(), SinkError> {
         self.policy
             .run("create collection", || {
-                self.inner.create_sparse_collection(c, name)
+                self.inner.create_sparse_collection(c, name, settings)
             })
             .await
     }
@@ -255,6 +268,29 @@ impl<S: Sink> Sink for Retrying<S> {
     async fn set_hnsw_m(&self, c: &str, m: u64) -> Result<(), SinkError> {
         self.policy
             .run("update collection", || self.inner.set_hnsw_m(c, m))
+            .await
+    }
+
+    fn support(&self, key: Key) -> Support {
+        self.inner.support(key)
+    }
+
+    async fn settings(&self, c: &str) -> Result<Settings, SinkError> {
+        self.policy
+            .run("collection info", || self.inner.settings(c))
+            .await
+    }
+
+    async fn update_settings(
+        &self,
+        c: &str,
+        merged: &Settings,
+        changed: &[Key],
+    ) -> Result<(), SinkError> {
+        self.policy
+            .run("update collection", || {
+                self.inner.update_settings(c, merged, changed)
+            })
             .await
     }
 

@@ -9,8 +9,19 @@ pub struct VectorSpec {
     pub distance: Distance,
 }
 
-/// How a collection compares vectors: the model's similarity function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a collection compares vectors: the model's similarity function, unless `--distance`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Distance {
     #[default]
     Cosine,

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::{
     Distance, EdgeSink, Fields, GrpcSink, Hit, IndexState, MatchFilter, Page, PageOffset, Point,
-    Query, Shape, Sink, SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
+    Query, Settings, Shape, Sink, SinkError, SparseVector, StoredPoint, VectorSpec, WriteIf,
 };
+use crate::sink::settings::{Key, Support};
 
 /// Where points go, as configured.
 #[derive(Debug, Clone)]
@@ -68,8 +69,30 @@ impl Sink for Target {
         each!(self, s => s.shape(c).await)
     }
 
-    async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
-        each!(self, s => s.create_collection(c, v).await)
+    async fn create_collection(
+        &self,
+        c: &str,
+        v: &VectorSpec,
+        settings: &Settings,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.create_collection(c, v, settings).await)
+    }
+
+    fn support(&self, key: Key) -> Support {
+        each!(self, s => s.support(key))
+    }
+
+    async fn settings(&self, c: &str) -> Result<Settings, SinkError> {
+        each!(self, s => s.settings(c).await)
+    }
+
+    async fn update_settings(
+        &self,
+        c: &str,
+        merged: &Settings,
+        changed: &[Key],
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.update_settings(c, merged, changed).await)
     }
 
     async fn add_vector(
@@ -89,8 +112,13 @@ impl Sink for Target {
         each!(self, s => s.sparse_vectors(c).await)
     }
 
-    async fn create_sparse_collection(&self, c: &str, name: &str) -> Result<(), SinkError> {
-        each!(self, s => s.create_sparse_collection(c, name).await)
+    async fn create_sparse_collection(
+        &self,
+        c: &str,
+        name: &str,
+        settings: &Settings,
+    ) -> Result<(), SinkError> {
+        each!(self, s => s.create_sparse_collection(c, name, settings).await)
     }
 
     async fn add_sparse(&self, c: &str, name: &str) -> Result<(), SinkError> {

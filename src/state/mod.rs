@@ -38,6 +38,16 @@ pub enum Record {
     Watch(WatchState),
     Bulk(bulk::BulkLoad),
     BulkDone(bulk::BulkDone),
+    Settings(AskedSettings),
+}
+
+/// The collection settings the latest run asked of a target (`status` shows where the
+/// collection has drifted from them since).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AskedSettings {
+    pub target: String,
+    pub asked: crate::sink::Settings,
+    pub at: String,
 }
 
 /// Errors reading or writing records.
@@ -88,7 +98,14 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
     /// Open the store, creating its collection when `create`.
     pub async fn open(sink: &'a S, create: bool) -> Result<Self, StateError> {
         if create {
-            ensure_collection(sink, RECORDS_COLLECTION, &RECORD_VECTOR, Ensure::Create).await?;
+            ensure_collection(
+                sink,
+                RECORDS_COLLECTION,
+                &RECORD_VECTOR,
+                &crate::sink::Settings::default(),
+                Ensure::Create,
+            )
+            .await?;
         }
         Ok(Self { sink })
     }
@@ -218,6 +235,21 @@ impl<'a, S: Sink + ?Sized> StateStore<'a, S> {
             cp.shard.as_deref(),
         );
         Ok(self.put(id, &Record::Checkpoint(cp.clone())).await?)
+    }
+
+    /// Record the settings a run asked of `target`.
+    pub async fn save_settings(
+        &self,
+        target: &str,
+        asked: &crate::sink::Settings,
+    ) -> Result<(), StateError> {
+        let record = Record::Settings(AskedSettings {
+            target: target.to_owned(),
+            asked: asked.clone(),
+            at: now_rfc3339(),
+        });
+        let id = named_uuid("mongo2qdrant settings v1", &[target]);
+        Ok(self.put(id, &record).await?)
     }
 
     /// Record the report of the latest run (shown by `status`).

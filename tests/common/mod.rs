@@ -697,8 +697,31 @@ mod faulty_sink {
         async fn shape(&self, c: &str) -> Result<Option<Shape>, SinkError> {
             self.inner.shape(c).await
         }
-        async fn create_collection(&self, c: &str, v: &VectorSpec) -> Result<(), SinkError> {
-            self.inner.create_collection(c, v).await
+        async fn create_collection(
+            &self,
+            c: &str,
+            v: &VectorSpec,
+            s: &mongo2qdrant::sink::Settings,
+        ) -> Result<(), SinkError> {
+            self.inner.create_collection(c, v, s).await
+        }
+        fn support(
+            &self,
+            k: mongo2qdrant::sink::settings::Key,
+        ) -> mongo2qdrant::sink::settings::Support {
+            self.inner.support(k)
+        }
+        async fn settings(&self, c: &str) -> Result<mongo2qdrant::sink::Settings, SinkError> {
+            self.inner.settings(c).await
+        }
+        async fn update_settings(
+            &self,
+            c: &str,
+            s: &mongo2qdrant::sink::Settings,
+            k: &[mongo2qdrant::sink::settings::Key],
+        ) -> Result<(), SinkError> {
+            (self.before_write)(WriteOp::Config, c)?;
+            self.inner.update_settings(c, s, k).await
         }
         async fn add_vector(
             &self,
@@ -737,8 +760,13 @@ mod faulty_sink {
         ) -> Result<Option<std::collections::BTreeMap<String, bool>>, SinkError> {
             self.inner.sparse_vectors(c).await
         }
-        async fn create_sparse_collection(&self, c: &str, n: &str) -> Result<(), SinkError> {
-            self.inner.create_sparse_collection(c, n).await
+        async fn create_sparse_collection(
+            &self,
+            c: &str,
+            n: &str,
+            s: &mongo2qdrant::sink::Settings,
+        ) -> Result<(), SinkError> {
+            self.inner.create_sparse_collection(c, n, s).await
         }
         async fn add_sparse(&self, c: &str, n: &str) -> Result<(), SinkError> {
             (self.before_write)(WriteOp::Config, c)?;

@@ -121,7 +121,9 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
                     dimension: 384,
                     distance: Default::default(),
                 };
-                sink.create_collection(&c, &spec).await.unwrap();
+                sink.create_collection(&c, &spec, &Default::default())
+                    .await
+                    .unwrap();
             }
         }
         if let Some(url) = &url

@@ -3,13 +3,12 @@
 //! qdrant-edge's own fusion, as the server does it).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, CreateVectorName, EdgeConfig, EdgeShard, EdgeSparseVectorParams, FieldCondition,
-    Filter, Fusion, JsonPath, Match, Modifier, NamedQuery, PointId, PointVectorsPersisted,
-    Prefetch, QueryEnum, QueryRequest, Range, ScoringQuery, SparseVectorConfig, UpdateOperation,
+    Condition, CreateVectorName, EdgeConfig, EdgeSparseVectorParams, FieldCondition, Filter,
+    Fusion, JsonPath, Match, Modifier, NamedQuery, PointId, PointVectorsPersisted, Prefetch,
+    QueryEnum, QueryRequest, Range, ScoringQuery, SparseVectorConfig, UpdateOperation,
     UpdateVectorsOp, VectorInternal, VectorNameConfig, VectorNameOperations, VectorOperations,
     VectorPersisted, VectorStructPersisted, WithPayloadInterface,
 };
@@ -128,17 +127,16 @@ impl EdgeSink {
         ))
     }
 
-    pub(super) fn create_sparse_only(&self, collection: &str, name: &str) -> Result<(), SinkError> {
+    pub(super) fn create_sparse_only(
+        &self,
+        collection: &str,
+        name: &str,
+        asked: &crate::sink::Settings,
+    ) -> Result<(), SinkError> {
         let config = EdgeConfig::builder()
             .sparse_vector(name, idf_params())
             .build();
-        let shard = EdgeShard::new(&self.dir(collection), config)
-            .map_err(|e| self.store_err(collection, e))?;
-        self.shards
-            .lock()
-            .expect("shard map poisoned")
-            .insert(collection.to_owned(), Arc::new(shard));
-        Ok(())
+        self.create_shard(collection, config, asked)
     }
 
     pub(super) async fn add_sparse_vector(
@@ -208,6 +206,8 @@ impl EdgeSink {
             .map_err(|e| self.store_err(collection, e))?;
         let mut req = QueryRequest::new(q.limit);
         req.filter = filter.clone();
+        let params = search_params(&q.params);
+        req.params = Some(params.clone());
         match (dense, sparse) {
             (Some(one), None) | (None, Some(one)) => req.query = Some(nearest(one)),
             (Some(d), Some(s)) => {
@@ -216,7 +216,7 @@ impl EdgeSink {
                         prefetches: Vec::new(),
                         query: Some(nearest(one)),
                         limit: q.prefetch,
-                        params: None,
+                        params: Some(params.clone()),
                         filter: filter.clone(),
                         score_threshold: None,
                     });
@@ -243,5 +243,18 @@ impl EdgeSink {
                 .collect())
         })
         .await
+    }
+}
+
+/// The embedded store's search params for `p`.
+fn search_params(p: &crate::sink::SearchParams) -> qdrant_edge::SearchParams {
+    qdrant_edge::SearchParams {
+        quantization: Some(qdrant_edge::QuantizationSearchParams {
+            rescore: Some(!p.no_rescore),
+            oversampling: p.oversampling,
+            ignore: false,
+        }),
+        exact: p.exact,
+        ..Default::default()
     }
 }

@@ -112,6 +112,7 @@ impl GrpcSink {
         &self,
         collection: &str,
         name: &str,
+        asked: &crate::sink::Settings,
     ) -> Result<(), SinkError> {
         let mut sparse = SparseVectorsConfigBuilder::default();
         sparse.add_named_vector_params(
@@ -119,9 +120,10 @@ impl GrpcSink {
             SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
         );
         self.client
-            .create_collection(
+            .create_collection(super::settings::create(
                 CreateCollectionBuilder::new(collection).sparse_vectors_config(sparse),
-            )
+                asked,
+            ))
             .await
             .map_err(|e| request_err("create_collection", collection, e))?;
         Ok(())
@@ -174,8 +176,10 @@ impl GrpcSink {
             .sparse
             .map(|(name, s)| (Some(name), VectorInput::new_sparse(s.indices, s.values)));
         let filter = q.filter.as_ref().map(qdrant_filter);
+        let params = search_params(&q.params);
         let mut req = QueryPointsBuilder::new(collection)
             .limit(q.limit as u64)
+            .params(params.clone())
             .with_payload(true);
         if let Some(f) = &filter {
             req = req.filter(f.clone());
@@ -191,7 +195,8 @@ impl GrpcSink {
                 for (name, input) in [d, s] {
                     let mut p = PrefetchQueryBuilder::default()
                         .query(QdrantQuery::new_nearest(input))
-                        .limit(q.prefetch as u64);
+                        .limit(q.prefetch as u64)
+                        .params(params.clone());
                     if let Some(n) = name {
                         p = p.using(n);
                     }
@@ -220,5 +225,18 @@ impl GrpcSink {
                 })
             })
             .collect())
+    }
+}
+
+/// The server's search params for `p`.
+fn search_params(p: &crate::sink::SearchParams) -> qdrant_client::qdrant::SearchParams {
+    qdrant_client::qdrant::SearchParams {
+        quantization: Some(qdrant_client::qdrant::QuantizationSearchParams {
+            rescore: Some(!p.no_rescore),
+            oversampling: p.oversampling,
+            ignore: None,
+        }),
+        exact: Some(p.exact),
+        ..Default::default()
     }
 }
