@@ -173,7 +173,148 @@ async fn settings_are_created_changed_online_and_refused_by_name<S: Sink>(sink: 
     }
 }
 
-both_targets!(settings_are_created_changed_online_and_refused_by_name);
+/// Settings that must converge: a second identical run neither changes nor refuses anything.
+/// `always_ram = false`; `on_disk` on a sparse-only collection (it has no dense vector for it);
+/// a change of quantization kind keeps `always_ram`.
+async fn asked_settings_converge<S: Sink>(sink: Arc<S>) {
+    let edge = sink.support(Key::ShardNumber) == Support::Never;
+    let m = Mongo::start();
+    let c = unique("conv");
+    m.insert("s", &c, movie_docs(12, |i| Bson::Int32(i as i32)))
+        .await;
+    let run = |target: String, s: Settings, sparse_only: bool| {
+        let of = common::sync_of(&m, "s", &[c.as_str()]).template("{title}");
+        let sink = sink.clone();
+        async move {
+            let mut jobs = of.jobs().await;
+            for j in &mut jobs {
+                j.target = target.clone();
+                j.settings = s.clone();
+                if sparse_only {
+                    let sp = mongo2qdrant::config::sparse::SparseSettings {
+                        name: "bm25".into(),
+                        text: None,
+                        language: "english".into(),
+                        dense: false,
+                    };
+                    j.sparse = Some(mongo2qdrant::config::sparse::spec(&sp, None).unwrap());
+                    j.vector_name = Some("bm25".into());
+                }
+            }
+            common::sync_jobs(&sink, jobs, options()).await
+        }
+    };
+    let scalar = Settings {
+        quantization: Some(QuantKind::Scalar),
+        always_ram: Some(false),
+        on_disk: Some(true),
+        ..Settings::default()
+    };
+    for round in 0..2 {
+        let r = run(format!("{c}_a"), scalar.clone(), false).await;
+        assert!(r.is_ok(), "round {round}: {r:?}");
+        let r = run(format!("{c}_b"), scalar.clone(), true).await;
+        assert!(r.is_ok(), "round {round}, sparse only: {r:?}");
+    }
+    let found = sink.settings(&format!("{c}_a")).await.unwrap();
+    assert_eq!(scalar.drift(&found), [], "{found:?}");
+    assert!(sink.settings(&format!("{c}_b")).await.unwrap().no_dense);
+    if !edge {
+        let ram = Settings {
+            always_ram: Some(true),
+            ..scalar.clone()
+        };
+        run(format!("{c}_a"), ram, false).await.unwrap();
+        let binary = Settings {
+            quantization: Some(QuantKind::Binary),
+            ..Settings::default()
+        };
+        run(format!("{c}_a"), binary, false).await.unwrap();
+        let found = sink.settings(&format!("{c}_a")).await.unwrap();
+        assert_eq!(
+            (found.quantization, found.always_ram),
+            (Some(QuantKind::Binary), Some(true)),
+            "another kind keeps always_ram"
+        );
+    }
+}
+
+both_targets!(
+    settings_are_created_changed_online_and_refused_by_name,
+    asked_settings_converge
+);
+
+/// Every target is checked before any is changed: a run with `--recreate` whose second target
+/// asks for what the embedded store cannot have drops nothing of the first; named vectors on
+/// disk there are refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_comes_before_any_target_changes() {
+    let (_dir, sink) = common::edge_sink();
+    let m = Mongo::start();
+    let c = unique("two");
+    m.insert("s", &c, movie_docs(8, |i| Bson::Int32(i as i32)))
+        .await;
+    let jobs = |a: Settings, b: Settings| {
+        let of = common::sync_of(&m, "s", &[c.as_str()]).template("{title}");
+        let c = c.clone();
+        async move {
+            let one = of.jobs().await.remove(0);
+            let mut first = one.clone();
+            (first.target, first.settings) = (format!("{c}_1"), a);
+            let mut second = one;
+            (second.target, second.settings) = (format!("{c}_2"), b);
+            vec![first, second]
+        }
+    };
+    let r = common::sync_jobs(
+        &sink,
+        jobs(Settings::default(), Settings::default()).await,
+        options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.counts.embedded, 16);
+    let on_disk = Settings {
+        on_disk: Some(true),
+        ..Settings::default()
+    };
+    let shards = Settings {
+        shard_number: Some(2),
+        ..Settings::default()
+    };
+    let mut o = options();
+    o.recreate = true;
+    let e = common::sync_jobs(&sink, jobs(on_disk.clone(), shards).await, o)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("shard_number"), "{e}");
+    assert_eq!(
+        sink.count(&format!("{c}_1")).await.unwrap(),
+        8,
+        "nothing dropped"
+    );
+    // Two named vectors on disk: the second would be added in RAM.
+    let mut named = common::sync_of(&m, "s", &[c.as_str()])
+        .template("{title}")
+        .jobs()
+        .await;
+    named[0].target = format!("{c}_3");
+    let mut other = named[0].clone();
+    named[0].vector_name = Some("a".into());
+    other.vector_name = Some("b".into());
+    named.push(other);
+    for j in &mut named {
+        j.settings = on_disk.clone();
+    }
+    let e = common::sync_jobs(&sink, named, options())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("drop --on-disk"), "{e}");
+    assert!(
+        !sink.exists(&format!("{c}_3")).await.unwrap(),
+        "nothing created"
+    );
+}
 
 /// A first bulk load into a server collection asked to have `m` 24: the graph is off while
 /// loading and back on with 24 after, not Qdrant's default.
@@ -281,6 +422,15 @@ fn settings_on_the_command_line_and_drift_in_status() {
             "4, 8, 16",
         ),
         (&["--shard-number", "2"][..], "cluster"),
+        (
+            &[
+                "--replication-factor",
+                "1",
+                "--write-consistency-factor",
+                "2",
+            ][..],
+            "at most 1",
+        ),
     ] {
         let out = sync(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

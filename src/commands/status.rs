@@ -63,6 +63,7 @@ async fn collections(
     target: &crate::sink::Target,
     checkpoints: &[Checkpoint],
     asked: &[crate::state::AskedSettings],
+    bulk: &[&str],
 ) -> Vec<Collection> {
     let mut names: Vec<&str> = checkpoints.iter().map(|c| c.target.as_str()).collect();
     names.sort_unstable();
@@ -103,15 +104,30 @@ async fn collections(
             .map(|(f, i)| format!("{f}:{}{}", i.kind, if i.tenant { ":tenant" } else { "" }))
             .collect();
         let found = target.settings(name).await.unwrap_or_default();
+        use crate::sink::settings::{Key, Support};
+        // A bulk load keeps m at 0 until it is loaded: no drift.
+        let loading = bulk.contains(&name);
         let drift = asked
             .iter()
             .filter(|a| a.target == name)
             .flat_map(|a| {
-                a.asked.drift(&found).into_iter().map(|k| {
-                    let now = found.value(k).unwrap_or_else(|| "unset".into());
-                    let was = a.asked.value(k).unwrap_or_default();
-                    format!("{}: asked {was} at {}, now {now}", k.name(), a.at)
-                })
+                let a = a.clone();
+                let found = found.clone();
+                let fixed = move |k: Key| target.support(k) != Support::Online;
+                a.asked
+                    .drift(&found)
+                    .into_iter()
+                    .filter(move |k| !(loading && *k == Key::HnswM))
+                    .map(move |k| {
+                        let now = found.value(k).unwrap_or_else(|| "unset".into());
+                        let was = a.asked.value(k).unwrap_or_default();
+                        let next = if fixed(k) {
+                            "a run asking for it again is refused until --recreate"
+                        } else {
+                            "the next run asking for it again changes it back"
+                        };
+                        format!("{}: asked {was} at {}, now {now} ({next})", k.name(), a.at)
+                    })
             })
             .collect();
         out.push(Collection {
@@ -186,7 +202,7 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
             shard.map(|s| (s.count, s.index)),
         )
     });
-    let bulk_loads = bulk_loads
+    let bulk_loads: Vec<BulkStatus> = bulk_loads
         .into_iter()
         .map(|load: BulkLoad| {
             let parts: Vec<&BulkDone> = bulk_done
@@ -219,7 +235,10 @@ async fn records(kind: &TargetKind) -> anyhow::Result<Status> {
         .collect();
     Ok(Status::Records {
         target: target.describe(),
-        collections: collections(&target, &checkpoints, &asked).await,
+        collections: {
+            let bulk: Vec<&str> = bulk_loads.iter().map(|b| b.load.target.as_str()).collect();
+            collections(&target, &checkpoints, &asked, &bulk).await
+        },
         checkpoints,
         watches,
         bulk_loads,
@@ -276,7 +295,7 @@ fn print_status(s: &Status) {
             crate::out!("    settings {}", c.settings.join(", "));
         }
         for d in &c.drift {
-            crate::out!("    drift {d} (the next run with the same settings changes it back)");
+            crate::out!("    drift {d}");
         }
     }
     if checkpoints.is_empty() {

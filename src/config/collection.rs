@@ -71,17 +71,18 @@ impl CollectionArgs {
             shard_number: self.shard_number,
             replication_factor: self.replication_factor,
             write_consistency_factor: self.write_consistency_factor,
+            ..Settings::default()
         }
     }
 }
 
-/// One entry's settings: each flag given beats the entry's key. A flag's quantization kind
-/// replaces the entry's whole quantization (its quantile or compression would not fit).
+/// One entry's settings: each flag given beats the entry's key. A flag's other quantization
+/// kind drops the entry's quantile and compression (they would not fit it).
 pub fn settings(args: &CollectionArgs, e: &SyncEntry) -> Settings {
     let flags = args.settings();
     let mut entry = e.settings();
-    if flags.quantization.is_some() {
-        (entry.quantile, entry.compression, entry.always_ram) = (None, None, None);
+    if flags.quantization.is_some() && flags.quantization != entry.quantization {
+        (entry.quantile, entry.compression) = (None, None);
     }
     flags.or(&entry)
 }
@@ -97,6 +98,12 @@ pub fn check_shared(jobs: &[Job]) -> Result<(), ConfigError> {
                     "two entries into `{}` ask for different {}; give them the same value, or set it on one",
                     a.target,
                     k.name()
+                )));
+            }
+            if a.vector_name == b.vector_name && a.distance != b.distance {
+                return Err(ConfigError::Filter(format!(
+                    "two entries into `{}` ask for different distances of one vector; give them the same --distance",
+                    a.target
                 )));
             }
             let clash = a
@@ -146,5 +153,14 @@ mod tests {
         );
         let s = settings(&CollectionArgs::default(), &e);
         assert_eq!(s.quantile, Some(0.95));
+        let args = CollectionArgs {
+            quantization: Some(QuantKind::Scalar),
+            ..CollectionArgs::default()
+        };
+        assert_eq!(
+            settings(&args, &e).quantile,
+            Some(0.95),
+            "the same kind keeps it"
+        );
     }
 }

@@ -85,6 +85,7 @@ impl SyncEntry {
             shard_number: self.shard_number,
             replication_factor: self.replication_factor,
             write_consistency_factor: self.write_consistency_factor,
+            ..Default::default()
         }
     }
 }

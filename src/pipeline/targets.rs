@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::{Job, PipelineError, SyncOptions};
+use crate::sink::settings::Support;
 use crate::sink::{Ensure, Sink, SinkError, VectorSpec};
 use crate::state::StateStore;
 
@@ -45,10 +46,11 @@ pub(super) async fn prepare_targets<S: Sink>(
             sparse.push(s.name.clone());
         }
     }
-    let mut asked_of = Vec::new();
+    // Every target is checked before any is changed: a refusal (or a setting the target
+    // cannot have) must not come after another target was dropped or created.
+    let mut plans = Vec::new();
     for (target, specs, sparse) in targets {
-        let mut asked = crate::config::collection::for_target(jobs, target);
-        asked_of.push((target, asked.clone()));
+        let asked = crate::config::collection::for_target(jobs, target);
         crate::sink::settings::unsupported(sink, &asked)?;
         let shape = sink.shape(target).await?;
         let sparse_now = match &shape {
@@ -95,10 +97,38 @@ pub(super) async fn prepare_targets<S: Sink>(
             (None, Some(_)) => crate::sink::settings::fixed(sink, target, &asked).await?,
             (m, _) => m,
         };
-        if let Some(e) = misfit {
-            if !opts.recreate {
-                return Err(e.into());
+        // A target that sets on-disk storage only at creation puts a named vector added
+        // later in RAM: refused before anything is written, as no rerun could fix it.
+        let added = match (&shape, &misfit) {
+            (Some(_), None) => specs
+                .iter()
+                .filter(|v| {
+                    let f = crate::sink::fit::fit(target, shape.as_ref(), v, Ensure::Create);
+                    matches!(f, Ok(crate::sink::fit::Fit::AddVector))
+                })
+                .count(),
+            _ => specs.len().saturating_sub(1),
+        };
+        if added > 0
+            && asked.on_disk == Some(true)
+            && sink.support(crate::sink::settings::Key::OnDisk) != Support::Online
+        {
+            return Err(SinkError::OnDiskAdded {
+                collection: target.to_owned(),
+                target: sink.describe(),
             }
+            .into());
+        }
+        let misfit = match misfit {
+            Some(e) if !opts.recreate => return Err(e.into()),
+            m => m,
+        };
+        plans.push((target, specs, sparse, asked, shape, misfit));
+    }
+    let mut asked_of = Vec::new();
+    for (target, specs, sparse, mut asked, shape, misfit) in plans {
+        asked_of.push((target, asked.clone()));
+        if let Some(e) = misfit {
             let why = match &e {
                 SinkError::Incompatible { found, wanted, .. } => {
                     format!("it has {found}, the model needs {wanted}")
@@ -139,7 +169,9 @@ pub(super) async fn prepare_targets<S: Sink>(
                 crate::sink::fit::ensure_sparse(sink, target, name, &asked).await?;
             }
         }
-        if existed {
+        // Also on a collection just made: a named vector added after the first gets the
+        // collection's on-disk storage online (a server) this way.
+        if existed || !opts.dry_run {
             // A bulk load under way keeps its graph off; it restores the `m` asked now.
             if super::bulk::hold_m(sink, target, asked.hnsw_m, opts.dry_run).await? {
                 asked.hnsw_m = None;

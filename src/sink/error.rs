@@ -42,6 +42,14 @@ pub enum SinkError {
         wanted: String,
         target: String,
     },
+    #[error(
+        "{target} keeps a named vector added to `{collection}` after its first in RAM (on-disk storage is set when a collection is created): drop --on-disk, or give each named vector its own collection"
+    )]
+    OnDiskAdded { collection: String, target: String },
+    #[error(
+        "vector `{vector}` of collection `{collection}` has its own HNSW or quantization settings, which win over the collection's that mongo2qdrant sets: remove them from the vector (Qdrant's update-collection API), or leave out --hnsw-m, --hnsw-ef-construct and --quantization"
+    )]
+    Overridden { collection: String, vector: String },
     #[error("{target} has no {setting} setting: drop it (it belongs to a Qdrant server cluster)")]
     Unsupported {
         setting: &'static str,

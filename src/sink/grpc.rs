@@ -27,8 +27,8 @@ use super::{
 };
 use crate::sink::settings::{Key, Support};
 use convert::{
-    distance, has_update_mode, hnsw_m_of, id_list, index_state_of, page_id, page_offset, pid,
-    request_err, stored, to_filter, with_payload,
+    distance, has_update_mode, hnsw_m_of, id_list, page_id, page_offset, pid, request_err, stored,
+    to_filter, with_payload,
 };
 
 /// A Qdrant server.
@@ -442,6 +442,6 @@ impl Sink for GrpcSink {
     }
 
     async fn index_state(&self, collection: &str) -> Result<Option<IndexState>, SinkError> {
-        Ok(Some(index_state_of(self.info(collection).await?)))
+        Ok(Some(self.index_state_woken(collection).await?))
     }
 }

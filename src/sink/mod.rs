@@ -97,7 +97,7 @@ pub struct Query {
 
 /// How a dense vector is searched: with quantization, the candidates are rescored with the
 /// original vectors unless `no_rescore`; `oversampling` candidates per result are taken from
-/// the quantized vectors; `exact` scans every vector (no HNSW, no quantization).
+/// the quantized vectors; `exact` compares every original vector (no HNSW, no quantization).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SearchParams {
     pub no_rescore: bool,

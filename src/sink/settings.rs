@@ -116,6 +116,13 @@ pub struct Settings {
     pub shard_number: Option<u32>,
     pub replication_factor: Option<u32>,
     pub write_consistency_factor: Option<u32>,
+    /// Found: the collection has no dense vector (sparse only), so `on_disk` does not apply.
+    #[serde(skip)]
+    pub no_dense: bool,
+    /// Found: a dense vector with HNSW or quantization settings of its own, which win over the
+    /// collection's.
+    #[serde(skip)]
+    pub overridden: Option<String>,
 }
 
 impl Settings {
@@ -178,13 +185,17 @@ impl Settings {
             write_consistency_factor: self
                 .write_consistency_factor
                 .or(other.write_consistency_factor),
+            no_dense: self.no_dense || other.no_dense,
+            overridden: self.overridden.clone().or(other.overridden.clone()),
         }
     }
 
-    /// The keys asked here whose value `found` does not have.
+    /// The keys asked here whose value `found` does not have (`on_disk` only where there are
+    /// dense vectors).
     pub fn drift(&self, found: &Settings) -> Vec<Key> {
         Key::ALL
             .into_iter()
+            .filter(|k| !(found.no_dense && *k == Key::OnDisk))
             .filter(|k| match self.value(*k) {
                 Some(v) => found.value(*k).as_deref() != Some(v.as_str()),
                 None => false,
@@ -233,6 +244,13 @@ impl Settings {
         {
             return Err(format!(
                 "--hnsw-ef-construct {ef}: give 4 or more (Qdrant's default is 100)"
+            ));
+        }
+        if let (Some(r), Some(w)) = (self.replication_factor, self.write_consistency_factor)
+            && w > r
+        {
+            return Err(format!(
+                "--write-consistency-factor {w} is more than --replication-factor {r}: no write could be acknowledged by that many copies; give at most {r}"
             ));
         }
         for (v, flag) in [
@@ -284,13 +302,17 @@ pub async fn ensure_settings<S: Sink + ?Sized>(
         tracing::info!("{collection}: {verb} {} from {was} to {to}", k.name());
     }
     if !dry_run {
-        // A changed quantization is sent whole: what was not asked stays as found, except the
-        // parts of another kind of quantization.
+        // A changed quantization is sent whole: what was not asked stays as found (always_ram
+        // too), except the parts of another kind of quantization.
         let mut merged = asked.or(&found);
         if changed.contains(&Key::Quantization) {
             merged.quantile = asked.quantile;
             merged.compression = asked.compression;
-            merged.always_ram = asked.always_ram;
+        }
+        if changed.contains(&Key::ReplicationFactor) {
+            tracing::info!(
+                "{collection}: on a self-hosted cluster Qdrant does not copy existing shards to new replicas by itself; replicate them (its cluster API) for the new factor to hold"
+            );
         }
         sink.update_settings(collection, &merged, &changed).await?;
     }
@@ -305,6 +327,15 @@ pub async fn fixed<S: Sink + ?Sized>(
     asked: &Settings,
 ) -> Result<Option<SinkError>, SinkError> {
     let found = sink.settings(collection).await?;
+    let per_vector = [Key::HnswM, Key::HnswEfConstruct, Key::Quantization];
+    if let Some(vector) = &found.overridden
+        && per_vector.iter().any(|k| asked.value(*k).is_some())
+    {
+        return Ok(Some(SinkError::Overridden {
+            collection: collection.to_owned(),
+            vector: vector.clone(),
+        }));
+    }
     Ok(asked
         .drift(&found)
         .into_iter()

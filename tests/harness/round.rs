@@ -91,6 +91,8 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
         projection: None,
         cursor_batch: 100,
         sparse: false,
+        hnsw_m: None,
+        quantize: false,
     };
 
     for round in 0..(2 + rng.below(4)) {
@@ -178,6 +180,11 @@ pub async fn iteration<S: Sink>(t: &Target<S>, m: &Arc<Mongo>, seed: u64, tally:
                 tally.add("watch: --fresh");
                 o.fresh = true;
             }
+        }
+        if rng.chance(20) {
+            tally.add("collection settings changed online this round");
+            spec.hnsw_m = Some([8, 16, 32][rng.below(3) as usize]);
+            spec.quantize = url.is_some() && rng.chance(50);
         }
         o.chunking = chunking;
         o.retry.base = Duration::from_millis(5);

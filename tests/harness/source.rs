@@ -32,6 +32,20 @@ pub struct Spec<'a> {
     pub cursor_batch: u32,
     /// A BM25 sparse vector beside the dense one (`--sparse bm25`).
     pub sparse: bool,
+    /// Collection settings asked this round (`--hnsw-m`, `--quantization scalar`).
+    pub hnsw_m: Option<u64>,
+    pub quantize: bool,
+}
+
+/// `jobs` asking for the collection settings of `s`.
+fn with_settings(mut jobs: Vec<Job>, s: &Spec<'_>) -> Vec<Job> {
+    for j in &mut jobs {
+        j.settings.hnsw_m = s.hnsw_m;
+        if s.quantize {
+            j.settings.quantization = Some(mongo2qdrant::sink::settings::QuantKind::Scalar);
+        }
+    }
+    jobs
 }
 
 /// `jobs` with the BM25 sparse vector `bm25` beside their dense vector when `on`.
@@ -133,7 +147,7 @@ pub async fn jobs_of(m: &Mongo, s: &Spec<'_>) -> Vec<Job> {
         if let Some(p) = s.projection {
             of = of.projection(p);
         }
-        return with_sparse(of.jobs().await, s.sparse);
+        return with_settings(with_sparse(of.jobs().await, s.sparse), s);
     };
     let mut source = common::source_args(m, "h", &[]);
     source.files = vec![f.to_path_buf()];
@@ -144,7 +158,7 @@ pub async fn jobs_of(m: &Mongo, s: &Spec<'_>) -> Vec<Job> {
     for j in &mut jobs {
         j.vector_name = s.vector.map(str::to_owned);
     }
-    with_sparse(jobs, s.sparse)
+    with_settings(with_sparse(jobs, s.sparse), s)
 }
 
 /// Flags of the real binary for the same job (the kill -9 fault).
@@ -185,6 +199,12 @@ pub fn binary_args(m: &Mongo, s: &Spec<'_>, o: &SyncOptions, watching: bool) -> 
     }
     if s.sparse {
         a.extend(["--sparse".into(), "bm25".into()]);
+    }
+    if let Some(m) = s.hnsw_m {
+        a.extend(["--hnsw-m".into(), m.to_string()]);
+    }
+    if s.quantize {
+        a.extend(["--quantization".into(), "scalar".into()]);
     }
     if let Some(ch) = s.chunking {
         a.extend([

@@ -25,7 +25,8 @@ pub(super) fn support(key: Key) -> Support {
 fn memory(ram: Option<bool>) -> Value {
     match ram {
         Some(true) => json!("pinned"),
-        _ => Value::Null,
+        Some(false) => json!("cached"),
+        None => Value::Null,
     }
 }
 
@@ -117,9 +118,15 @@ pub(super) fn read(config: &EdgeConfig) -> Settings {
         .values()
         .map(|v| v.memory_placement() == Some(Memory::Cold))
         .collect();
-    if let Some(first) = flags.first() {
-        s.on_disk = flags.iter().all(|f| f == first).then_some(*first);
+    match flags.first() {
+        Some(first) => s.on_disk = flags.iter().all(|f| f == first).then_some(*first),
+        None => s.no_dense = true,
     }
+    s.overridden = config
+        .vectors
+        .iter()
+        .find(|(_, v)| v.hnsw_config.is_some() || v.quantization_config.is_some())
+        .map(|(k, _)| k.to_string());
     s
 }
 

@@ -252,7 +252,7 @@ fn search_params(p: &crate::sink::SearchParams) -> qdrant_edge::SearchParams {
         quantization: Some(qdrant_edge::QuantizationSearchParams {
             rescore: Some(!p.no_rescore),
             oversampling: p.oversampling,
-            ignore: false,
+            ignore: p.exact,
         }),
         exact: p.exact,
         ..Default::default()

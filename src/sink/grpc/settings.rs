@@ -6,10 +6,10 @@
 use qdrant_client::qdrant::{
     BinaryQuantization, CollectionInfo, CollectionParamsDiff, CompressionRatio,
     CreateCollectionBuilder, Disabled, HnswConfigDiff, Memory, OptimizersConfigDiff,
-    ProductQuantization, QuantizationType, ScalarQuantization, UpdateCollectionBuilder,
-    VectorParams, VectorParamsDiff, VectorParamsDiffMap, VectorsConfigDiff,
-    quantization_config::Quantization, quantization_config_diff, vectors_config::Config,
-    vectors_config_diff,
+    PayloadStorageParams, ProductQuantization, QuantizationType, ScalarQuantization,
+    UpdateCollectionBuilder, VectorParams, VectorParamsDiff, VectorParamsDiffMap,
+    VectorsConfigDiff, quantization_config::Quantization, quantization_config_diff,
+    vectors_config::Config, vectors_config_diff,
 };
 
 use super::convert::request_err;
@@ -95,9 +95,20 @@ pub(super) fn create(builder: CreateCollectionBuilder, s: &Settings) -> CreateCo
     b
 }
 
+/// `memory` as the server names it for `on_disk` (1.19 reads either; a later `memory` wins).
+fn placement(on_disk: bool) -> i32 {
+    if on_disk {
+        Memory::Cold as i32
+    } else {
+        Memory::Cached as i32
+    }
+}
+
 /// A dense vector's params with the asked `on_disk`.
 pub(super) fn vector_params(mut p: VectorParams, s: &Settings) -> VectorParams {
-    p.on_disk = s.on_disk.or(p.on_disk);
+    if let Some(d) = s.on_disk {
+        (p.on_disk, p.memory) = (Some(d), Some(placement(d)));
+    }
     p
 }
 
@@ -162,18 +173,28 @@ pub(super) fn read(info: CollectionInfo) -> Settings {
             Some(m) => on_disk(Some(m), None),
             None => p.on_disk_payload,
         });
-        let flags: Vec<bool> = match p.vectors_config.and_then(|v| v.config) {
-            Some(Config::Params(v)) => vec![on_disk(v.memory, v.on_disk)],
-            Some(Config::ParamsMap(m)) => m
-                .map
-                .values()
-                .map(|v| on_disk(v.memory, v.on_disk))
-                .collect(),
+        let vectors: Vec<(String, VectorParams)> = match p.vectors_config.and_then(|v| v.config) {
+            Some(Config::Params(v)) => vec![(String::new(), v)],
+            Some(Config::ParamsMap(m)) => m.map.into_iter().collect(),
             None => Vec::new(),
         };
-        if let Some(first) = flags.first() {
-            s.on_disk = flags.iter().all(|f| f == first).then_some(*first);
+        let flags: Vec<bool> = vectors
+            .iter()
+            .map(|(_, v)| on_disk(v.memory, v.on_disk))
+            .collect();
+        match flags.first() {
+            Some(first) => s.on_disk = flags.iter().all(|f| f == first).then_some(*first),
+            None => s.no_dense = true,
         }
+        s.overridden = vectors
+            .iter()
+            .find(|(_, v)| {
+                v.quantization_config.is_some()
+                    || v.hnsw_config
+                        .as_ref()
+                        .is_some_and(|h| h.m.is_some() || h.ef_construct.is_some())
+            })
+            .map(|(k, _)| k.clone());
     }
     s
 }
@@ -207,8 +228,12 @@ pub(super) fn update(
         });
     }
     if has(Key::OnDiskPayload) || has(Key::ReplicationFactor) || has(Key::WriteConsistencyFactor) {
+        let payload = merged.on_disk_payload.filter(|_| has(Key::OnDiskPayload));
         b = b.params(CollectionParamsDiff {
-            on_disk_payload: merged.on_disk_payload.filter(|_| has(Key::OnDiskPayload)),
+            on_disk_payload: payload,
+            payload: payload.map(|d| PayloadStorageParams {
+                memory: Some(placement(d)),
+            }),
             replication_factor: merged
                 .replication_factor
                 .filter(|_| has(Key::ReplicationFactor)),
@@ -221,6 +246,7 @@ pub(super) fn update(
     if has(Key::OnDisk) {
         let diff = VectorParamsDiff {
             on_disk: merged.on_disk,
+            memory: merged.on_disk.map(placement),
             ..Default::default()
         };
         let config = match vectors {
@@ -257,6 +283,25 @@ impl super::GrpcSink {
             .await
             .map_err(|e| request_err("update_collection", collection, e))?;
         Ok(())
+    }
+
+    /// Where the index of `collection` stands. A grey collection (optimisations pending but
+    /// not started, as after a server restart) is woken with an empty optimiser update, as
+    /// Qdrant advises: whoever waits for the index would otherwise wait forever.
+    pub(super) async fn index_state_woken(
+        &self,
+        collection: &str,
+    ) -> Result<crate::sink::IndexState, SinkError> {
+        let info = self.info(collection).await?;
+        if info.status == qdrant_client::qdrant::CollectionStatus::Grey as i32 {
+            let wake = UpdateCollectionBuilder::new(collection)
+                .optimizers_config(OptimizersConfigDiff::default());
+            self.client
+                .update_collection(wake)
+                .await
+                .map_err(|e| request_err("update_collection", collection, e))?;
+        }
+        Ok(super::convert::index_state_of(info))
     }
 
     /// Switch HNSW graph building off (`m` 0) or on again, a bulk load's switch.

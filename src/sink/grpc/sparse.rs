@@ -234,7 +234,8 @@ fn search_params(p: &crate::sink::SearchParams) -> qdrant_client::qdrant::Search
         quantization: Some(qdrant_client::qdrant::QuantizationSearchParams {
             rescore: Some(!p.no_rescore),
             oversampling: p.oversampling,
-            ignore: None,
+            // Exact search is the reference: the original vectors only.
+            ignore: Some(p.exact),
         }),
         exact: Some(p.exact),
         ..Default::default()
