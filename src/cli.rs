@@ -137,7 +137,7 @@ pub struct ModelArgs {
     /// cpu, or cuda (needs the onnxruntime-gpu libraries).
     #[arg(long, env = "M2Q_DEVICE", value_enum, default_value = "cpu")]
     pub device: Device,
-    /// Compute precision: auto (bf16 on CPUs with AMX-BF16 when OpenVINO is at hand, else
+    /// Compute precision: auto (bf16 on CPUs with AMX-BF16 or AVX-512 BF16 when OpenVINO is at hand, else
     /// fp32), fp32 (ONNX Runtime) or bf16 (OpenVINO). An explicit choice is part of the content
     /// hash (changing it re-embeds); auto is not.
     #[arg(long, env = "M2Q_PRECISION", value_enum, default_value = "auto")]
