@@ -437,4 +437,19 @@ fn settings_on_the_command_line_and_drift_in_status() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    // A second named vector on disk, which the embedded store would add in RAM: exit 2 too.
+    let named = dir.path().join("named").display().to_string();
+    let vector = |name: &str| {
+        common::bin()
+            .args(["sync", "--file", &file, "--text", "{title} {body}"])
+            .args(["--qdrant-path", &named, "--collection-name", "named"])
+            .args(["--vector-name", name, "--on-disk"])
+            .output()
+            .unwrap()
+    };
+    common::assert_ok(&vector("a"));
+    let out = vector("b");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("drop --on-disk"), "{err}");
 }

@@ -55,6 +55,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             e.downcast_ref::<PipelineError>(),
             Some(PipelineError::Sink(
                 crate::sink::SinkError::Unsupported { .. }
+                    | crate::sink::SinkError::OnDiskAdded { .. }
             ))
         )
     {
