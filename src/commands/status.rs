@@ -107,29 +107,26 @@ async fn collections(
         use crate::sink::settings::{Key, Support};
         // A bulk load keeps m at 0 until it is loaded: no drift.
         let loading = bulk.contains(&name);
-        let drift = asked
-            .iter()
-            .filter(|a| a.target == name)
-            .flat_map(|a| {
-                let a = a.clone();
-                let found = found.clone();
-                let fixed = move |k: Key| target.support(k) != Support::Online;
-                a.asked
-                    .drift(&found)
-                    .into_iter()
-                    .filter(move |k| !(loading && *k == Key::HnswM))
-                    .map(move |k| {
-                        let now = found.value(k).unwrap_or_else(|| "unset".into());
-                        let was = a.asked.value(k).unwrap_or_default();
-                        let next = if fixed(k) {
-                            "a run asking for it again is refused until --recreate"
-                        } else {
-                            "the next run asking for it again changes it back"
-                        };
-                        format!("{}: asked {was} at {}, now {now} ({next})", k.name(), a.at)
-                    })
-            })
-            .collect();
+        let mut drift = Vec::new();
+        for a in asked.iter().filter(|a| a.target == name) {
+            for k in a.asked.drift(&found) {
+                if loading && k == Key::HnswM {
+                    continue;
+                }
+                let now = found.value(k).unwrap_or_else(|| "unset".into());
+                let was = a.asked.value(k).unwrap_or_default();
+                let next = if target.support(k) != Support::Online {
+                    "a run asking for it again is refused until --recreate"
+                } else {
+                    "the next run asking for it again changes it back"
+                };
+                drift.push(format!(
+                    "{}: asked {was} at {}, now {now} ({next})",
+                    k.name(),
+                    a.at
+                ));
+            }
+        }
         out.push(Collection {
             name: name.to_owned(),
             dense,

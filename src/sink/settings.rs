@@ -287,10 +287,10 @@ pub async fn ensure_settings<S: Sink + ?Sized>(
     dry_run: bool,
 ) -> Result<Settings, SinkError> {
     unsupported(sink, asked)?;
-    if let Some(e) = fixed(sink, collection, asked).await? {
+    let found = sink.settings(collection).await?;
+    if let Some(e) = refusal(sink, collection, asked, &found) {
         return Err(e);
     }
-    let found = sink.settings(collection).await?;
     let changed = asked.drift(&found);
     if changed.is_empty() {
         return Ok(found);
@@ -327,17 +327,27 @@ pub async fn fixed<S: Sink + ?Sized>(
     asked: &Settings,
 ) -> Result<Option<SinkError>, SinkError> {
     let found = sink.settings(collection).await?;
+    Ok(refusal(sink, collection, asked, &found))
+}
+
+/// [`fixed`] over settings already read.
+fn refusal<S: Sink + ?Sized>(
+    sink: &S,
+    collection: &str,
+    asked: &Settings,
+    found: &Settings,
+) -> Option<SinkError> {
     let per_vector = [Key::HnswM, Key::HnswEfConstruct, Key::Quantization];
     if let Some(vector) = &found.overridden
         && per_vector.iter().any(|k| asked.value(*k).is_some())
     {
-        return Ok(Some(SinkError::Overridden {
+        return Some(SinkError::Overridden {
             collection: collection.to_owned(),
             vector: vector.clone(),
-        }));
+        });
     }
-    Ok(asked
-        .drift(&found)
+    asked
+        .drift(found)
         .into_iter()
         .find(|k| sink.support(*k) != Support::Online)
         .map(|key| SinkError::FixedSetting {
@@ -346,7 +356,7 @@ pub async fn fixed<S: Sink + ?Sized>(
             found: found.value(key).unwrap_or_else(|| "unset".into()),
             wanted: asked.value(key).unwrap_or_default(),
             target: sink.describe(),
-        }))
+        })
 }
 
 /// A setting a target cannot have, refused before anything is written.

@@ -306,12 +306,12 @@ impl super::GrpcSink {
 
     /// Switch HNSW graph building off (`m` 0) or on again, a bulk load's switch.
     pub(super) async fn switch_hnsw_m(&self, collection: &str, m: u64) -> Result<(), SinkError> {
-        let hnsw = HnswConfigDiff {
-            m: Some(m),
-            ..Default::default()
+        let only_m = Settings {
+            hnsw_m: Some(m),
+            ..Settings::default()
         };
         self.client
-            .update_collection(UpdateCollectionBuilder::new(collection).hnsw_config(hnsw))
+            .update_collection(update(collection, &only_m, &[Key::HnswM], &[]))
             .await
             .map_err(|e| request_err("update_collection", collection, e))?;
         Ok(())
